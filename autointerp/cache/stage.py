@@ -1,0 +1,337 @@
+"""Stage 1, `autointerp cache`: sparse activations of every hookpoint, streamed into CSR shards.
+
+Work is split into parts (contiguous sequence ranges). Each part is computed in one pass over the
+model (stopping after the deepest hookpoint), encoded by every coder, and written atomically while the
+next part computes. Once all parts exist, they are merged into the latent-range shards of the public
+format and the manifest is marked complete. Killed at any point, a rerun redoes only the missing parts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.numpy import save_file as save_numpy
+
+from autointerp.cache.merge import merge_parts
+from autointerp.cache.parts import PartBuffer, PartPlan, write_part
+from autointerp.cache.tokens import count_sequences, link_or_copy, read_tokens, write_tokens
+from autointerp.coders import load_coders
+from autointerp.coders.base import SparseCoder
+from autointerp.config import RunConfig, dump_config
+from autointerp.corpus import iter_documents, iter_sequences, special_token_ids
+from autointerp.errors import ConfigError, UserError
+from autointerp.rundir import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    PARTS_DIR,
+    STATS_FILE,
+    TOKENS_FILE,
+    ShardSpec,
+    atomic_path,
+    cache_dir,
+    changed_keys,
+    config_hash,
+    read_json,
+    write_json_atomic,
+    write_text_atomic,
+)
+from autointerp.subject import ActivationReader, Subject, Tap, load_subject
+
+ProgressFn = Callable[[int, int], None]
+"""Called with (tokens just processed, total tokens this task will process)."""
+
+WHOLE = ShardSpec()
+VALUE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class CacheReport:
+    """What a cache run did, for the CLI to show."""
+
+    status: dict[str, str] = field(default_factory=dict)
+    tokens_processed: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class _Hookpoint:
+    name: str
+    coder: SparseCoder
+    dir: Path
+    key: dict[str, Any]
+
+    @property
+    def tap(self) -> Tap:
+        return Tap(self.coder.module_path, self.coder.reads_input)
+
+
+def run_cache(
+    config: RunConfig,
+    shard: ShardSpec = WHOLE,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> CacheReport:
+    """Cache every hookpoint of `config`; with a partial `shard`, compute only that task's parts."""
+    report = CacheReport()
+    subject = load_subject(config.model)
+    coders = load_coders(config.sparse_coder, subject.base_model)
+    reader = ActivationReader(
+        subject.base_model, [Tap(c.module_path, c.reads_input) for c in coders.values()]
+    )
+    for coder in coders.values():
+        coder.to(subject.device, subject.dtype)
+    _check_widths(subject, reader, coders)
+    hookpoints = [
+        _Hookpoint(name, coder, cache_dir(config.run_dir, name), _cache_key(config, subject, coder))
+        for name, coder in coders.items()
+    ]
+    todo = []
+    for hp in hookpoints:
+        state = _existing_state(hp, force)
+        if state == "complete":
+            report.status[hp.name] = "already cached"
+        else:
+            todo.append(hp)
+    if not todo:
+        return report
+    write_text_atomic(config.run_dir / CONFIG_FILE, dump_config(config))
+    for hp in todo:
+        if not (hp.dir / MANIFEST_FILE).is_file():
+            write_json_atomic(hp.dir / MANIFEST_FILE, _manifest(config, hp, num_sequences=None))
+    tokens_path = _ensure_tokens(config, subject, todo, report)
+    plan = PartPlan(count_sequences(tokens_path), config.cache.sequences_per_part)
+    started = time.perf_counter()
+    report.tokens_processed = _compute_parts(
+        config, subject, reader, todo, plan, tokens_path, shard, progress
+    )
+    report.seconds = time.perf_counter() - started
+    for hp in todo:
+        if shard.is_whole:
+            report.stats[hp.name] = _finalize(config, hp, plan)
+            report.status[hp.name] = "cached"
+        else:
+            report.status[hp.name] = (
+                f"parts of shard {shard.index}/{shard.count} cached; run without --shard to merge"
+            )
+    return report
+
+
+def _check_widths(subject: Subject, reader: ActivationReader, coders: dict[str, SparseCoder]) -> None:
+    probe_id = subject.tokenizer.bos_token_id or subject.tokenizer.eos_token_id or 0
+    captured = reader(torch.full((1, 4), probe_id, device=subject.device))
+    for name, coder in coders.items():
+        width = captured[Tap(coder.module_path, coder.reads_input)].shape[-1]
+        if width != coder.d_in:
+            side = "input" if coder.reads_input else "output"
+            raise ConfigError(
+                "sparse_coder.hookpoints",
+                f"{name}: the coder expects width {coder.d_in} but the {side} of {coder.module_path!r} "
+                f"has width {width}; check the hookpoint or the sparse coder",
+            )
+
+
+def _cache_key(config: RunConfig, subject: Subject, coder: SparseCoder) -> dict[str, Any]:
+    """The config values that define a hookpoint's cache; any change makes the cache stale."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": {"path": config.model.path, "dtype": str(subject.dtype).removeprefix("torch.")},
+        "sparse_coder": {
+            "path": config.sparse_coder.path,
+            "hookpoint": coder.hookpoint,
+            **coder.fingerprint(),
+        },
+        "dataset": config.to_dict()["dataset"],
+        "cache": {
+            "n_tokens": config.cache.n_tokens,
+            "ctx_len": config.cache.ctx_len,
+            "activation_dtype": config.cache.activation_dtype,
+        },
+    }
+
+
+def _existing_state(hp: _Hookpoint, force: bool) -> str:
+    """`new`, `partial` or `complete`; a cache made with another config is refused unless forced."""
+    manifest_path = hp.dir / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return "new"
+    manifest = read_json(manifest_path)
+    if manifest.get("config_hash") == config_hash(hp.key):
+        return "complete" if manifest.get("complete") else "partial"
+    if force:
+        shutil.rmtree(hp.dir)
+        return "new"
+    changed = changed_keys(manifest.get("cache_key", {}), hp.key) or ["format"]
+    raise UserError(
+        f"{hp.dir} holds a cache made with a different config ({', '.join(changed)} changed); "
+        "pass --force to replace it, or set another out_dir"
+    )
+
+
+def _manifest(config: RunConfig, hp: _Hookpoint, num_sequences: int | None, **extra: Any) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": config.model.path,
+        "coder": {
+            "format": hp.key["sparse_coder"].get("format", config.sparse_coder.format),
+            "path": config.sparse_coder.path,
+            "module_path": hp.coder.module_path,
+            "reads_input": hp.coder.reads_input,
+        },
+        "hookpoint": hp.name,
+        "num_latents": hp.coder.num_latents,
+        "d_in": hp.coder.d_in,
+        "num_sequences": num_sequences,
+        "ctx_len": config.cache.ctx_len,
+        "activation_dtype": config.cache.activation_dtype,
+        "shards": [],
+        "config_hash": config_hash(hp.key),
+        "cache_key": hp.key,
+        "complete": False,
+        **extra,
+    }
+
+
+def _ensure_tokens(config: RunConfig, subject: Subject, todo: list[_Hookpoint], report: CacheReport) -> Path:
+    """Tokenize the corpus once into the first hookpoint's folder and link it into the others."""
+    existing = [hp.dir / TOKENS_FILE for hp in todo if (hp.dir / TOKENS_FILE).is_file()]
+    source = existing[0] if existing else todo[0].dir / TOKENS_FILE
+    wanted = -(-config.cache.n_tokens // config.cache.ctx_len)
+    if not existing:
+        sequences = iter_sequences(iter_documents(config.dataset), subject.tokenizer, config.cache.ctx_len)
+        written = write_tokens(sequences, wanted, config.cache.ctx_len, source)
+        if written == 0:
+            raise ConfigError(
+                "dataset.path",
+                f"{config.dataset.path!r} yields no full sequence of "
+                f"{config.cache.ctx_len} tokens; use a larger corpus or a smaller cache.ctx_len",
+            )
+    found = count_sequences(source)
+    if found < wanted:
+        report.warnings.append(
+            f"the corpus holds {found * config.cache.ctx_len:,} tokens, fewer than cache.n_tokens="
+            f"{config.cache.n_tokens:,}; caching all of it"
+        )
+    for hp in todo:
+        link_or_copy(source, hp.dir / TOKENS_FILE)
+    return source
+
+
+def _compute_parts(
+    config: RunConfig,
+    subject: Subject,
+    reader: ActivationReader,
+    todo: list[_Hookpoint],
+    plan: PartPlan,
+    tokens_path: Path,
+    shard: ShardSpec,
+    progress: ProgressFn | None,
+) -> int:
+    """Compute this task's missing parts, writing each in the background while the next computes."""
+    missing = [
+        part
+        for part in range(plan.num_parts)
+        if shard.owns(part) and not all(plan.file(hp.dir, part).is_file() for hp in todo)
+    ]
+    total = sum(end - start for start, end in map(plan.sequence_range, missing)) * config.cache.ctx_len
+    special = torch.tensor(special_token_ids(subject.tokenizer), device=subject.device, dtype=torch.long)
+    index_dtype = torch.int32 if plan.num_sequences * config.cache.ctx_len < 2**31 else torch.int64
+    value_dtype = VALUE_DTYPES[config.cache.activation_dtype]
+    done = 0
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        writing: Future | None = None
+        for part in missing:
+            started = time.perf_counter()
+            buffers = {hp.name: PartBuffer(hp.coder.num_latents, index_dtype, value_dtype) for hp in todo}
+            start, end = plan.sequence_range(part)
+            tokens = read_tokens(tokens_path, start, end)
+            for offset in range(0, end - start, config.cache.batch_size):
+                batch = tokens[offset : offset + config.cache.batch_size].to(subject.device, torch.long)
+                _encode_batch(reader, todo, buffers, batch, (start + offset) * config.cache.ctx_len, special)
+                done += batch.numel()
+                if progress:
+                    progress(batch.numel(), total)
+            seconds = time.perf_counter() - started
+            if writing is not None:
+                writing.result()
+            writing = writer.submit(_write_parts, plan, part, todo, buffers, seconds)
+        if writing is not None:
+            writing.result()
+    return done
+
+
+def _encode_batch(
+    reader: ActivationReader,
+    todo: list[_Hookpoint],
+    buffers: dict[str, PartBuffer],
+    batch: torch.Tensor,
+    first_token_index: int,
+    special: torch.Tensor,
+) -> None:
+    """Encode one batch at every hookpoint; special tokens are in the input but never stored."""
+    activations = reader(batch)
+    keep = ~torch.isin(batch, special).reshape(-1)
+    token_index = torch.arange(batch.numel(), device=batch.device)[keep] + first_token_index
+    for hp in todo:
+        x = activations[hp.tap].reshape(batch.numel(), -1)[keep]
+        buffers[hp.name].add(hp.coder.encode(x), token_index)
+
+
+def _write_parts(
+    plan: PartPlan, part: int, todo: list[_Hookpoint], buffers: dict[str, PartBuffer], seconds: float
+):
+    for hp in todo:
+        path = plan.file(hp.dir, part)
+        if not path.is_file():
+            write_part(path, buffers[hp.name], seconds)
+
+
+def _finalize(config: RunConfig, hp: _Hookpoint, plan: PartPlan) -> dict[str, Any]:
+    """Merge the parts into shards, write statistics and the complete manifest, drop the parts."""
+    index_dtype = torch.int32 if plan.num_sequences * config.cache.ctx_len < 2**31 else torch.int64
+    result = merge_parts(
+        plan.files(hp.dir),
+        hp.dir,
+        hp.coder.num_latents,
+        config.cache.latents_per_shard,
+        index_dtype,
+        VALUE_DTYPES[config.cache.activation_dtype],
+    )
+    with atomic_path(hp.dir / STATS_FILE) as tmp:
+        save_numpy({"firing_count": result.firing_count, "max_activation": result.max_activation}, str(tmp))
+    num_tokens = plan.num_sequences * config.cache.ctx_len
+    nnz = int(result.firing_count.sum())
+    shard_bytes = sum((hp.dir / s.file).stat().st_size for s in result.shards)
+    stats = {
+        "num_tokens": num_tokens,
+        "unmasked_tokens": result.unmasked_tokens,
+        "nnz": nnz,
+        "mean_l0": nnz / max(result.unmasked_tokens, 1),
+        "dead_latents": int((result.firing_count == 0).sum()),
+        "bytes_per_activation": shard_bytes / max(nnz, 1),
+        "compute_seconds": result.seconds,
+        "tokens_per_second": num_tokens / result.seconds if result.seconds else None,
+        "firing_counts_file": STATS_FILE,
+    }
+    manifest = _manifest(
+        config,
+        hp,
+        num_sequences=plan.num_sequences,
+        shards=[dataclasses.asdict(s) for s in result.shards],
+        token_index_dtype=str(index_dtype).removeprefix("torch."),
+        complete=True,
+        stats=stats,
+    )
+    write_json_atomic(hp.dir / MANIFEST_FILE, manifest)
+    shutil.rmtree(hp.dir / PARTS_DIR, ignore_errors=True)
+    return stats

@@ -1,0 +1,164 @@
+"""The `autointerp` command line: thin wrappers that load a config and call one stage."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from autointerp.config import RunConfig, load_config
+from autointerp.errors import UserError
+from autointerp.rundir import ShardSpec
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Explain and score sparse autoencoder latents with LLMs.",
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+T = TypeVar("T")
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML run config.", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config key: --set cache.n_tokens=100000 (repeatable)."),
+]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(help="Do task I of N (0-based), e.g. 0/4; default from SLURM_ARRAY_TASK_ID/COUNT."),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace outputs made with a different config.")]
+
+
+def _guard(action: Callable[[], T]) -> T:
+    """Run a stage; bad input becomes a one-line error and exit code 2."""
+    try:
+        return action()
+    except UserError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("interrupted; rerun the same command to resume")
+        raise typer.Exit(130) from None
+
+
+def _setup(config_path: Path, overrides: list[str] | None, shard: str | None) -> tuple[RunConfig, ShardSpec]:
+    config = load_config(config_path, overrides or [])
+    spec = ShardSpec.parse(shard) if shard else ShardSpec.from_env()
+    return config, spec
+
+
+def _token_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("tokens"),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]} tok/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+@app.command()
+def cache(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: ForceOpt = False) -> None:
+    """Cache sparse activations of the subject model over the corpus."""
+    from autointerp.cache import run_cache
+
+    def action() -> None:
+        cfg, spec = _setup(config, set_, shard)
+        with _token_progress() as progress:
+            task = progress.add_task("cache", total=None, rate="-")
+
+            def advance(tokens: int, total: int) -> None:
+                progress.update(task, advance=tokens, total=total)
+                speed = progress.tasks[task].speed
+                progress.update(task, rate=f"{speed:,.0f}" if speed else "-")
+
+            report = run_cache(cfg, spec, force=force, progress=advance)
+        for warning in report.warnings:
+            console.print(f"[yellow]warning:[/] {warning}")
+        _print_cache_report(cfg, report)
+
+    _guard(action)
+
+
+def _print_cache_report(cfg: RunConfig, report) -> None:
+    table = Table(title=f"cache: {cfg.run_dir}")
+    for column in ("hookpoint", "status", "tokens", "mean L0", "dead latents", "bytes/act", "tok/s"):
+        table.add_column(column)
+    for name, status in report.status.items():
+        stats = report.stats.get(name, {})
+        table.add_row(
+            name,
+            status,
+            f"{stats['num_tokens']:,}" if stats else "",
+            f"{stats['mean_l0']:.1f}" if stats else "",
+            f"{stats['dead_latents']:,}" if stats else "",
+            f"{stats['bytes_per_activation']:.2f}" if stats else "",
+            f"{stats['tokens_per_second']:,.0f}" if stats.get("tokens_per_second") else "",
+        )
+    Console().print(table)
+
+
+def _not_built(stage: str, issue: str) -> None:
+    console.print(
+        f"[bold red]error:[/] `autointerp {stage}` is not built yet ({issue}); only `cache` works so far"
+    )
+    raise typer.Exit(1)
+
+
+@app.command()
+def explain(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: ForceOpt = False) -> None:
+    """Explain latents with an explainer LLM (not built yet)."""
+    _not_built("explain", "the explain stage")
+
+
+@app.command()
+def score(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: ForceOpt = False) -> None:
+    """Score explanations (not built yet)."""
+    _not_built("score", "the score stage")
+
+
+@app.command()
+def compare(runs: Annotated[list[Path], typer.Argument(help="Run directories or configs.")]) -> None:
+    """Compare runs through their explanations (not built yet)."""
+    _not_built("compare", "the compare stage")
+
+
+@app.command()
+def run(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: ForceOpt = False) -> None:
+    """Run every stage of a config in order (not built yet: only `cache` exists)."""
+    _not_built("run", "it chains cache, explain and score")
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+    """Render the HTML report of a run (not built yet)."""
+    _not_built("report", "the HTML report")
+
+
+def main() -> None:
+    app(prog_name="autointerp", args=sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""Typed run config: one frozen dataclass per YAML section, strict loading, `--set` overrides.
+
+Every key has a default except `model.path` (and `sparse_coder.path` for coders read from disk).
+Unknown keys are errors that suggest the closest valid key; wrong types name the key and the type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from autointerp.errors import ConfigError
+
+CoderFormat = Literal["auto", "sparsify", "saelens", "gemmascope", "neurons", "topk-neurons"]
+FORMATS_WITHOUT_PATH = ("neurons", "topk-neurons")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = ""
+    """HF hub id, local model folder, or path to a `.gguf` file."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights dtype; `auto` is bfloat16 on GPU (when supported) and float32 on CPU."""
+    device: str = "auto"
+    """`auto` (GPU when there is one), `cpu`, `cuda` or `cuda:N`."""
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ConfigError("model.path", "is required: an HF hub id, a local folder or a .gguf file")
+        if self.device not in ("auto", "cpu", "cuda") and not _is_cuda_index(self.device):
+            raise ConfigError("model.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+def _is_cuda_index(device: str) -> bool:
+    prefix, _, index = device.partition(":")
+    return prefix == "cuda" and index.isdigit()
+
+
+@dataclass(frozen=True)
+class SparseCoderConfig:
+    path: str = ""
+    """Local folder or HF hub repo; for several hookpoints, the folder holding one subfolder per hookpoint."""
+    format: CoderFormat = "auto"
+    """Coder file format; `auto` detects sparsify, SAE Lens and Gemma Scope folders."""
+    hookpoints: tuple[str, ...] = ("layers.6",)
+    """Module paths relative to the base model (`model.model` of *ForCausalLM), e.g. `layers.6.mlp`."""
+    k: int = 32
+    """Neurons kept per token (`topk-neurons` only)."""
+
+    def __post_init__(self) -> None:
+        if not self.hookpoints:
+            raise ConfigError("sparse_coder.hookpoints", "needs at least one hookpoint, e.g. [layers.6]")
+        if len(set(self.hookpoints)) != len(self.hookpoints):
+            raise ConfigError("sparse_coder.hookpoints", "lists a hookpoint twice")
+        if self.format not in FORMATS_WITHOUT_PATH and not self.path:
+            raise ConfigError(
+                "sparse_coder.path",
+                f"is required for format {self.format!r}: a local folder or HF hub repo of sparse coders",
+            )
+        if self.k < 1:
+            raise ConfigError("sparse_coder.k", f"must be at least 1, got {self.k}")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    path: str = "builtin:python-docs"
+    """HF hub id, a local format (json, text, parquet, csv) with `data_files`, or `builtin:python-docs`."""
+    data_files: tuple[str, ...] | None = None
+    """Files for the local formats (json, text, parquet, csv)."""
+    name: str | None = None
+    """Dataset configuration name on the hub, if it has several."""
+    split: str = "train"
+    """Split to read."""
+    text_column: str = "text"
+    """Column holding the document text."""
+
+    def __post_init__(self) -> None:
+        if self.path in LOCAL_DATASET_FORMATS and not self.data_files:
+            raise ConfigError("dataset.data_files", f"is required when dataset.path is {self.path!r}")
+
+
+LOCAL_DATASET_FORMATS = ("json", "text", "parquet", "csv")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    n_tokens: int = 10_000_000
+    """Tokens to cache (rounded up to whole sequences; fewer if the corpus is shorter)."""
+    ctx_len: int = 256
+    """Tokens per sequence, BOS included."""
+    batch_size: int = 32
+    """Sequences per forward pass."""
+    latents_per_shard: int = 8192
+    """Latents per `latents-<start>-<end>.safetensors` shard."""
+    activation_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Stored activation dtype (float16 overflows and is not offered)."""
+    sequences_per_part: int = 1024
+    """Sequences per resumable work unit; bounds memory (one part is held while it is written)."""
+
+    def __post_init__(self) -> None:
+        for key in ("n_tokens", "ctx_len", "batch_size", "latents_per_shard", "sequences_per_part"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"cache.{key}", f"must be at least 1, got {getattr(self, key)}")
+        if self.ctx_len < 2:
+            raise ConfigError("cache.ctx_len", "must be at least 2 (BOS plus one token)")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig
+    """The subject model whose activations are explained."""
+    sparse_coder: SparseCoderConfig = field(default_factory=lambda: SparseCoderConfig(format="neurons"))
+    """The sparse coders (or neuron baselines) to explain, one per hookpoint."""
+    name: str = "run"
+    """Run name; the default output folder is `runs/<name>`."""
+    out_dir: str | None = None
+    """Run directory; default `runs/<name>`."""
+    seed: int = 0
+    """Seed of every random draw in the run."""
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    """The text corpus."""
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    """The activation cache."""
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) if self.out_dir else Path("runs") / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML run config, apply `key.path=value` overrides and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"config file {str(path)!r} not found: pass the path of a YAML run config")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError("", f"{path} is not valid YAML{where}: fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError("", f"{path} must hold a mapping of config keys, not a {type(data).__name__}")
+    for override in overrides:
+        apply_override(data, override)
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Validate a plain mapping into a RunConfig."""
+    return _build(RunConfig, data, "")
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one `a.b=value` override in place; the value is parsed as YAML."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise ConfigError("--set", f"expects key.path=value, got {override!r}")
+    parts = key.strip().split(".")
+    _check_key_path(parts)
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def _check_key_path(parts: list[str]) -> None:
+    cls: Any = RunConfig
+    for depth, part in enumerate(parts):
+        if not dataclasses.is_dataclass(cls):
+            raise ConfigError(".".join(parts), f"{'.'.join(parts[:depth])} has no sub-keys")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields:
+            prefix = ".".join(parts[:depth])
+            raise _unknown_key(f"{prefix}.{part}" if prefix else part, part, fields)
+        cls = _dataclass_in(_hints(cls)[part])
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _dataclass_in(tp: Any) -> Any:
+    return tp if dataclasses.is_dataclass(tp) else None
+
+
+def _unknown_key(full_key: str, key: str, valid: typing.Iterable[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(valid))}"
+    return ConfigError(full_key, f"unknown key; {hint}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(prefix, f"must be a mapping of keys, got {_describe(data)}")
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise _unknown_key(_join(prefix, key), str(key), fields)
+    kwargs = {key: _convert(hints[key], value, _join(prefix, key)) for key, value in data.items()}
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(_join(prefix, missing[0]), "is required")
+    return cls(**kwargs)
+
+
+def _join(prefix: str, key: Any) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    """Check `value` against the type hint `tp`, converting lists to tuples."""
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, {} if value is None else value, key)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(arg, value, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is Literal:
+        if value not in args:
+            choices = " | ".join(str(a) for a in args)
+            raise ConfigError(key, f"must be one of {choices}, got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(key, f"must be a list, got {_describe(value)}")
+        return tuple(_convert(args[0], item, f"{key}[{i}]") for i, item in enumerate(value))
+    return _convert_scalar(tp, value, key)
+
+
+def _convert_scalar(tp: Any, value: Any, key: str) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:
+        raise TypeError(f"unsupported config type {tp!r} for {key}")
+    raise ConfigError(key, f"must be {tp.__name__}, got {_describe(value)}")
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML, as written into the run directory."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

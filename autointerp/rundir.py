@@ -1,0 +1,157 @@
+"""Run-directory layout, atomic writes, config hashing and shard specs.
+
+File names of the public run-directory format live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autointerp.errors import UserError
+
+CONFIG_FILE = "config.yaml"
+CACHE_DIR = "cache"
+MANIFEST_FILE = "manifest.json"
+TOKENS_FILE = "tokens.safetensors"
+STATS_FILE = "stats.safetensors"
+PARTS_DIR = "parts"
+FORMAT_VERSION = 1
+
+
+def cache_dir(run_dir: Path, hookpoint: str) -> Path:
+    """`<run>/cache/<hookpoint>/`: the hookpoint string as given is the folder name."""
+    return run_dir / CACHE_DIR / hookpoint
+
+
+def shard_file_name(start: int, end: int) -> str:
+    return f"latents-{start}-{end}.safetensors"
+
+
+def part_file_name(index: int) -> str:
+    return f"part-{index:06d}.safetensors"
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success fsync it and rename it into place.
+
+    A reader never sees a partial file under the final name; on error the temporary file is removed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `target`; rename it into place when the block succeeds.
+
+    If another process finished the same folder first, theirs is kept.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def config_hash(key: Mapping[str, Any]) -> str:
+    """Stable hash of the config values that define an artifact."""
+    canonical = json.dumps(key, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested mappings."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            changed += changed_keys(a, b, dotted)
+        elif a != b:
+            changed.append(dotted)
+    return changed
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """Task `index` of `count` (0-based), as in `--shard I/N` or a SLURM array."""
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def is_whole(self) -> bool:
+        return self.count == 1
+
+    def owns(self, item: int) -> bool:
+        return item % self.count == self.index
+
+    @staticmethod
+    def parse(text: str) -> ShardSpec:
+        index, sep, count = text.partition("/")
+        if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+            raise UserError(f"--shard: expected I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
+        spec = ShardSpec(int(index), int(count))
+        if spec.count < 1 or spec.index >= spec.count:
+            raise UserError(f"--shard: expected I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
+        return spec
+
+    @staticmethod
+    def from_env(environ: Mapping[str, str] = os.environ) -> ShardSpec:
+        """From SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT (offset by SLURM_ARRAY_TASK_MIN)."""
+        if "SLURM_ARRAY_TASK_ID" not in environ or "SLURM_ARRAY_TASK_COUNT" not in environ:
+            return ShardSpec()
+        try:
+            task = int(environ["SLURM_ARRAY_TASK_ID"]) - int(environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+            count = int(environ["SLURM_ARRAY_TASK_COUNT"])
+        except ValueError:
+            raise UserError("SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT are not integers") from None
+        return ShardSpec.parse(f"{task}/{count}")
