@@ -9,6 +9,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -45,12 +46,27 @@ ShardOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace outputs made with a different config.")]
 
 
+@app.callback()
+def _quiet_libraries() -> None:
+    """The CLI owns the console: silence the progress bars and info logs of the model libraries."""
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    disable_progress_bars()
+
+
+def _error(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+
+
 def _guard(action: Callable[[], T]) -> T:
     """Run a stage; bad input becomes a one-line error and exit code 2."""
     try:
         return action()
     except UserError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _error(escape(str(exc)))
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("interrupted; rerun the same command to resume")
@@ -85,15 +101,19 @@ def cache(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force:
 
     def action() -> None:
         cfg, spec = _setup(config, set_, shard)
-        with _token_progress() as progress:
-            task = progress.add_task("cache", total=None, rate="-")
+        progress = _token_progress()
+        task = progress.add_task("cache", total=None, rate="-")
 
-            def advance(tokens: int, total: int) -> None:
-                progress.update(task, advance=tokens, total=total)
-                speed = progress.tasks[task].speed
-                progress.update(task, rate=f"{speed:,.0f}" if speed else "-")
+        def advance(tokens: int, total: int) -> None:
+            progress.start()  # shown from the first batch on, so setup errors stay one line
+            progress.update(task, advance=tokens, total=total)
+            speed = progress.tasks[task].speed
+            progress.update(task, rate=f"{speed:,.0f}" if speed else "-")
 
+        try:
             report = run_cache(cfg, spec, force=force, progress=advance)
+        finally:
+            progress.stop()
         for warning in report.warnings:
             console.print(f"[yellow]warning:[/] {warning}")
         _print_cache_report(cfg, report)
@@ -120,9 +140,7 @@ def _print_cache_report(cfg: RunConfig, report) -> None:
 
 
 def _not_built(stage: str, issue: str) -> None:
-    console.print(
-        f"[bold red]error:[/] `autointerp {stage}` is not built yet ({issue}); only `cache` works so far"
-    )
+    _error(f"`autointerp {stage}` is not built yet ({issue}); only `cache` works so far")
     raise typer.Exit(1)
 
 

@@ -218,17 +218,16 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     for key in data:
         if key not in fields:
             raise _unknown_key(_join(prefix, key), str(key), fields)
-    kwargs = {key: _convert(hints[key], value, _join(prefix, key)) for key, value in data.items()}
-    missing = [
+    required = [
         name
         for name, f in fields.items()
-        if name not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
+    data = {**{name: {} for name in required if dataclasses.is_dataclass(hints[name])}, **data}
+    missing = [name for name in required if name not in data]
     if missing:
         raise ConfigError(_join(prefix, missing[0]), "is required")
-    return cls(**kwargs)
+    return cls(**{key: _convert(hints[key], value, _join(prefix, key)) for key, value in data.items()})
 
 
 def _join(prefix: str, key: Any) -> str:
