@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -13,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from autointerp.config import ModelConfig
 from autointerp.errors import ConfigError
-from autointerp.rundir import atomic_dir
+from autointerp.modelpath import resolve_model_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -53,7 +50,7 @@ def load_subject(cfg: ModelConfig) -> Subject:
     """Load model and tokenizer; the model is in eval mode on the configured device."""
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    folder = hf_folder(cfg.path)
+    folder = resolve_model_path(cfg.path, "model.path")
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
@@ -66,45 +63,3 @@ def load_subject(cfg: ModelConfig) -> Subject:
         ) from None
     model.to(device).eval()
     return Subject(model=model, tokenizer=tokenizer, device=device, dtype=dtype)
-
-
-def hf_folder(path: str) -> str:
-    """A folder or hub id transformers can load; a `.gguf` file is converted once and cached."""
-    if path.endswith(".gguf"):
-        gguf = Path(path).expanduser()
-        if not gguf.is_file():
-            raise ConfigError("model.path", f"GGUF file {path!r} not found; check the path")
-        return str(convert_gguf(gguf))
-    local = Path(path).expanduser()
-    if local.exists():
-        if not (local / "config.json").is_file():
-            raise ConfigError(
-                "model.path", f"{path!r} has no config.json; point it at a transformers model folder"
-            )
-        return str(local)
-    if path.startswith((".", "/", "~")) or path.count("/") > 1:
-        raise ConfigError(
-            "model.path", f"{path!r} does not exist; give an existing folder, .gguf file or hub id"
-        )
-    return path
-
-
-def gguf_cache_root() -> Path:
-    return Path(os.environ.get("AUTOINTERP_CACHE", Path.home() / ".cache" / "autointerp")) / "gguf"
-
-
-def convert_gguf(gguf: Path) -> Path:
-    """Dequantise a GGUF file into a float32 transformers folder, once (GGUF loading is slow)."""
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    target = gguf_cache_root() / f"{gguf.stem}-{key}"
-    if (target / "config.json").is_file():
-        return target
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    if getattr(model.config, "quantization_config", None) is not None:
-        del model.config.quantization_config
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return target

@@ -1,0 +1,35 @@
+# Offline by default: nothing is fetched from a model hub at run time.
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install test test-fast lint demo clean
+
+install: $(VENV)/.installed
+
+# torch is pinned first so the local CPU wheel is used (a looser pin pulls CUDA builds).
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+demo: install
+	$(VENV)/bin/autointerp cache configs/demo.yaml
+
+clean:
+	rm -rf runs .pytest_cache
