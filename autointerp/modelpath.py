@@ -67,6 +67,7 @@ def convert_gguf(gguf: Path) -> Path:
         return target
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model.hf_quantizer = None  # weights are dequantised already; this lets save_pretrained write them
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
     with atomic_dir(target) as tmp:
