@@ -113,10 +113,117 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class LatentsConfig:
+    indices: tuple[int, ...] | str | None = None
+    """Latents to work on per hookpoint: a list like [0, 5, 17] or ranges like "0:1000" or "0:10,50:60"."""
+    sample: int | None = 100
+    """With `indices` null: a seeded random sample of this many latents per hookpoint; null = all."""
+    min_activations: int = 200
+    """Latents firing on fewer tokens are listed as skipped ("too few activations"), never dropped."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.indices, str):
+            parse_latent_ranges(self.indices)
+        if self.sample is not None and self.sample < 1:
+            raise ConfigError("latents.sample", f"must be at least 1 or null, got {self.sample}")
+        if self.min_activations < 1:
+            raise ConfigError("latents.min_activations", f"must be at least 1, got {self.min_activations}")
+
+
+def parse_latent_ranges(text: str) -> list[int]:
+    """`"0:3,7,10:12"` -> [0, 1, 2, 7, 10, 11]."""
+    latents: list[int] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        start, sep, end = part.partition(":")
+        if not start.isdigit() or (sep and not end.isdigit()):
+            raise ConfigError("latents.indices", f'expects ranges like "0:1000" or "0:10,42", got {text!r}')
+        latents.extend(range(int(start), int(end)) if sep else [int(start)])
+    return latents
+
+
+@dataclass(frozen=True)
+class ExamplesConfig:
+    window: int = 32
+    """Tokens per example window."""
+    center: bool = True
+    """Centre each activating window on its peak token (clipped at sequence edges)."""
+    n_explain: int = 40
+    """Activating examples shown to the explainer."""
+    explain_sampling: Literal["quantiles", "top", "random", "mix"] = "quantiles"
+    """Explainer examples: equal-count activation quantiles, the top, uniform, or half top half quantiles."""
+    n_quantiles: int = 10
+    """Activation quantile bins for `quantiles` sampling and for test examples (10 = deciles)."""
+    n_test: int = 100
+    """Activating examples held out for scoring (drawn evenly from the quantile bins)."""
+    n_negative: int = 100
+    """Non-activating examples for scoring."""
+    n_explain_negative: int = 10
+    """Non-activating examples shown to the contrastive explainer (never used for scoring)."""
+    negatives: Literal["random", "neighbours", "similar"] = "random"
+    """Random windows where the latent is zero, top windows of latents with the most similar decoder
+    directions, or windows nearest to the activating ones in an embedding space."""
+
+    def __post_init__(self) -> None:
+        for key in ("window", "n_explain", "n_quantiles", "n_test", "n_negative"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"examples.{key}", f"must be at least 1, got {getattr(self, key)}")
+        if self.n_explain_negative < 0:
+            raise ConfigError("examples.n_explain_negative", "must be 0 or more")
+
+
+@dataclass(frozen=True)
+class ExplainerConfig:
+    kind: Literal["default", "contrastive"] = "default"
+    """`contrastive` also shows non-activating examples to the explainer."""
+    backend: Literal["vllm", "openai", "transformers"] = "vllm"
+    """vLLM in-process engine, any OpenAI-compatible server (`base_url`), or local transformers."""
+    model: str | None = None
+    """Hub id, local folder, .gguf file or package:NAME; for the openai backend, the served model name."""
+    base_url: str | None = None
+    """OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (openai backend)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the API key; the key itself is never written anywhere."""
+    max_concurrency: int = 64
+    """Requests in flight at once (openai backend)."""
+    temperature: float = 0.0
+    """Sampling temperature."""
+    max_tokens: int = 200
+    """Completion tokens per explanation."""
+    show_activations: bool = False
+    """Show 0-10 activation values next to highlighted tokens."""
+    highlight_threshold: float = 0.0
+    """Tokens whose activation exceeds this fraction of the latent's max are wrapped in << >>."""
+    timeout: float = 300.0
+    """Seconds per request before it is retried (openai backend)."""
+    max_retries: int = 6
+    """Retries per request on 429, 5xx, timeouts and connection errors (openai backend)."""
+    tensor_parallel_size: int = 1
+    """GPUs per vLLM engine."""
+    gpu_memory_utilization: float = 0.85
+    """Fraction of GPU memory vLLM may take."""
+    max_model_len: int | None = None
+    """Context length for vLLM (null = the model's)."""
+
+    def __post_init__(self) -> None:
+        if self.backend == "openai" and not self.base_url:
+            raise ConfigError(
+                "explainer.base_url", "is required for the openai backend, e.g. http://127.0.0.1:8000/v1"
+            )
+        if self.max_concurrency < 1:
+            raise ConfigError("explainer.max_concurrency", f"must be at least 1, got {self.max_concurrency}")
+        if not 0.0 <= self.highlight_threshold < 1.0:
+            raise ConfigError("explainer.highlight_threshold", "must be in [0, 1)")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ConfigError("explainer.gpu_memory_utilization", "must be in (0, 1]")
+        if self.temperature < 0:
+            raise ConfigError("explainer.temperature", f"must be 0 or more, got {self.temperature}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig
     """The subject model whose activations are explained."""
-    sparse_coder: SparseCoderConfig = field(default_factory=lambda: SparseCoderConfig(format="neurons"))
+    sparse_coder: SparseCoderConfig
     """The sparse coders (or neuron baselines) to explain, one per hookpoint."""
     name: str = "run"
     """Run name; the default output folder is `runs/<name>`."""
@@ -128,6 +235,12 @@ class RunConfig:
     """The text corpus."""
     cache: CacheConfig = field(default_factory=CacheConfig)
     """The activation cache."""
+    latents: LatentsConfig = field(default_factory=LatentsConfig)
+    """Which latents to explain and score."""
+    examples: ExamplesConfig = field(default_factory=ExamplesConfig)
+    """How activating and non-activating examples are drawn."""
+    explainer: ExplainerConfig = field(default_factory=ExplainerConfig)
+    """The explainer LLM and prompt."""
 
     @property
     def run_dir(self) -> Path:

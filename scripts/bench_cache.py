@@ -180,17 +180,43 @@ def build_llama_8b(folder: Path) -> Path:
 
 
 def write_coder(folder: Path, setup: ModelSetup, device: str) -> None:
-    """A seeded random TopK sparsify coder; the encoder bias ~N(0, 0.1) makes latents vary."""
-    from sparsify import SparseCoder, SparseCoderConfig
+    """A seeded random TopK sparsify coder; the encoder bias ~N(0, 0.1) makes latents vary.
 
+    Written with sparsify when it is installed, else as the same two files directly.
+    """
     torch.manual_seed(1)
     dtype = getattr(torch, setup.dtype)
-    coder = SparseCoder(
-        setup.d_model, SparseCoderConfig(num_latents=setup.num_latents, k=setup.k), device=device, dtype=dtype
-    )
+    config = {"num_latents": setup.num_latents, "k": setup.k}
+    try:
+        from sparsify import SparseCoder, SparseCoderConfig
+    except ImportError:
+        write_sparsify_files(folder, setup, device, dtype)
+        return
+    coder = SparseCoder(setup.d_model, SparseCoderConfig(**config), device=device, dtype=dtype)
     with torch.no_grad():
         coder.encoder.bias.normal_(0, 0.1)
     coder.save_to_disk(folder)
+
+
+def write_sparsify_files(folder: Path, setup: ModelSetup, device: str, dtype: torch.dtype) -> None:
+    """`cfg.json` + `sae.safetensors` as `sparsify.SparseCoder.save_to_disk` writes them."""
+    from safetensors.torch import save_file
+
+    encoder = torch.nn.Linear(setup.d_model, setup.num_latents, device=device, dtype=dtype)
+    with torch.no_grad():
+        encoder.bias.normal_(0, 0.1)
+        weights = {
+            "encoder.weight": encoder.weight,
+            "encoder.bias": encoder.bias,
+            "W_dec": encoder.weight / encoder.weight.norm(dim=1, keepdim=True),
+            "b_dec": torch.zeros(setup.d_model, device=device, dtype=dtype),
+        }
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({name: t.contiguous() for name, t in weights.items()}, str(folder / "sae.safetensors"))
+    cfg = {"activation": "topk", "expansion_factor": 32, "normalize_decoder": True, "multi_topk": False}
+    cfg |= {"skip_connection": False, "transcode": False}
+    cfg |= {"num_latents": setup.num_latents, "k": setup.k, "d_in": setup.d_model}
+    (folder / "cfg.json").write_text(json.dumps(cfg))
 
 
 def write_token_file(
@@ -518,6 +544,7 @@ def main(argv: list[str] | None = None) -> None:
     setup = spec["setup"]
     print()
     print(f"machine: {machine(args.device)}")
+    print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(
         f"setup: {args.model_config} ({setup['dtype']}), hookpoint {setup['hookpoint']}, TopK coder "
         f"{setup['num_latents']} latents k={setup['k']}, ctx_len {args.ctx_len}, batch {args.batch_size}"
