@@ -21,6 +21,7 @@ class LLMClient(ABC):
     async def generate(self, request: LLMRequest) -> LLMResponse:
         """Answer one request; raises LLMError when it fails for good, LLMFatalError when nothing can work."""
 
+    @abstractmethod
     async def aclose(self) -> None:
         """Release the engine, server connections or model."""
 
