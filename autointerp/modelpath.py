@@ -38,13 +38,14 @@ def resolve_model_path(path: str, key: str) -> str:
 
 
 def packaged_model(package: str, key: str) -> Path:
-    """The model file inside an installed package: its `assemble()` result, or its single .gguf file."""
+    """The model in an installed package: its `assemble()` or `get_model_path()` result, or its one .gguf."""
     try:
         module = importlib.import_module(package.replace("-", "_"))
     except ImportError:
         raise ConfigError(key, f"package {package!r} is not installed; pip install {package}") from None
-    if hasattr(module, "assemble"):
-        return Path(module.assemble())
+    for accessor in ("assemble", "get_model_path"):
+        if hasattr(module, accessor):
+            return Path(getattr(module, accessor)())
     ggufs = sorted(Path(module.__file__).parent.rglob("*.gguf"))
     if len(ggufs) != 1:
         raise ConfigError(key, f"package {package!r} holds {len(ggufs)} .gguf files; give the file's path")

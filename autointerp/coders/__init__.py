@@ -14,7 +14,15 @@ from autointerp.coders.base import SparseActivations, SparseCoder
 from autointerp.config import SparseCoderConfig
 from autointerp.errors import ConfigError
 
-__all__ = ["FORMATS", "Format", "SparseActivations", "SparseCoder", "load_coders", "register"]
+__all__ = [
+    "FORMATS",
+    "Format",
+    "SparseActivations",
+    "SparseCoder",
+    "load_coders",
+    "load_file_coder",
+    "register",
+]
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,16 @@ def _load_one(cfg: SparseCoderConfig, base_model: nn.Module, hookpoint: str) -> 
     fmt = FORMATS.get(cfg.format)
     if fmt is not None and fmt.detect is None:
         return fmt.load(base_model, hookpoint, cfg.k)
+    coder = load_file_coder(cfg, hookpoint)
+    neurons.get_module(base_model, coder.module_path)
+    return coder
+
+
+def load_file_coder(cfg: SparseCoderConfig, hookpoint: str) -> SparseCoder:
+    """A coder read from its files alone (no subject model), e.g. for its decoder directions."""
+    fmt = FORMATS.get(cfg.format)
+    if fmt is not None and fmt.detect is None:
+        raise ConfigError("sparse_coder.format", f"{fmt.name} is built from the model, not read from files")
     folder = _coder_folder(cfg, hookpoint)
     fmt = fmt or _detect_format(folder)
     if not fmt.detect(folder):
@@ -63,9 +81,7 @@ def _load_one(cfg: SparseCoderConfig, base_model: nn.Module, hookpoint: str) -> 
             f"is {fmt.name} but {folder} lacks its files ({fmt.files}); found {_listing(folder)}: "
             "fix the path or set format: auto",
         )
-    coder = fmt.load(folder, hookpoint)
-    neurons.get_module(base_model, coder.module_path)
-    return coder
+    return fmt.load(folder, hookpoint)
 
 
 def _coder_folder(cfg: SparseCoderConfig, hookpoint: str) -> Path:
