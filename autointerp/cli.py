@@ -79,19 +79,34 @@ def _setup(config_path: Path, overrides: list[str] | None, shard: str | None) ->
     return config, spec
 
 
-def _token_progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("tokens"),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[rate]} tok/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
+class _StageProgress:
+    """A rich progress bar shown from the first unit of work on (so setup errors stay one line)."""
+
+    def __init__(self, description: str, unit: str):
+        self.progress = Progress(
+            TextColumn(f"[bold]{description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(unit),
+            TaskProgressColumn(),
+            TextColumn(f"{{task.fields[rate]}} {unit}/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = self.progress.add_task(description, total=None, rate="-")
+
+    def advance(self, amount: int, total: int) -> None:
+        self.progress.start()
+        self.progress.update(self.task, advance=amount, total=total)
+        speed = self.progress.tasks[self.task].speed
+        self.progress.update(self.task, rate=f"{speed:,.1f}" if speed else "-")
+
+    def __enter__(self) -> _StageProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
 
 
 @app.command()
@@ -101,24 +116,47 @@ def cache(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force:
 
     def action() -> None:
         cfg, spec = _setup(config, set_, shard)
-        progress = _token_progress()
-        task = progress.add_task("cache", total=None, rate="-")
-
-        def advance(tokens: int, total: int) -> None:
-            progress.start()  # shown from the first batch on, so setup errors stay one line
-            progress.update(task, advance=tokens, total=total)
-            speed = progress.tasks[task].speed
-            progress.update(task, rate=f"{speed:,.0f}" if speed else "-")
-
-        try:
-            report = run_cache(cfg, spec, force=force, progress=advance)
-        finally:
-            progress.stop()
+        with _StageProgress("cache", "tokens") as progress:
+            report = run_cache(cfg, spec, force=force, progress=progress.advance)
         for warning in report.warnings:
             console.print(f"[yellow]warning:[/] {warning}")
         _print_cache_report(cfg, report)
 
     _guard(action)
+
+
+@app.command()
+def explain(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: ForceOpt = False) -> None:
+    """Explain the selected latents with an explainer LLM."""
+    from autointerp.explain import run_explain
+
+    def action() -> None:
+        cfg, spec = _setup(config, set_, shard)
+        with _StageProgress("explain", "latents") as progress:
+            report = run_explain(cfg, spec, force=force, progress=progress.advance)
+        _print_explain_report(cfg, report)
+
+    _guard(action)
+
+
+def _print_explain_report(cfg: RunConfig, report) -> None:
+    title = f"explain: {cfg.run_dir} ({report.seconds:.0f} s, {report.cache_hits} answers from the cache)"
+    table = Table(title=title)
+    for column in (
+        "hookpoint",
+        "explained",
+        "failed",
+        "skipped",
+        "done before",
+        "prompt tok",
+        "cached tok",
+        "out tok",
+    ):
+        table.add_column(column)
+    for name, t in report.tallies.items():
+        counts = (t.explained, t.failed, t.skipped, t.already_done, t.prompt_tokens, t.cached_tokens)
+        table.add_row(name, *(f"{v:,}" for v in (*counts, t.completion_tokens)))
+    Console().print(table)
 
 
 def _print_cache_report(cfg: RunConfig, report) -> None:
@@ -140,14 +178,8 @@ def _print_cache_report(cfg: RunConfig, report) -> None:
 
 
 def _not_built(stage: str, issue: str) -> None:
-    _error(f"`autointerp {stage}` is not built yet ({issue}); only `cache` works so far")
+    _error(f"`autointerp {stage}` is not built yet ({issue}); only `cache` and `explain` work so far")
     raise typer.Exit(1)
-
-
-@app.command()
-def explain(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: ForceOpt = False) -> None:
-    """Explain latents with an explainer LLM (not built yet)."""
-    _not_built("explain", "the explain stage")
 
 
 @app.command()
@@ -164,7 +196,7 @@ def compare(runs: Annotated[list[Path], typer.Argument(help="Run directories or 
 
 @app.command()
 def run(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: ForceOpt = False) -> None:
-    """Run every stage of a config in order (not built yet: only `cache` exists)."""
+    """Run every stage of a config in order (not built yet)."""
     _not_built("run", "it chains cache, explain and score")
 
 

@@ -155,3 +155,7 @@ class ShardSpec:
         except ValueError:
             raise UserError("SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT are not integers") from None
         return ShardSpec.parse(f"{task}/{count}")
+
+
+WHOLE = ShardSpec()
+"""The whole job: no sharding."""

@@ -98,7 +98,7 @@ def test_slurm_array_environment_selects_the_shard(tiny_config, monkeypatch):
 
 
 def test_unbuilt_stages_say_so(tiny_config):
-    code, output = invoke("explain", tiny_config)
+    code, output = invoke("score", tiny_config)
     assert code == 1 and "not built yet" in output
 
 

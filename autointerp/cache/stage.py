@@ -35,6 +35,7 @@ from autointerp.rundir import (
     PARTS_DIR,
     STATS_FILE,
     TOKENS_FILE,
+    WHOLE,
     ShardSpec,
     atomic_path,
     cache_dir,
@@ -49,7 +50,6 @@ from autointerp.subject import ActivationReader, Subject, Tap, load_subject
 ProgressFn = Callable[[int, int], None]
 """Called with (tokens just processed, total tokens this task will process)."""
 
-WHOLE = ShardSpec()
 VALUE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 

@@ -1,0 +1,39 @@
+"""Which latents a run works on, and the seeded generators behind every random draw."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+from autointerp.config import LatentsConfig, parse_latent_ranges
+from autointerp.errors import ConfigError
+
+
+def rng_for(seed: int, *keys: str | int) -> np.random.Generator:
+    """A generator derived from the run seed and `keys` (hookpoint, latent, purpose, ...).
+
+    The derivation hashes the keys with SHA-256, so it is stable across processes and Python versions.
+    """
+    plain = [int(seed), *(key if isinstance(key, str) else int(key) for key in keys)]
+    digest = hashlib.sha256(json.dumps(plain).encode()).digest()
+    return np.random.default_rng(np.random.SeedSequence(int.from_bytes(digest, "little")))
+
+
+def select_latents(cfg: LatentsConfig, num_latents: int, seed: int, hookpoint: str) -> list[int]:
+    """The sorted latents of `hookpoint` to work on: the explicit `indices`, else a seeded sample."""
+    if cfg.indices is not None:
+        indices = parse_latent_ranges(cfg.indices) if isinstance(cfg.indices, str) else list(cfg.indices)
+        outside = [i for i in indices if not 0 <= i < num_latents]
+        if outside:
+            raise ConfigError(
+                "latents.indices",
+                f"latent {outside[0]} is out of range: {hookpoint} has {num_latents} latents "
+                f"(0 to {num_latents - 1})",
+            )
+        return sorted(set(indices))
+    if cfg.sample is None or cfg.sample >= num_latents:
+        return list(range(num_latents))
+    chosen = rng_for(seed, hookpoint, "latents").choice(num_latents, size=cfg.sample, replace=False)
+    return sorted(int(i) for i in chosen)

@@ -1,0 +1,126 @@
+"""LLM responses cached on disk by request hash, so a crashed or rerun stage replays instead of paying again.
+
+Each writer (one per SLURM array task) appends to its own `<shard>.jsonl`; every reader loads all shards.
+A put is flushed at once (it survives `kill -9`) and fsynced every `sync_every` puts (it survives a node crash
+up to the last few): fsync costs ~4 ms, which would throttle thousands of cached answers per second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import IO
+
+from autointerp.llm.base import LLMClient
+from autointerp.llm.types import LLMRequest, LLMResponse
+
+SYNC_EVERY = 64
+TAIL_CHUNK = 1 << 16
+
+
+class ResponseCache:
+    """Append-only JSONL store of `key -> LLMResponse`; a line that does not parse (torn write) is a miss."""
+
+    def __init__(self, directory: Path, shard: str, sync_every: int = SYNC_EVERY):
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{shard}.jsonl"
+        _drop_torn_tail(self.path)
+        self._entries: dict[str, LLMResponse] = {}
+        for file in sorted(directory.glob("*.jsonl")):
+            self._entries.update(_read(file))
+        self._sync_every = sync_every
+        self._unsynced = 0
+        self._file: IO[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> LLMResponse | None:
+        return self._entries.get(key)
+
+    def put(self, key: str, response: LLMResponse) -> None:
+        if self._file is None:
+            self._file = self.path.open("a", encoding="utf-8")
+        self._file.write(json.dumps({"key": key, "response": response.to_dict()}) + "\n")
+        self._file.flush()
+        self._entries[key] = response
+        self._unsynced += 1
+        if self._unsynced >= self._sync_every:
+            self.sync()
+
+    def sync(self) -> None:
+        """fsync what was written so far."""
+        if self._file is not None and self._unsynced:
+            os.fsync(self._file.fileno())
+            self._unsynced = 0
+
+    def close(self) -> None:
+        self.sync()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _read(path: Path) -> dict[str, LLMResponse]:
+    entries = {}
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            try:
+                record = json.loads(line)
+                entries[record["key"]] = LLMResponse.from_dict(record["response"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return entries
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a partial last line (from a killed writer) so the next append starts on a fresh line."""
+    if not path.is_file():
+        return
+    with path.open("rb+") as file:
+        end = file.seek(0, os.SEEK_END)
+        position = end
+        while position > 0:
+            start = max(0, position - TAIL_CHUNK)
+            file.seek(start)
+            chunk = file.read(position - start)
+            if position == end and chunk.endswith(b"\n"):
+                return
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                file.truncate(start + newline + 1)
+                return
+            position = start
+        file.truncate(0)
+
+
+class CachedClient(LLMClient):
+    """Answers a request from the cache when its key (`request.key(model)`) is there, else asks `client`.
+
+    Failures are not cached. `hits` and `misses` count the requests answered each way.
+    """
+
+    def __init__(self, client: LLMClient, cache: ResponseCache):
+        self.client = client
+        self.cache = cache
+        self.model = client.model
+        self.max_in_flight = client.max_in_flight
+        self.hits = 0
+        self.misses = 0
+
+    async def generate(self, request: LLMRequest) -> LLMResponse:
+        key = request.key(self.model)
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.hits += 1
+            return cached
+        self.misses += 1
+        response = await self.client.generate(request)
+        self.cache.put(key, response)
+        return response
+
+    async def aclose(self) -> None:
+        self.cache.close()
+        await self.client.aclose()

@@ -1,0 +1,104 @@
+"""Per-latent JSONL records (explanations, scores): sharded writers, merged readers, resume.
+
+A stage writes one object per latent to `<dir>/<hookpoint>.jsonl`, or, as task I of N, to
+`<dir>/<hookpoint>.shard-I-of-N.jsonl`, so no two tasks ever write the same file. Readers merge every
+file of a hookpoint. Each line is flushed and fsynced as soon as it is written; a torn last line (a kill
+mid-write) is ignored and that latent is redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from autointerp.errors import UserError
+from autointerp.rundir import ShardSpec, changed_keys
+
+
+def records_file(directory: Path, hookpoint: str, shard: ShardSpec) -> Path:
+    if shard.is_whole:
+        return directory / f"{hookpoint}.jsonl"
+    return directory / f"{hookpoint}.shard-{shard.index}-of-{shard.count}.jsonl"
+
+
+def hookpoint_files(directory: Path, hookpoint: str) -> list[Path]:
+    """Every record file of a hookpoint: the whole-run file and the shard files."""
+    whole = directory / f"{hookpoint}.jsonl"
+    shards = sorted(directory.glob(f"{hookpoint}.shard-*-of-*.jsonl"))
+    return ([whole] if whole.is_file() else []) + shards
+
+
+def iter_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Complete lines of a JSONL file; a torn final line is skipped."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                return
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                return
+
+
+def read_records(directory: Path, hookpoint: str) -> dict[int, dict[str, Any]]:
+    """Latent -> record, merged over the whole-run file and every shard file."""
+    records: dict[int, dict[str, Any]] = {}
+    for path in hookpoint_files(directory, hookpoint):
+        for record in iter_records(path):
+            records[int(record["latent"])] = record
+    return records
+
+
+def check_config(
+    records: dict[int, dict[str, Any]], key: dict[str, Any], config_hash: str, what: str
+) -> None:
+    """Refuse records made with another config (naming what changed)."""
+    stale = next((r for r in records.values() if r.get("config_hash") != config_hash), None)
+    if stale is not None:
+        changed = changed_keys(stale.get("config_key", {}), key) or ["format"]
+        raise UserError(
+            f"{what} were made with a different config ({', '.join(changed)} changed); "
+            "pass --force to replace them, or set another out_dir"
+        )
+
+
+def remove_hookpoint(directory: Path, hookpoint: str) -> None:
+    for path in hookpoint_files(directory, hookpoint):
+        path.unlink()
+
+
+class RecordWriter:
+    """Appends records to one file, each line flushed and fsynced."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_torn_tail(path)
+        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a partial last line left by a killed writer, so appends start on a fresh line."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    with open(path, "r+b") as f:
+        f.truncate(data.rfind(b"\n") + 1)

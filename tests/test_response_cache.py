@@ -1,0 +1,126 @@
+"""The on-disk response cache and the caching client."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from autointerp.llm import (
+    CachedClient,
+    LLMClient,
+    LLMError,
+    LLMRequest,
+    LLMResponse,
+    Message,
+    ResponseCache,
+    TokenLogprob,
+)
+
+RESPONSE = LLMResponse(
+    text="dogs",
+    logprobs=[TokenLogprob("dogs", -0.1, {"dogs": -0.1, "cats": -2.0})],
+    prompt_logprobs=[None, TokenLogprob("a", -3.0)],
+    prompt_tokens=5,
+    cached_tokens=2,
+    completion_tokens=1,
+    latency=0.5,
+    finish_reason="stop",
+)
+
+
+class CountingClient(LLMClient):
+    model = "fake"
+
+    def __init__(self, fail: bool = False):
+        self.calls = 0
+        self.fail = fail
+
+    async def generate(self, request: LLMRequest) -> LLMResponse:
+        self.calls += 1
+        if self.fail:
+            raise LLMError("prompt too long")
+        return LLMResponse(text=request.messages[0].content.upper())
+
+    async def aclose(self) -> None:
+        pass
+
+
+def request(text: str) -> LLMRequest:
+    return LLMRequest((Message("user", text),))
+
+
+def ask(client: LLMClient, texts: list[str]) -> list[LLMResponse]:
+    async def main() -> list[LLMResponse]:
+        try:
+            return [await client.generate(request(text)) for text in texts]
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def test_round_trip_across_reopen(tmp_path):
+    cache = ResponseCache(tmp_path, "shard-0")
+    cache.put("k", RESPONSE)
+    cache.close()
+    assert ResponseCache(tmp_path, "shard-0").get("k") == RESPONSE
+    assert ResponseCache(tmp_path, "shard-0").get("missing") is None
+
+
+def test_torn_last_line_is_skipped_and_cut(tmp_path):
+    cache = ResponseCache(tmp_path, "s")
+    cache.put("a", RESPONSE)
+    cache.put("b", RESPONSE)
+    cache.close()
+    data = cache.path.read_bytes()
+    cache.path.write_bytes(data[:-20])
+    reopened = ResponseCache(tmp_path, "s")
+    assert reopened.get("a") == RESPONSE and reopened.get("b") is None
+    reopened.put("c", RESPONSE)
+    reopened.close()
+    assert {k for k in "abc" if ResponseCache(tmp_path, "s").get(k)} == {"a", "c"}
+
+
+def test_puts_survive_kill_9(tmp_path):
+    script = f"""
+        import os, signal
+        from autointerp.llm import LLMResponse, ResponseCache
+        cache = ResponseCache({str(tmp_path)!r}, "killed", sync_every=1000)
+        for i in range(50):
+            cache.put(str(i), LLMResponse(text="x" * 10_000))
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
+    assert subprocess.run([sys.executable, "-c", textwrap.dedent(script)]).returncode == -9
+    assert len(ResponseCache(tmp_path, "other")) == 50
+
+
+def test_every_shard_is_read(tmp_path):
+    for shard in ("0", "1"):
+        cache = ResponseCache(tmp_path, shard)
+        cache.put(f"key-{shard}", RESPONSE)
+        cache.close()
+    cache = ResponseCache(tmp_path, "2")
+    assert len(cache) == 2 and cache.get("key-0") == cache.get("key-1") == RESPONSE
+    assert not cache.path.exists()
+
+
+def test_cached_client_asks_once_and_never_after_reopen(tmp_path):
+    inner = CountingClient()
+    client = CachedClient(inner, ResponseCache(tmp_path, "0"))
+    first, second = ask(client, ["x", "x"])
+    assert first == second == LLMResponse(text="X")
+    assert inner.calls == 1 and (client.hits, client.misses) == (1, 1)
+    again = CachedClient(CountingClient(), ResponseCache(tmp_path, "1"))
+    assert ask(again, ["x"]) == [first] and again.client.calls == 0 and again.hits == 1
+
+
+def test_errors_are_not_cached(tmp_path):
+    client = CachedClient(CountingClient(fail=True), ResponseCache(tmp_path, "0"))
+    for _ in range(2):
+        with pytest.raises(LLMError):
+            ask(client, ["x"])
+    assert client.client.calls == 2 and len(ResponseCache(tmp_path, "0")) == 0
