@@ -80,7 +80,9 @@ class Result:
     """All bytes written (tokens and statistics included) per nonzero activation."""
     nnz: int | None = None
     flops_per_token: float | None = None
-    """Forward to the hookpoint (forward variant); plus the encoder (autointerp and delphi)."""
+    """FLOPs per token of the forward to the hookpoint (forward variant only)."""
+    load_average: float = 0.0
+    """1-minute load average when the variant ended: above the thread count means other work competed."""
 
 
 # --- setup (parent) ------------------------------------------------------------------------------
@@ -295,7 +297,6 @@ def run_autointerp(spec: dict[str, Any], n_tokens: int, work: Path) -> Result:
         bytes_per_activation=stats["bytes_per_activation"],
         bytes_per_activation_all=written / max(stats["nnz"], 1),
         nnz=stats["nnz"],
-        flops_per_token=None,
     )
 
 
@@ -398,6 +399,7 @@ RUNNERS = {"autointerp": run_autointerp, "forward": run_forward, "delphi": run_d
 def child(variant: str, spec_file: Path, n_tokens: int, work: Path, result_file: Path) -> None:
     spec = json.loads(spec_file.read_text())
     result = RUNNERS[variant](spec, n_tokens, work)
+    result.load_average = os.getloadavg()[0]
     result_file.write_text(json.dumps(asdict(result)))
 
 
@@ -455,13 +457,14 @@ def print_table(results: list[tuple[int, Result]], device: str) -> None:
     gpu = device.startswith("cuda")
     header = ["variant", "tokens", "tokens/s", "compute s", "total s", "peak RSS MiB"]
     header += ["peak GPU MiB"] if gpu else []
-    header += ["bytes/act", "bytes/act (all files)"]
+    header += ["bytes/act", "bytes/act (all files)", "load"]
     rows = []
     for _, r in results:
         row = [r.variant, f"{r.tokens:,}", f"{r.tokens_per_second:,.0f}", f"{r.seconds:.1f}"]
         row += [f"{r.total_seconds:.1f}", f"{r.peak_rss_mib:,.0f}"]
         row += [_fmt(r.peak_gpu_mib, ",.0f")] if gpu else []
         row += [_fmt(r.bytes_per_activation, ".2f"), _fmt(r.bytes_per_activation_all, ".2f")]
+        row += [f"{r.load_average:.1f}"]
         rows.append(row)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     for line in [header, ["-" * w for w in widths], *rows]:
@@ -544,7 +547,7 @@ def main(argv: list[str] | None = None) -> None:
     setup = spec["setup"]
     print()
     print(f"machine: {machine(args.device)}")
-    print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"torch threads: {torch.get_num_threads()}; load: 1-minute load average as each variant ended")
     print(
         f"setup: {args.model_config} ({setup['dtype']}), hookpoint {setup['hookpoint']}, TopK coder "
         f"{setup['num_latents']} latents k={setup['k']}, ctx_len {args.ctx_len}, batch {args.batch_size}"

@@ -53,7 +53,8 @@ def load_subject(cfg: ModelConfig) -> Subject:
     folder = resolve_model_path(cfg.path, "model.path")
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        device_map = str(device) if device.type == "cuda" else None  # load straight onto the GPU
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map=device_map)
     except (OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
