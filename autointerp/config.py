@@ -101,7 +101,7 @@ class CacheConfig:
     """Latents per `latents-<start>-<end>.safetensors` shard."""
     activation_dtype: Literal["float32", "bfloat16"] = "float32"
     """Stored activation dtype (float16 overflows and is not offered)."""
-    sequences_per_part: int = 1024
+    sequences_per_part: int = 256
     """Sequences per resumable work unit; bounds memory (one part is held while it is written)."""
 
     def __post_init__(self) -> None:
@@ -175,8 +175,9 @@ class ExamplesConfig:
 class ExplainerConfig:
     kind: Literal["default", "contrastive"] = "default"
     """`contrastive` also shows non-activating examples to the explainer."""
-    backend: Literal["vllm", "openai", "transformers"] = "vllm"
-    """vLLM in-process engine, any OpenAI-compatible server (`base_url`), or local transformers."""
+    backend: Literal["vllm", "openai", "transformers", "auto"] = "vllm"
+    """vLLM in-process engine, any OpenAI-compatible server (`base_url`), local transformers, or `auto`
+    (vllm when installed, else transformers)."""
     model: str | None = None
     """Hub id, local folder, .gguf file or package:NAME; for the openai backend, the served model name."""
     base_url: str | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import os
 from pathlib import Path
 
@@ -38,18 +39,20 @@ def resolve_model_path(path: str, key: str) -> str:
 
 
 def packaged_model(package: str, key: str) -> Path:
-    """The model in an installed package: its `assemble()` or `get_model_path()` result, or its one .gguf."""
-    try:
-        module = importlib.import_module(package.replace("-", "_"))
-    except ImportError:
-        raise ConfigError(key, f"package {package!r} is not installed; pip install {package}") from None
+    """The model shipped in an installed package: its one .gguf file or model folder, found without importing
+    it, else what its `assemble()` or `get_model_path()` returns."""
+    spec = importlib.util.find_spec(package.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(key, f"package {package!r} is not installed; pip install {package}")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    found = sorted(folder.rglob("*.gguf")) + sorted(p.parent for p in folder.rglob("config.json"))
+    if len(found) == 1:
+        return found[0]
+    module = importlib.import_module(spec.name)
     for accessor in ("assemble", "get_model_path"):
         if hasattr(module, accessor):
             return Path(getattr(module, accessor)())
-    ggufs = sorted(Path(module.__file__).parent.rglob("*.gguf"))
-    if len(ggufs) != 1:
-        raise ConfigError(key, f"package {package!r} holds {len(ggufs)} .gguf files; give the file's path")
-    return ggufs[0]
+    raise ConfigError(key, f"package {package!r} holds {len(found)} models; give the path of one")
 
 
 def gguf_cache_root() -> Path:

