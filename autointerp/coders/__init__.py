@@ -13,6 +13,7 @@ from autointerp.coders import gemmascope, neurons, saelens, sparsify
 from autointerp.coders.base import SparseActivations, SparseCoder
 from autointerp.config import SparseCoderConfig
 from autointerp.errors import ConfigError
+from autointerp.subject.hooks import find_module
 
 __all__ = [
     "FORMATS",
@@ -64,7 +65,7 @@ def _load_one(cfg: SparseCoderConfig, base_model: nn.Module, hookpoint: str) -> 
     if fmt is not None and fmt.detect is None:
         return fmt.load(base_model, hookpoint, cfg.k)
     coder = load_file_coder(cfg, hookpoint)
-    neurons.get_module(base_model, coder.module_path)
+    find_module(base_model, coder.module_path)
     return coder
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -63,3 +65,37 @@ class SparseCoder(ABC):
     def fingerprint(self) -> dict[str, object]:
         """What identifies this coder's weights, for the cache's config hash."""
         return {}
+
+
+class FileCoder(SparseCoder):
+    """A coder whose weights were read from files: `weights` by name, plus the files' fingerprint."""
+
+    weights: dict[str, Tensor]
+    decoder_key: str = "W_dec"
+
+    def __init__(self, weights: dict[str, Tensor], fingerprint: dict[str, object]):
+        self.weights = weights
+        self._fingerprint = fingerprint
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> FileCoder:
+        self.weights = {name: t.to(device, dtype) for name, t in self.weights.items()}
+        return self
+
+    def decoder_directions(self) -> Tensor | None:
+        return self.weights.get(self.decoder_key)
+
+    def fingerprint(self) -> dict[str, object]:
+        return self._fingerprint
+
+
+def file_fingerprint(fmt: str, folder: Path, cfg_file: str | None, weights_file: str) -> dict[str, object]:
+    """Cheap identity of a coder folder: config hash, weights size and hash of the weights' first MiB."""
+    weights = folder / weights_file
+    with weights.open("rb") as f:
+        head = f.read(1 << 20)
+    result: dict[str, object] = {"format": fmt}
+    if cfg_file is not None:
+        result["cfg_sha256"] = hashlib.sha256((folder / cfg_file).read_bytes()).hexdigest()
+    result["weights_bytes"] = weights.stat().st_size
+    result["weights_head_sha256"] = hashlib.sha256(head).hexdigest()
+    return result

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autointerp.coders.saelens import DenseEncoderCoder, file_fingerprint
+from autointerp.coders.base import file_fingerprint
+from autointerp.coders.saelens import DenseEncoderCoder
 
 PARAMS_FILE = "params.npz"
 PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
-
 import torch
 from torch import Tensor, nn
 
 from autointerp.coders.base import SparseActivations, SparseCoder
 from autointerp.errors import ConfigError
+from autointerp.subject.hooks import find_module
 
 DOWN_PROJ_NAMES = ("down_proj", "c_proj", "fc2", "dense_4h_to_h")
 
@@ -61,20 +60,9 @@ def load_topk(base_model: nn.Module, hookpoint: str, k: int) -> NeuronCoder:
     return NeuronCoder(hookpoint, module_path, directions, k=k)
 
 
-def get_module(base_model: nn.Module, path: str) -> nn.Module:
-    """The submodule at `path`, or a ConfigError suggesting close module names."""
-    try:
-        return base_model.get_submodule(path)
-    except AttributeError:
-        names = [name for name, _ in base_model.named_modules() if name]
-        close = difflib.get_close_matches(path, names, n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}?" if close else "use module paths such as layers.6"
-        raise ConfigError("sparse_coder.hookpoints", f"{path!r} is no module of the model: {hint}") from None
-
-
 def _down_projection(base_model: nn.Module, hookpoint: str) -> tuple[str, Tensor]:
     """Path of the hookpoint's down projection and its output directions `[d_hidden, d_model]`."""
-    module = get_module(base_model, hookpoint)
+    module = find_module(base_model, hookpoint)
     if _directions(module) is not None:
         return hookpoint, _directions(module)
     for name in DOWN_PROJ_NAMES:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from autointerp.coders.base import SparseActivations, SparseCoder
+from autointerp.coders.base import FileCoder, SparseActivations, file_fingerprint
 from autointerp.errors import ConfigError
 
 CFG_FILE = "cfg.json"
@@ -20,7 +18,7 @@ ARCHITECTURES = ("standard", "jumprelu", "topk")
 WEIGHT_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
 
 
-class DenseEncoderCoder(SparseCoder):
+class DenseEncoderCoder(FileCoder):
     """`hidden_pre = (x - b_dec if subtract_b_dec) @ W_enc + b_enc`, then ReLU, JumpReLU or TopK.
 
     JumpReLU (`threshold` given): `relu(hidden_pre) * (hidden_pre > threshold)`.
@@ -40,11 +38,10 @@ class DenseEncoderCoder(SparseCoder):
         self.hookpoint = self.module_path = hookpoint
         self.reads_input = False
         self.d_in, self.num_latents = weights["W_enc"].shape
-        self.weights = weights
+        super().__init__(weights, fingerprint)
         self.subtract_b_dec = subtract_b_dec
         self.k = k
         self.rescale_by_decoder_norm = rescale_by_decoder_norm
-        self._fingerprint = fingerprint
 
     def encode(self, x: Tensor) -> SparseActivations:
         w = self.weights
@@ -61,29 +58,6 @@ class DenseEncoderCoder(SparseCoder):
         if "threshold" in w:
             acts = acts * (pre > w["threshold"])
         return SparseActivations.from_dense(acts.float())
-
-    def to(self, device: torch.device, dtype: torch.dtype) -> DenseEncoderCoder:
-        self.weights = {name: t.to(device, dtype) for name, t in self.weights.items()}
-        return self
-
-    def decoder_directions(self) -> Tensor | None:
-        return self.weights.get("W_dec")
-
-    def fingerprint(self) -> dict[str, object]:
-        return self._fingerprint
-
-
-def file_fingerprint(fmt: str, folder: Path, cfg_file: str | None, weights_file: str) -> dict[str, object]:
-    """Cheap identity of a coder folder: config hash, weights size and hash of the weights' first MiB."""
-    weights = folder / weights_file
-    with weights.open("rb") as f:
-        head = f.read(1 << 20)
-    result: dict[str, object] = {"format": fmt}
-    if cfg_file is not None:
-        result["cfg_sha256"] = hashlib.sha256((folder / cfg_file).read_bytes()).hexdigest()
-    result["weights_bytes"] = weights.stat().st_size
-    result["weights_head_sha256"] = hashlib.sha256(head).hexdigest()
-    return result
 
 
 def detect(folder: Path) -> bool:

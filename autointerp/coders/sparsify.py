@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor
 
-from autointerp.coders.base import SparseActivations, SparseCoder
-from autointerp.coders.saelens import file_fingerprint
+from autointerp.coders.base import FileCoder, SparseActivations, file_fingerprint
 from autointerp.errors import ConfigError
 
 CFG_FILE = "cfg.json"
@@ -21,7 +20,7 @@ ACTIVATIONS = ("topk", "groupmax")
 WEIGHT_NAMES = ("encoder.weight", "encoder.bias", "W_dec", "b_dec")
 
 
-class SparsifyCoder(SparseCoder):
+class SparsifyCoder(FileCoder):
     """`pre = relu(W (x - b_dec) + b)` (no `- b_dec` for transcoders), then TopK or GroupMax of k groups.
 
     Matches `sparsify.SparseCoder.encode`. Transcoders read their module's input.
@@ -35,8 +34,7 @@ class SparsifyCoder(SparseCoder):
         self.num_latents, self.d_in = weights["encoder.weight"].shape
         self.k = int(cfg["k"])
         self.activation = str(cfg.get("activation", "topk"))
-        self.weights = weights
-        self._fingerprint = fingerprint
+        super().__init__(weights, fingerprint)
 
     def encode(self, x: Tensor) -> SparseActivations:
         w = self.weights
@@ -51,16 +49,6 @@ class SparsifyCoder(SparseCoder):
             group_size = self.num_latents // self.k
             indices = indices + torch.arange(0, self.num_latents, group_size, device=pre.device)
         return SparseActivations.from_topk(values.float(), indices)
-
-    def to(self, device: torch.device, dtype: torch.dtype) -> SparsifyCoder:
-        self.weights = {name: t.to(device, dtype) for name, t in self.weights.items()}
-        return self
-
-    def decoder_directions(self) -> Tensor | None:
-        return self.weights.get("W_dec")
-
-    def fingerprint(self) -> dict[str, object]:
-        return self._fingerprint
 
 
 def detect(folder: Path) -> bool:
