@@ -82,25 +82,32 @@ def _setup(config_path: Path, overrides: list[str] | None, shard: str | None) ->
 class _StageProgress:
     """A rich progress bar shown from the first unit of work on (so setup errors stay one line)."""
 
-    def __init__(self, description: str, unit: str):
-        self.progress = Progress(
+    def __init__(self, description: str, unit: str, show_tokens: bool = False):
+        columns = [
             TextColumn(f"[bold]{description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn(unit),
             TaskProgressColumn(),
             TextColumn(f"{{task.fields[rate]}} {unit}/s"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self.task = self.progress.add_task(description, total=None, rate="-")
+        ]
+        if show_tokens:
+            columns.append(TextColumn("{task.fields[token_rate]} LLM tok/s"))
+        self.progress = Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+        self.task = self.progress.add_task(description, total=None, rate="-", token_rate="-")
+        self.tokens = 0
 
-    def advance(self, amount: int, total: int) -> None:
+    def advance(self, amount: int, total: int, tokens: int = 0) -> None:
+        """Count `amount` units done of `total`; `tokens` LLM tokens (prompt + completion) they took."""
         self.progress.start()
         self.progress.update(self.task, advance=amount, total=total)
-        speed = self.progress.tasks[self.task].speed
-        self.progress.update(self.task, rate=f"{speed:,.1f}" if speed else "-")
+        task = self.progress.tasks[self.task]
+        self.tokens += tokens
+        elapsed = task.elapsed or 0.0
+        token_rate = f"{self.tokens / elapsed:,.0f}" if elapsed and self.tokens else "-"
+        self.progress.update(
+            self.task, rate=f"{task.speed:,.1f}" if task.speed else "-", token_rate=token_rate
+        )
 
     def __enter__(self) -> _StageProgress:
         return self
@@ -132,7 +139,7 @@ def explain(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, forc
 
     def action() -> None:
         cfg, spec = _setup(config, set_, shard)
-        with _StageProgress("explain", "latents") as progress:
+        with _StageProgress("explain", "latents", show_tokens=True) as progress:
             report = run_explain(cfg, spec, force=force, progress=progress.advance)
         _print_explain_report(cfg, report)
 

@@ -190,3 +190,23 @@ def test_unreachable_server_is_one_clear_error(run):
     config = load_config(run, [f"explainer.base_url={stub.base_url}", "explainer.max_retries=1"])
     with pytest.raises(UserError, match="reach"):
         run_explain(config)
+
+
+@pytest.mark.parametrize("negatives", ["neighbours", "similar"])
+def test_neighbour_and_similar_negatives_reach_the_contrastive_prompt(run, negatives):
+    with StubServer(answer_with_example_count) as stub:
+        config, report = explain(
+            run,
+            stub,
+            "explainer.kind=contrastive",
+            f"examples.negatives={negatives}",
+            "latents.indices=[3, 7]",
+        )
+    records = read_records(config.run_dir / "explanations", "layers.1")
+    for record in records.values():
+        if record["skipped"]:
+            continue
+        assert record["explanation"]
+        negatives_shown = record["examples"]["explain_negatives"]
+        assert len(negatives_shown) == 3
+        assert all(max(example["activations"]) == 0 for example in negatives_shown)

@@ -38,8 +38,8 @@ from autointerp.texts import TokenTexts, load_tokenizer
 
 EXPLANATIONS_DIR = "explanations"
 LLM_CACHE_DIR = "llm_cache"
-ProgressFn = Callable[[int, int], None]
-"""Called with (latents just finished, total latents this task will do)."""
+ProgressFn = Callable[[int, int, int], None]
+"""Called with (latents just finished, total latents this task will do, LLM tokens they took)."""
 
 
 @dataclass
@@ -179,14 +179,14 @@ async def _explain(config, client: LLMClient, builders, todo, keys, texts, shard
     out_dir = config.run_dir / EXPLANATIONS_DIR
     total = sum(len(latents) for latents in todo.values())
     writers = {hp: RecordWriter(records_file(out_dir, hp, shard)) for hp in todo}
-    jobs: list[_Job] = []
+    jobs: list[_Job | None] = []
 
     def requests() -> Iterator[LLMRequest]:
         for job in _jobs(config, builders, todo, texts):
             if job.request is None:
                 _finish(job, None, writers, keys, client, report)
                 if progress:
-                    progress(1, total)
+                    progress(1, total, 0)
                 continue
             jobs.append(job)
             yield job.request
@@ -194,8 +194,12 @@ async def _explain(config, client: LLMClient, builders, todo, keys, texts, shard
     try:
         async for index, result in run_requests(client, requests()):
             _finish(jobs[index], result, writers, keys, client, report)
+            jobs[index] = None  # release its examples
             if progress:
-                progress(1, total)
+                tokens = (
+                    result.prompt_tokens + result.completion_tokens if isinstance(result, LLMResponse) else 0
+                )
+                progress(1, total, tokens)
     finally:
         for writer in writers.values():
             writer.close()
