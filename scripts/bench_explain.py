@@ -421,13 +421,15 @@ def print_comparison(results: list[Result], show: int) -> None:
             f"{total:.2f}x incl. start"
         )
     for r in results:
+        distinct = len({e for e in r.explanations.values() if e is not None})
         print(
             f"{r.backend}: {r.explained} explained, {r.failed} failed ({r.unparseable} unparseable, "
-            f"{r.llm_errors} llm errors), {r.skipped} skipped; child ru_maxrss {r.child_maxrss_mib:,.0f} MiB"
+            f"{r.llm_errors} llm errors), {r.skipped} skipped; {distinct} distinct explanations; "
+            f"child ru_maxrss {r.child_maxrss_mib:,.0f} MiB"
         )
     first = results[0] if results else None
     for r in results[1:]:
-        shared = [k for k in first.answers if k in r.answers]
+        shared = [k for k in first.answers if first.answers[k] is not None and r.answers.get(k) is not None]
         same = sum(first.answers[k] == r.answers[k] for k in shared)
         print(f"answers identical to {first.backend}'s: {r.backend} {same}/{len(shared)}")
     if first and show:

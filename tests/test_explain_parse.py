@@ -27,3 +27,21 @@ def test_parses_the_last_explanation_line(answer, expected):
 def test_unparseable_answers_raise(answer):
     with pytest.raises(ParseError):
         parse_explanation(answer)
+
+
+def test_an_invented_next_task_is_ignored():
+    answer = (
+        "[EXPLANATION]: The colon ending a function header.\n\n"
+        "Excerpts where the latent is active:\nExample 1: foo\n[EXPLANATION]: Something invented."
+    )
+    assert parse_explanation(answer) == "The colon ending a function header."
+
+
+def test_explanation_cut_off_at_max_tokens_is_refused():
+    with pytest.raises(ParseError, match="max_tokens"):
+        parse_explanation(
+            "Reasoning...\n[EXPLANATION]: The colon ending a Python block header (", truncated=True
+        )
+    finished = "[EXPLANATION]: Rain words.\nMore reasoning that ran out of tok"
+    assert parse_explanation(finished, truncated=True) == "Rain words."
+    assert parse_explanation("[EXPLANATION]: Rain words", truncated=False) == "Rain words"

@@ -9,7 +9,7 @@ import numpy as np
 
 from autointerp.llm.types import Message
 
-PROMPT_VERSION = "explain-v1"
+PROMPT_VERSION = "explain-v2"
 
 _SYSTEM = (
     'You are studying one internal feature (a "latent") of a language model.\n'
@@ -46,15 +46,16 @@ _FEW_SHOT: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str], 
     ),
     (
         (
-            "for item in range(10)<<:>>",
-            "if value is None<<:>> return default",
-            "def main()<<:>> parser = build_parser()",
-            "with open(path) as f<<:>> data = f.read()",
+            'he looked up and said, "I will be there by noon<<.">>',
+            '"Nobody knows<<,">> she replied, "where it went<<.">>',
+            'the sign on the door read "closed for repairs<<">> in red letters',
+            '"Run<<!">> shouted the guard at the gate',
         ),
-        ("<<:>> 8", "<<:>> 9", "<<:>> 10", "<<:>> 8"),
-        ("mix the two parts in a 3:1 ratio", "print(value) # done"),
-        "The latent fires on the colon that closes the header of a Python block statement.\n"
-        "[EXPLANATION]: The colon ending a Python block header (for, if, def, with).",
+        ('<<.">> 9', '<<,">> 7, <<.">> 10', '<<">> 6', '<<!">> 8'),
+        ("she spoke quietly about the weather all morning", "the report lists three causes of the delay"),
+        "Each highlight is the quotation mark that closes a quoted utterance, usually with the punctuation "
+        "just before it.\n"
+        "[EXPLANATION]: Closing quotation marks that end quoted speech or text.",
     ),
 )
 

@@ -20,7 +20,7 @@ from autointerp.config import RunConfig, dump_config
 from autointerp.embedding import Embedder
 from autointerp.errors import ConfigError, UserError
 from autointerp.examples import Example, ExampleBuilder, LatentExamples, select_latents
-from autointerp.explain.parse import ParseError, parse_explanation
+from autointerp.explain.parse import NEW_TURN, ParseError, parse_explanation
 from autointerp.explain.prompts import PROMPT_VERSION, ShownExample, build_messages
 from autointerp.llm import CachedClient, LLMClient, ResponseCache, make_client, resolve_backend, run_requests
 from autointerp.llm.types import LLMError, LLMFatalError, LLMRequest, LLMResponse, SamplingParams
@@ -96,10 +96,10 @@ def run_explain(
     texts = TokenTexts(load_tokenizer(config.model.path))
     builders = {hp: _builder(config, hp, readers[hp], texts) for hp in todo}
     shard_name = "whole" if shard.is_whole else f"shard-{shard.index}-of-{shard.count}"
+    started = time.perf_counter()  # the engine's start is part of what the stage costs
     client = CachedClient(
         make_client(config.explainer), ResponseCache(config.run_dir / LLM_CACHE_DIR, shard_name)
     )
-    started = time.perf_counter()
     try:
         asyncio.run(_explain(config, client, builders, todo, keys, texts, shard, report, progress))
     except LLMFatalError as exc:
@@ -153,7 +153,9 @@ def _builder(config: RunConfig, hookpoint: str, reader: CacheReader, texts: Toke
 
 
 def _jobs(config: RunConfig, builders, todo, texts: TokenTexts) -> Iterator[_Job]:
-    params = SamplingParams(temperature=config.explainer.temperature, max_tokens=config.explainer.max_tokens)
+    params = SamplingParams(
+        temperature=config.explainer.temperature, max_tokens=config.explainer.max_tokens, stop=(NEW_TURN,)
+    )
     for hookpoint, latents in todo.items():
         for latent in latents:
             examples = builders[hookpoint].build(latent)
@@ -216,7 +218,7 @@ def _finish(job: _Job, result: LLMResponse | LLMError | None, writers, keys, cli
         error = f"llm error: {result}"
     else:
         try:
-            explanation = parse_explanation(result.text)
+            explanation = parse_explanation(result.text, truncated=result.finish_reason == "length")
         except ParseError as exc:
             error = f"unparseable answer: {exc}"
     if isinstance(result, LLMResponse):
@@ -250,13 +252,14 @@ def _finish(job: _Job, result: LLMResponse | LLMError | None, writers, keys, cli
     )
 
 
-def _usage(result: LLMResponse | LLMError | None) -> dict[str, float] | None:
+def _usage(result: LLMResponse | LLMError | None) -> dict[str, object] | None:
     if not isinstance(result, LLMResponse):
         return None
     return {
         "prompt_tokens": result.prompt_tokens,
         "cached_tokens": result.cached_tokens,
         "completion_tokens": result.completion_tokens,
+        "finish_reason": result.finish_reason,
         "seconds": round(result.latency, 4),
     }
 
