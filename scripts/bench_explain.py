@@ -72,7 +72,7 @@ class Result:
     client_seconds: float = 0.0
     """Client construction inside run_explain (vllm: engine start; transformers: model load)."""
     explain_seconds: float = 0.0
-    """`ExplainReport.seconds`: from the first request to the last answer (prompts built along the way)."""
+    """`ExplainReport.seconds` minus the client's construction: first request to last answer."""
     run_seconds: float = 0.0
     """The whole `run_explain` call: cache readers, tokenizer, client, explain, shutdown."""
     server_seconds: float | None = None
@@ -172,7 +172,8 @@ def child_explain(spec: dict[str, Any], backend: str, run_dir: Path, result_file
         completion_tokens=tally.completion_tokens,
         truncated=sum(u.get("completion_tokens") == spec["max_tokens"] for u in usages),
         client_seconds=timing.get("client", 0.0),
-        explain_seconds=report.seconds,
+        explain_seconds=report.seconds
+        - timing.get("client", 0.0),  # the stage's time counts the client start
         run_seconds=run_seconds,
         child_maxrss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         load_average=os.getloadavg()[0],
@@ -531,8 +532,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         "start s: vllm = engine construction in run_explain; openai = server start until /v1/models answers; "
-        "transformers = model load. explain s = ExplainReport.seconds (first request to last answer, "
-        "no start). "
+        "transformers = model load. explain s = ExplainReport.seconds minus start s (first request to last "
+        "answer). "
         "run s = whole run_explain call (openai: without the server start). latents/min on explain s; "
         "'incl. start' adds start s. peak RSS: summed RSS of all processes of the row (server included)."
     )
