@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,8 @@ def _quiet_libraries() -> None:
     """The CLI owns the console: silence the progress bars and info logs of the model libraries."""
     import transformers
     from huggingface_hub.utils import disable_progress_bars
+
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # read when vLLM is imported, later
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -192,6 +192,10 @@ class ExplainerConfig:
     """Completion tokens per explanation."""
     show_activations: bool = False
     """Show 0-10 activation values next to highlighted tokens."""
+    reasoning: bool = True
+    """Let the explainer reason before its `[EXPLANATION]:` line; false prefills the answer with that marker
+    and stops at the end of the line (for small models; the openai backend needs a server that continues a
+    prefilled assistant message, as vLLM's does)."""
     highlight_threshold: float = 0.0
     """Tokens whose activation exceeds this fraction of the latent's max are wrapped in << >>."""
     timeout: float = 300.0

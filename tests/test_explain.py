@@ -210,3 +210,18 @@ def test_neighbour_and_similar_negatives_reach_the_contrastive_prompt(run, negat
         negatives_shown = record["examples"]["explain_negatives"]
         assert len(negatives_shown) == 3
         assert all(max(example["activations"]) == 0 for example in negatives_shown)
+
+
+def test_without_reasoning_the_answer_is_prefilled_and_one_line(run):
+    seen: list[list[dict]] = []
+
+    def complete_the_prefill(messages: list[dict]) -> str:
+        seen.append(messages)
+        return " Closing brackets of function calls"
+
+    with StubServer(complete_the_prefill) as stub:
+        config, report = explain(run, stub, "explainer.reasoning=false", "latents.indices=[3]")
+    assert seen[0][-1] == {"role": "assistant", "content": "[EXPLANATION]:"}
+    assert all(m["content"].startswith("[EXPLANATION]:") for m in seen[0] if m["role"] == "assistant")
+    record = read_records(config.run_dir / "explanations", "layers.1")[3]
+    assert record["explanation"] == "Closing brackets of function calls"

@@ -108,6 +108,9 @@ def _excerpts(lines: Sequence[str], values: Sequence[Sequence[str]] | None) -> s
     return "\n".join(out)
 
 
+ANSWER_MARKER = "[EXPLANATION]:"
+
+
 def build_messages(
     examples: Sequence[ShownExample],
     max_activation: float,
@@ -116,8 +119,13 @@ def build_messages(
     threshold: float,
     negatives: Sequence[ShownExample] = (),
     contrastive: bool = False,
+    reasoning: bool = True,
 ) -> tuple[Message, ...]:
-    """System prompt, two demonstrations, then this latent's numbered examples."""
+    """System prompt, two demonstrations, then this latent's numbered examples.
+
+    Without `reasoning`, the demonstrations answer with the explanation line alone and the answer is
+    prefilled with the marker, so the model only completes the explanation.
+    """
     system = _SYSTEM.format(
         activations=_ACTIVATIONS if show_activations else "", contrast=_CONTRAST if contrastive else ""
     )
@@ -127,12 +135,14 @@ def build_messages(
         inactive_text = _excerpts(inactive, None) if contrastive else ""
         turn = _user_turn(_excerpts(lines, shown_values), inactive_text, contrastive)
         messages.append(Message("user", turn))
-        messages.append(Message("assistant", answer))
+        messages.append(Message("assistant", answer if reasoning else answer[answer.index(ANSWER_MARKER) :]))
     rendered = [highlight(example, max_activation, threshold) for example in examples]
     lines = [text for text, _ in rendered]
     values = [v for _, v in rendered] if show_activations else None
     negative_text = _excerpts([_one_line("".join(n.pieces)) for n in negatives], None) if contrastive else ""
     messages.append(Message("user", _user_turn(_excerpts(lines, values), negative_text, contrastive)))
+    if not reasoning:
+        messages.append(Message("assistant", ANSWER_MARKER))
     return tuple(messages)
 
 

@@ -21,7 +21,7 @@ from autointerp.embedding import Embedder
 from autointerp.errors import ConfigError, UserError
 from autointerp.examples import Example, ExampleBuilder, LatentExamples, select_latents
 from autointerp.explain.parse import NEW_TURN, ParseError, parse_explanation
-from autointerp.explain.prompts import PROMPT_VERSION, ShownExample, build_messages
+from autointerp.explain.prompts import ANSWER_MARKER, PROMPT_VERSION, ShownExample, build_messages
 from autointerp.llm import CachedClient, LLMClient, ResponseCache, make_client, resolve_backend, run_requests
 from autointerp.llm.types import LLMError, LLMFatalError, LLMRequest, LLMResponse, SamplingParams
 from autointerp.records import RecordWriter, check_config, read_records, records_file, remove_hookpoint
@@ -125,6 +125,7 @@ def explain_key(config: RunConfig, reader: CacheReader) -> dict[str, Any]:
             "temperature": explainer.temperature,
             "max_tokens": explainer.max_tokens,
             "show_activations": explainer.show_activations,
+            "reasoning": explainer.reasoning,
             "highlight_threshold": explainer.highlight_threshold,
             "prompt_version": PROMPT_VERSION,
         },
@@ -153,8 +154,11 @@ def _builder(config: RunConfig, hookpoint: str, reader: CacheReader, texts: Toke
 
 
 def _jobs(config: RunConfig, builders, todo, texts: TokenTexts) -> Iterator[_Job]:
+    reasoning = config.explainer.reasoning
     params = SamplingParams(
-        temperature=config.explainer.temperature, max_tokens=config.explainer.max_tokens, stop=(NEW_TURN,)
+        temperature=config.explainer.temperature,
+        max_tokens=config.explainer.max_tokens,
+        stop=(NEW_TURN,) if reasoning else ("\n",),
     )
     for hookpoint, latents in todo.items():
         for latent in latents:
@@ -169,6 +173,7 @@ def _jobs(config: RunConfig, builders, todo, texts: TokenTexts) -> Iterator[_Job
                 threshold=config.explainer.highlight_threshold,
                 negatives=[_shown(e, texts) for e in examples.explain_negatives],
                 contrastive=config.explainer.kind == "contrastive",
+                reasoning=reasoning,
             )
             yield _Job(hookpoint, examples, LLMRequest(messages, params))
 
@@ -218,7 +223,8 @@ def _finish(job: _Job, result: LLMResponse | LLMError | None, writers, keys, cli
         error = f"llm error: {result}"
     else:
         try:
-            explanation = parse_explanation(result.text, truncated=result.finish_reason == "length")
+            answer = result.text if job.request.messages[-1].role == "user" else ANSWER_MARKER + result.text
+            explanation = parse_explanation(answer, truncated=result.finish_reason == "length")
         except ParseError as exc:
             error = f"unparseable answer: {exc}"
     if isinstance(result, LLMResponse):

@@ -142,6 +142,8 @@ def request_payload(model: str, request: LLMRequest) -> tuple[str, dict[str, Any
             body["logprobs"] = params.logprobs
         return "/completions", body
     body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+    if request.messages[-1].role == "assistant":  # a prefill to continue (vLLM extension)
+        body.update(continue_final_message=True, add_generation_prompt=False)
     if params.logprobs is not None:
         body.update(logprobs=True, top_logprobs=params.logprobs)
     return "/chat/completions", body
