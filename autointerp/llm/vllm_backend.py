@@ -84,7 +84,9 @@ class VLLMClient(LLMClient):
         return to_response(output, request.params, time.perf_counter() - start)
 
     async def aclose(self) -> None:
-        self._engine.shutdown()
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None  # finalised now, not at interpreter exit (where vLLM's __del__ fails)
 
     async def _final_output(self, prompt: TokensInput, params: vllm.SamplingParams) -> RequestOutput:
         final = None
