@@ -194,14 +194,77 @@ def _not_built(stage: str, issue: str) -> None:
 
 @app.command()
 def score(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: ForceOpt = False) -> None:
-    """Score explanations (not built yet)."""
-    _not_built("score", "the score stage")
+    """Score the explanations with every configured scorer; write scores/ and summary.json/.md."""
+
+    def action() -> None:
+        cfg, spec = _setup(config, set_, shard)
+        _score(cfg, spec, force)
+
+    _guard(action)
+
+
+def _score(cfg: RunConfig, spec: ShardSpec, force: bool) -> None:
+    from autointerp.score import SCORES_DIR, run_score, summary_rows, write_summary
+
+    with _StageProgress("score", "records") as progress:
+        report = run_score(cfg, spec, force=force, progress=progress.advance)
+    _print_score_report(cfg, report)
+    if not spec.is_whole:
+        console.print("summary.json is written by a run without --shard, once every shard has finished")
+        return
+    summary = write_summary(cfg, cfg.run_dir / SCORES_DIR)
+    _print_rows(f"scores: {cfg.run_dir / 'summary.md'}", summary_rows(summary))
+
+
+def _print_score_report(cfg: RunConfig, report) -> None:
+    table = Table(title=f"score: {cfg.run_dir} ({report.seconds:.0f} s)")
+    columns = ("scorer", "hookpoint", "scored", "failed", "skipped", "done before", "not explained")
+    for column in (*columns, "prompt tok", "cached tok", "out tok"):
+        table.add_column(column)
+    for (name, hp), t in report.tallies.items():
+        counts = (t.scored, t.failed, t.skipped, t.already_done, t.not_explained)
+        tokens = (t.prompt_tokens, t.cached_tokens, t.completion_tokens)
+        table.add_row(name, hp, *(f"{v:,}" for v in (*counts, *tokens)))
+    Console().print(table)
+
+
+def _print_rows(title: str, rows: list[dict[str, str]]) -> None:
+    if not rows:
+        console.print(f"{title}: no scores yet")
+        return
+    columns = ("scorer", "hookpoint", "metric", "mean [95% CI]", "chance", "scored", "failed", "skipped")
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(row[column] for column in columns))
+    Console().print(table)
 
 
 @app.command()
-def compare(runs: Annotated[list[Path], typer.Argument(help="Run directories or configs.")]) -> None:
-    """Compare runs through their explanations (not built yet)."""
-    _not_built("compare", "the compare stage")
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories or YAML configs (two or more runs).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder; default compare/ in the first run.")
+    ] = None,
+    scorer: Annotated[
+        list[str] | None,
+        typer.Option("--scorer", help="Compare only these scorers' scores (repeatable); default all found."),
+    ] = None,
+) -> None:
+    """Compare runs through their explanations: latent matching, explanation similarity, scores."""
+    from autointerp.compare import headline_tables, run_compare
+
+    def action() -> None:
+        with _StageProgress("compare", "run pairs") as progress:
+            report = run_compare(runs, out, scorers=scorer, progress=progress.advance)
+        for note in report.notes + report.interpretability.notes:
+            console.print(f"[yellow]note:[/] {escape(note)}")
+        for table in headline_tables(report):
+            Console().print(table)
+        console.print(f"wrote {escape(str(report.out_dir))}")
+
+    _guard(action)
 
 
 @app.command()
@@ -212,8 +275,11 @@ def run(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: F
 
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
-    """Render the HTML report of a run (not built yet)."""
-    _not_built("report", "the HTML report")
+    """Render the static HTML report of a run: latent table, summary, plots, one page per latent."""
+    from autointerp.report import write_report
+
+    index = _guard(lambda: write_report(run_dir))
+    Console().print(f"report: {index}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

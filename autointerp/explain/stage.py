@@ -94,7 +94,7 @@ def run_explain(
         return report
     write_text_atomic(config.run_dir / CONFIG_FILE, dump_config(config))
     texts = TokenTexts(load_tokenizer(config.model.path))
-    builders = {hp: _builder(config, hp, readers[hp], texts) for hp in todo}
+    builders = {hp: example_builder(config, hp, readers[hp], texts) for hp in todo}
     shard_name = "whole" if shard.is_whole else f"shard-{shard.index}-of-{shard.count}"
     started = time.perf_counter()  # the engine's start is part of what the stage costs
     client = CachedClient(
@@ -132,7 +132,9 @@ def explain_key(config: RunConfig, reader: CacheReader) -> dict[str, Any]:
     }
 
 
-def _builder(config: RunConfig, hookpoint: str, reader: CacheReader, texts: TokenTexts) -> ExampleBuilder:
+def example_builder(
+    config: RunConfig, hookpoint: str, reader: CacheReader, texts: TokenTexts
+) -> ExampleBuilder:
     decoder = embed = None
     if config.examples.negatives == "neighbours":
         directions = load_file_coder(config.sparse_coder, hookpoint).decoder_directions()

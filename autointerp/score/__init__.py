@@ -1,0 +1,7 @@
+"""Stage 3: score explanations (detection, fuzzing, simulation, embedding, surprisal, intervention,
+intruder)."""
+
+from autointerp.score.stage import SCORES_DIR, ScoreReport, run_score
+from autointerp.score.summary import summary_rows, write_summary
+
+__all__ = ["SCORES_DIR", "ScoreReport", "run_score", "summary_rows", "write_summary"]

@@ -1,0 +1,207 @@
+"""Scoring metrics: per-latent classification metrics, AUROC, correlation, and aggregates across latents.
+
+numpy only. Binary metrics follow scikit-learn's definitions and its `zero_division=0` convention, so
+they can be checked against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+HEADLINE: dict[str, str] = {
+    "detection": "balanced_accuracy",
+    "fuzzing": "balanced_accuracy",
+    "simulation": "pearson",
+    "embedding": "auroc",
+    "surprisal": "auroc",
+    "intruder": "accuracy",
+    "intervention": "score",
+}
+"""The metric each scorer reports as its headline number."""
+
+_BOOTSTRAP_CHUNK = 1 << 22
+"""Most resampled values held in memory at once by `bootstrap_ci`."""
+
+
+def _binary(values: np.ndarray, what: str) -> np.ndarray:
+    if not np.isin(values, (0, 1)).all():
+        raise ValueError(f"{what} must be 0 or 1")
+    return values.astype(bool)
+
+
+def binary_metrics(
+    labels: Sequence[int],
+    predictions: Sequence[int | None],
+    probabilities: Sequence[float | None] | None = None,
+) -> dict[str, float | int | None]:
+    """One latent's classification metrics; labels and predictions are 0 or 1.
+
+    An example whose prediction is None failed: it is excluded from every metric and counted in
+    `n_failed`. AUROC uses the probabilities of the non-failed examples that have one; it is None without
+    probabilities or when one class is missing among them. Undefined precision, recall and F1 are 0
+    (scikit-learn's `zero_division=0`); balanced accuracy averages the recall of the classes present in
+    the labels (as scikit-learn does). With no non-failed example, every metric is None.
+    """
+    if len(labels) != len(predictions) or (probabilities is not None and len(probabilities) != len(labels)):
+        raise ValueError("labels, predictions and probabilities must have the same length")
+    kept = [i for i, p in enumerate(predictions) if p is not None]
+    y = _binary(np.asarray([labels[i] for i in kept], dtype=float), "labels")
+    yhat = _binary(np.asarray([predictions[i] for i in kept], dtype=float), "predictions")
+    n = len(kept)
+    n_positive = int(y.sum())
+    counts: dict[str, float | int | None] = {
+        "n_examples": n,
+        "n_failed": len(predictions) - n,
+        "n_positive": n_positive,
+        "n_negative": n - n_positive,
+    }
+    metrics: dict[str, float | int | None] = dict.fromkeys(
+        ("balanced_accuracy", "accuracy", "f1", "precision", "recall", "auroc")
+    )
+    if n == 0:
+        return metrics | counts
+
+    tp = int(np.sum(y & yhat))
+    fp = int(np.sum(~y & yhat))
+    fn = int(np.sum(y & ~yhat))
+    tn = n - tp - fp - fn
+    recalls = [r / s for r, s in ((tp, tp + fn), (tn, tn + fp)) if s > 0]
+    metrics["balanced_accuracy"] = float(np.mean(recalls))
+    metrics["accuracy"] = (tp + tn) / n
+    metrics["f1"] = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    metrics["precision"] = tp / (tp + fp) if tp else 0.0
+    metrics["recall"] = tp / (tp + fn) if tp else 0.0
+    if probabilities is not None:
+        scored = [(labels[i], probabilities[i]) for i in kept if probabilities[i] is not None]
+        if scored:
+            metrics["auroc"] = auroc(*zip(*scored, strict=True))
+    return metrics | counts
+
+
+def auroc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); None when a class is missing."""
+    y = _binary(np.asarray(labels, dtype=float), "labels")
+    s = np.asarray(scores, dtype=float)
+    if len(y) != len(s):
+        raise ValueError("labels and scores must have the same length")
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite")
+    n_positive = int(y.sum())
+    n_negative = len(y) - n_positive
+    if n_positive == 0 or n_negative == 0:
+        return None
+    _, inverse, tie_counts = np.unique(s, return_inverse=True, return_counts=True)
+    average_ranks = np.cumsum(tie_counts) - (tie_counts - 1) / 2
+    u = average_ranks[inverse][y].sum() - n_positive * (n_positive + 1) / 2
+    return float(u / (n_positive * n_negative))
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson correlation; None when there are fewer than two points or either side is constant."""
+    a = np.asarray(x, dtype=float)
+    b = np.asarray(y, dtype=float)
+    if len(a) != len(b):
+        raise ValueError("x and y must have the same length")
+    if len(a) < 2 or (a == a[0]).all() or (b == b[0]).all():
+        return None
+    da, db = a - a.mean(), b - b.mean()
+    r = float(np.dot(da, db) / np.sqrt(np.dot(da, da) * np.dot(db, db)))
+    return min(1.0, max(-1.0, r))
+
+
+def bootstrap_ci(
+    values: Sequence[float], level: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean, at `level`; a single value gives (v, v)."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    data = np.asarray(values, dtype=float)
+    if len(data) == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    if len(data) == 1:
+        return float(data[0]), float(data[0])
+    rng = np.random.default_rng(seed)
+    rows = max(1, _BOOTSTRAP_CHUNK // len(data))
+    means = np.concatenate(
+        [
+            data[rng.integers(0, len(data), size=(min(rows, n_resamples - start), len(data)))].mean(axis=1)
+            for start in range(0, n_resamples, rows)
+        ]
+    )
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def aggregate(
+    values: Sequence[float | None], level: float = 0.95, seed: int = 0
+) -> dict[str, float | int | None]:
+    """A metric across latents, None values ignored: mean with its bootstrap CI, median, std, n.
+
+    `std` is the sample standard deviation (None for a single value); with no values all but n are None.
+    """
+    data = np.asarray([v for v in values if v is not None], dtype=float)
+    if len(data) == 0:
+        return {"mean": None, "ci_low": None, "ci_high": None, "median": None, "std": None, "n": 0}
+    ci_low, ci_high = bootstrap_ci(data, level=level, seed=seed)
+    return {
+        "mean": float(data.mean()),
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+        "median": float(np.median(data)),
+        "std": float(data.std(ddof=1)) if len(data) > 1 else None,
+        "n": len(data),
+    }
+
+
+def chance_level(
+    metric: str, positive_fraction: float = 0.5, intruder_size: int = 5, scorer: str | None = None
+) -> float | None:
+    """What a random guesser scores on `metric` in expectation; None for an unknown metric.
+
+    The guesser answers 1 with probability 1/2 whatever the input (and gives uninformative scores), on
+    examples of which `positive_fraction` are positive. Precision and F1 are the large-sample values
+    (ratios of expected counts): precision = p, F1 = 2 * p * 0.5 / (p + 0.5). With `scorer="intruder"`,
+    "accuracy" is picking the intruder among `intruder_size` candidates at random: 1 / intruder_size.
+    """
+    if not 0 <= positive_fraction <= 1:
+        raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
+    p = positive_fraction
+    if scorer == "intruder" and metric == "accuracy":
+        return 1 / intruder_size
+    levels = {
+        "balanced_accuracy": 0.5,
+        "auroc": 0.5,
+        "accuracy": 0.5,
+        "recall": 0.5,
+        "precision": p,
+        "f1": 2 * p * 0.5 / (p + 0.5),
+        "pearson": 0.0,
+        "score": 0.0,
+    }
+    return levels.get(metric)
+
+
+def pooled_binary_metrics(
+    per_latent: Iterable[tuple[Sequence[int], Sequence[int | None], Sequence[float | None] | None]],
+) -> dict[str, float | int | None]:
+    """`binary_metrics` over all latents' examples together (a latent without probabilities adds none)."""
+    labels: list[int] = []
+    predictions: list[int | None] = []
+    probabilities: list[float | None] = []
+    any_probabilities = False
+    for latent_labels, latent_predictions, latent_probabilities in per_latent:
+        if len(latent_labels) != len(latent_predictions) or (
+            latent_probabilities is not None and len(latent_probabilities) != len(latent_labels)
+        ):
+            raise ValueError("labels, predictions and probabilities must have the same length")
+        labels.extend(latent_labels)
+        predictions.extend(latent_predictions)
+        if latent_probabilities is None:
+            probabilities.extend([None] * len(latent_labels))
+        else:
+            any_probabilities = True
+            probabilities.extend(latent_probabilities)
+    return binary_metrics(labels, predictions, probabilities if any_probabilities else None)

