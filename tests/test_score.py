@@ -289,3 +289,32 @@ def test_planted_feature_true_explanation_beats_a_wrong_one_on_embedding(tmp_pat
     wrong = embedding_outcome(embed, "names of chemical elements", detection_items(examples, texts))
     assert true.metrics["auroc"] > 0.8
     assert true.metrics["auroc"] > wrong.metrics["auroc"] + 0.2
+
+
+def test_intervention_scores_steered_text_with_control_and_output_explanation(run):
+    """Steering the tiny model's coder latents: every explained latent gets its score, the random-latent
+    control, the achieved KL, and a score for the output-side explanation the explainer wrote."""
+    with StubServer(lambda messages: " words that follow the steering") as stub:
+        config = load_config(
+            run,
+            [
+                "scorers=[intervention]",
+                f"explainer.base_url={stub.base_url}",
+                "explainer.reasoning=false",
+                "intervention.n_prompts=2",
+                "intervention.prompt_tokens=8",
+                "intervention.new_tokens=4",
+                "intervention.target_kl=0.005",
+            ],
+        )
+        run_score(config)
+        asked = stub.calls
+    scored = [r for r in records(config, "intervention").values() if r["score"] is not None]
+    assert len(scored) >= 3 and asked == len(scored)
+    for record in scored:
+        metrics = record["metrics"]
+        assert {"score", "control_score", "kl", "strength", "output_explanation_score"} <= set(metrics)
+        assert metrics["control_latent"] != record["latent"]
+        assert record["output_explanation"] == "words that follow the steering"
+        assert len(record["examples"]) == 2 and all(e["steered"] for e in record["examples"])
+        assert record["promoted"]

@@ -263,6 +263,7 @@ class _Writer:
             "config_hash": config_hash(key),
             "config_key": key,
         }
+        record |= outcome.extra if outcome else {}
         self._writer(name, target.hookpoint).write(record)
         if self.progress:
             self.progress(1, self.total)
@@ -339,7 +340,7 @@ class _ExampleSource:
         return rng_for(self.config.seed, target.hookpoint, target.latent, target.directory, purpose)
 
 
-def _skip_reason(target: Target, examples: LatentExamples, plan: _Plan) -> tuple[str | None, str | None]:
+def skip_reason(target: Target, examples: LatentExamples, plan: _Plan) -> tuple[str | None, str | None]:
     """(skipped, error) for a target that cannot be scored, else (None, None)."""
     if examples.skipped:
         return examples.skipped, None
@@ -413,7 +414,7 @@ async def _llm_phase(
     def requests() -> Iterator[Any]:
         for target in targets:
             examples = source.get(target.hookpoint, target.latent)
-            skipped, error = _skip_reason(target, examples, source.plan)
+            skipped, error = skip_reason(target, examples, source.plan)
             if skipped or error:
                 writer.write(target, Outcome(error=error) if error else None, skipped, None)
                 continue
@@ -456,7 +457,7 @@ def _run_embedding(config: RunConfig, targets: list[Target], source: _ExampleSou
     embed = Embedder(config.embedding.model, batch_size=config.embedding.batch_size)
     for target in targets:
         examples = source.get(target.hookpoint, target.latent)
-        skipped, error = _skip_reason(target, examples, source.plan)
+        skipped, error = skip_reason(target, examples, source.plan)
         if skipped or error:
             writer.write(target, Outcome(error=error) if error else None, skipped, None)
             continue

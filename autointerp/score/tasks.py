@@ -24,6 +24,8 @@ class Outcome:
     metrics: dict[str, Any] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Scorer-specific fields added to the record (e.g. the intervention's promoted tokens)."""
 
 
 class ScoringTask:
