@@ -187,11 +187,6 @@ def _print_cache_report(cfg: RunConfig, report) -> None:
     Console().print(table)
 
 
-def _not_built(stage: str, issue: str) -> None:
-    _error(f"`autointerp {stage}` is not built yet ({issue}); only `cache` and `explain` work so far")
-    raise typer.Exit(1)
-
-
 @app.command()
 def score(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: ForceOpt = False) -> None:
     """Score the explanations with every configured scorer; write scores/ and summary.json/.md."""
@@ -269,8 +264,27 @@ def compare(
 
 @app.command()
 def run(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: ForceOpt = False) -> None:
-    """Run every stage of a config in order (not built yet)."""
-    _not_built("run", "it chains cache, explain and score")
+    """Run every stage of a config in order: cache, explain, score, then the HTML report."""
+    from autointerp.cache import run_cache
+    from autointerp.explain import run_explain
+    from autointerp.report import write_report
+
+    def action() -> None:
+        cfg, spec = _setup(config, set_, shard)
+        with _StageProgress("cache", "tokens") as progress:
+            cached = run_cache(cfg, spec, force=force, progress=progress.advance)
+        _print_cache_report(cfg, cached)
+        if any(status.startswith("parts") for status in cached.status.values()):
+            console.print("next: merge the cache with a run without --shard once every shard has finished")
+            return
+        with _StageProgress("explain", "latents", show_tokens=True) as progress:
+            explained = run_explain(cfg, spec, force=force, progress=progress.advance)
+        _print_explain_report(cfg, explained)
+        _score(cfg, spec, force)
+        if spec.is_whole:
+            console.print(f"report: {write_report(cfg.run_dir)}")
+
+    _guard(action)
 
 
 @app.command()

@@ -97,11 +97,6 @@ def test_slurm_array_environment_selects_the_shard(tiny_config, monkeypatch):
     assert "shard 1/2" in " ".join(output.split())
 
 
-def test_unbuilt_stages_say_so(tiny_config):
-    code, output = invoke("score", tiny_config)
-    assert code == 1 and "not built yet" in output
-
-
 @pytest.mark.slow
 def test_python_dash_m_runs_the_same_cli(tiny_config, tmp_path):
     out = tmp_path / "m"

