@@ -1,0 +1,133 @@
+"""One latent's page: explanation, scores, explainer examples and each scorer's verdict per example."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autointerp.report.data import LatentRow
+from autointerp.report.html import esc, fmt, latent_path, num_cell, page, shaded_tokens, table
+from autointerp.report.tokens import Pieces
+
+
+def render_latent(row: LatentRow, pieces: Pieces, note: str | None) -> str:
+    """The latent's page; `note` is a warning shown at the top (e.g. the tokenizer fallback)."""
+    up = "../" * (len(latent_path(row.hookpoint, row.latent).parts) - 1)
+    title = f"{row.hookpoint} latent {row.latent}"
+    scale = _shading_scale(row)
+    explain = row.explain_record or {}
+    examples = explain.get("examples") or {}
+    parts = [
+        f'<p><a href="{up}index.html">&larr; all latents</a></p>',
+        f"<h1>{esc(title)}</h1>",
+        f'<p class="problem">{esc(note)}</p>' if note else "",
+        _overview(row),
+        _answer(explain.get("answer")),
+        "<h2>Scores</h2>",
+        _scores(row),
+        _examples("Activating examples shown to the explainer", examples.get("explain"), pieces, scale),
+        _examples("Negatives shown to the explainer", examples.get("explain_negatives"), pieces, scale),
+        *(_verdicts(name, record, pieces, scale) for name, record in row.score_records.items()),
+    ]
+    return page(title, "\n".join(p for p in parts if p))
+
+
+def _overview(row: LatentRow) -> str:
+    explanation = esc(row.explanation) if row.explanation is not None else '<span class="muted">none</span>'
+    explain = row.explain_record or {}
+    facts = [
+        ("status", row.status),
+        ("activations in the cache", explain.get("num_activations")),
+        ("firing frequency", fmt(row.firing_frequency, ".3g")),
+        ("max activation", fmt(row.max_activation, ".3g")),
+        ("explainer", (explain.get("explainer") or {}).get("model")),
+    ]
+    items = "".join(f"<li>{esc(k)}: {esc(v)}</li>" for k, v in facts if v not in (None, ""))
+    problems = "".join(f'<li class="problem">{esc(p)}</li>' for p in row.problems)
+    return f'<p id="explanation"><b>Explanation:</b> {explanation}</p>\n<ul>{items}{problems}</ul>'
+
+
+def _answer(answer: str | None) -> str:
+    """The explainer's full answer (its reasoning), folded away."""
+    if not answer:
+        return ""
+    return f'<details><summary>explainer answer</summary><div class="ex">{esc(answer)}</div></details>'
+
+
+def _scores(row: LatentRow) -> str:
+    if not row.score_records:
+        return '<p class="muted">no scores yet</p>'
+    rows = []
+    for name, record in row.score_records.items():
+        metrics = ", ".join(
+            f"{k}={fmt(v)}" for k, v in (record.get("metrics") or {}).items() if v is not None
+        )
+        status = "; ".join(f"{k}: {record[k]}" for k in ("error", "skipped") if record.get(k))
+        of = record.get("explanation_of")
+        scored = record.get("explanation") or ""
+        if of is not None and of != row.latent:
+            scored = f"{scored} (explanation of latent {of})"
+        rows.append(
+            f"<tr><td>{esc(name)}</td>{num_cell(record.get('score'))}<td>{esc(metrics)}</td>"
+            f'<td class="problem">{esc(status)}</td><td>{esc(scored)}</td></tr>\n'
+        )
+    return table(["scorer", "score", "metrics", "error / skipped", "explanation scored"], rows)
+
+
+def _examples(heading: str, examples: list[dict[str, Any]] | None, pieces: Pieces, scale: float) -> str:
+    if not examples:
+        return ""
+    body = "".join(_example(e, pieces, scale, _example_meta(e)) for e in examples)
+    return f"<h2>{esc(heading)} ({len(examples)})</h2>\n{body}"
+
+
+def _verdicts(scorer: str, record: dict[str, Any], pieces: Pieces, scale: float) -> str:
+    """A scorer's test examples, each with its label, the scorer's prediction and probability."""
+    examples = record.get("examples") or []
+    if not examples:
+        return ""
+    wrong = sum(_is_wrong(e) for e in examples)
+    body = "".join(_example(e, pieces, scale, _verdict_meta(e), _is_wrong(e)) for e in examples)
+    summary = f"{scorer}: {len(examples)} test examples, {wrong} wrong verdicts"
+    heading = f"<h2>Scorer verdicts: {esc(scorer)}</h2>"
+    return f"{heading}\n<details>\n<summary>{esc(summary)}</summary>\n{body}</details>"
+
+
+def _is_wrong(example: dict[str, Any]) -> bool:
+    prediction, label = example.get("prediction"), example.get("label")
+    return prediction is not None and label is not None and int(prediction) != int(label)
+
+
+def _example_meta(example: dict[str, Any]) -> list[str]:
+    activations = example.get("activations") or [0.0]
+    meta = [f"seq {example.get('sequence')}:{example.get('start')}", f"max {max(activations):.3g}"]
+    return meta + ([f"quantile {example['quantile']}"] if example.get("quantile") is not None else [])
+
+
+def _verdict_meta(example: dict[str, Any]) -> list[str]:
+    meta = [str(example.get("kind", "")), f"label {example.get('label')}"]
+    prediction = example.get("prediction")
+    meta.append("no prediction" if prediction is None else f"prediction {prediction}")
+    for key in ("probability", "value"):
+        if example.get(key) is not None:
+            meta.append(f"{key} {fmt(float(example[key]))}")
+    if example.get("error"):
+        meta.append(f"error: {example['error']}")
+    return meta + _example_meta(example)
+
+
+def _example(
+    example: dict[str, Any], pieces: Pieces, scale: float, meta: list[str], wrong: bool = False
+) -> str:
+    tokens = shaded_tokens(pieces(example.get("tokens", [])), example.get("activations", []), scale)
+    labels = "".join(f'<span class="meta">{esc(m)}</span>' for m in meta)
+    marker = '<span class="meta verdict-wrong">WRONG</span>' if wrong else ""
+    return f'<div class="ex{" wrong" if wrong else ""}">{marker}{labels}<br>{tokens}</div>\n'
+
+
+def _shading_scale(row: LatentRow) -> float:
+    """The latent's max activation; else the largest activation among the examples shown."""
+    if row.max_activation:
+        return float(row.max_activation)
+    groups = list(((row.explain_record or {}).get("examples") or {}).values())
+    groups += [record.get("examples") or [] for record in row.score_records.values()]
+    return max((max(e.get("activations") or [0.0]) for group in groups for e in group), default=0.0)
