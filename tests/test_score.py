@@ -318,3 +318,13 @@ def test_intervention_scores_steered_text_with_control_and_output_explanation(ru
         assert record["output_explanation"] == "words that follow the steering"
         assert len(record["examples"]) == 2 and all(e["steered"] for e in record["examples"])
         assert record["promoted"]
+
+
+def test_explanations_from_other_examples_are_refused_per_latent(run):
+    """Changing what the explainer would be shown after explaining could leak its examples into the test set:
+    each such latent fails with a message naming the fix, instead of being scored."""
+    with StubServer(answers_by_hash) as stub:
+        config = load_config(run, stub_overrides(stub, "scorers=[detection]", "examples.n_explain=3"))
+        run_score(config)
+    explained = [r for r in records(config, "detection").values() if r["explanation"]]
+    assert explained and all("rerun `autointerp explain --force`" in r["error"] for r in explained)

@@ -353,7 +353,20 @@ def skip_reason(target: Target, examples: LatentExamples, plan: _Plan) -> tuple[
         return "no other explained latent to borrow an explanation from", None
     if not target.explanation:
         return None, f"no explanation: {(record or {}).get('error') or 'the explain stage gave none'}"
+    if (
+        record
+        and not target.control
+        and _shown_windows(record) != [(e.sequence, e.start) for e in examples.explain]
+    ):
+        return None, (
+            "the explainer saw other examples than this config draws (examples or seed changed since "
+            "explain): rerun `autointerp explain --force` so test examples stay disjoint from them"
+        )
     return None, None
+
+
+def _shown_windows(record: dict[str, Any]) -> list[tuple[int, int]]:
+    return [(e["sequence"], e["start"]) for e in (record.get("examples") or {}).get("explain", [])]
 
 
 def _make_task(
