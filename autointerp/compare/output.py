@@ -1,0 +1,144 @@
+"""Write a comparison to its folder: summary.md, summary.json, CSV tables and PNG plots."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from autointerp.compare import plots
+from autointerp.compare.result import CompareReport, PairResult
+from autointerp.compare.tables import Table, all_tables
+from autointerp.rundir import write_json_atomic, write_text_atomic
+
+HEATMAP = "similarity_matrix.png"
+DISTRIBUTIONS = "explanation_similarity.png"
+
+
+def write_outputs(report: CompareReport) -> list[Path]:
+    """Write every file of the comparison into `report.out_dir`; returns their paths."""
+    out = report.out_dir
+    tables = all_tables(report)
+    files = [_write(out / f"{table.name}.csv", table.csv()) for table in tables]
+    files += [_write_matches(out, report, pair) for pair in report.pairs]
+    files += _plot(report)
+    write_json_atomic(out / "summary.json", _finite(_summary(report, tables)))
+    files += [out / "summary.json", _write(out / "summary.md", _markdown(report, tables))]
+    return files
+
+
+def matches_file(report: CompareReport, pair: PairResult) -> str:
+    """`matches-<i>-<j>.csv`, with i, j the runs' indices in runs.csv."""
+    index = {run.label: i for i, run in enumerate(report.runs)}
+    return f"matches-{index[pair.a.label]}-{index[pair.b.label]}.csv"
+
+
+def _write(path: Path, text: str) -> Path:
+    write_text_atomic(path, text)
+    return path
+
+
+def _write_matches(out: Path, report: CompareReport, pair: PairResult) -> Path:
+    """Every matched pair: latents, how similar they are, and both explanations with their cosine."""
+    cosine = dict(zip(pair.similarity.a.tolist(), pair.similarity.values.tolist(), strict=True))
+    rows = []
+    for a, b, match in zip(pair.matching.a, pair.matching.b, pair.matching.similarity, strict=True):
+        a, b = int(a), int(b)
+        rows.append(
+            [
+                a,
+                b,
+                float(match),
+                cosine.get(a),
+                pair.a.explanations.get(a, ""),
+                pair.b.explanations.get(b, ""),
+            ]
+        )
+    columns = [
+        "latent_a",
+        "latent_b",
+        "match_similarity",
+        "explanation_similarity",
+        "explanation_a",
+        "explanation_b",
+    ]
+    return _write(out / matches_file(report, pair), Table("matches", "", columns, rows).csv())
+
+
+def _plot(report: CompareReport) -> list[Path]:
+    out = report.out_dir
+    labels = [run.label for run in report.runs]
+    plots.similarity_heatmap(labels, report.similarity_matrix(), out / HEATMAP)
+    series = [
+        (f"{p.a.label} vs {p.b.label}", p.similarity.values, p.similarity.baseline) for p in report.pairs
+    ]
+    plots.similarity_distributions(series, out / DISTRIBUTIONS)
+    files = [out / HEATMAP, out / DISTRIBUTIONS]
+    for scorer, by_run in report.interpretability.scores.items():
+        path = out / f"scores-{scorer}.png"
+        plots.score_distributions(scorer, {run: list(v.values()) for run, v in by_run.items()}, path)
+        files.append(path)
+    return files
+
+
+def _summary(report: CompareReport, tables: list[Table]) -> dict[str, Any]:
+    interp = report.interpretability
+    return {
+        "runs": [dict(zip(tables[0].columns, row, strict=True)) for row in tables[0].rows],
+        "pairs": [
+            {
+                "run_a": p.a.label,
+                "run_b": p.b.label,
+                "method": p.matching.method,
+                "matching": p.matching.describe(),
+                "candidates": p.matching.candidates,
+                "matched": len(p.matching.a),
+                "unmatched_a": p.matching.unmatched,
+                "unmatched_b": p.matching.num_b - len(p.matching.b),
+                "similarity": p.similarity.summary,
+                "baseline": p.similarity.baseline_summary,
+                "matches_file": matches_file(report, p),
+            }
+            for p in report.pairs
+        ],
+        "similarity_matrix": {
+            "runs": [r.label for r in report.runs],
+            "values": report.similarity_matrix().tolist(),
+        },
+        "interpretability": {
+            "scores": interp.summaries,
+            "paired_tests": interp.paired_tests,
+            "scorer_agreement": interp.agreement,
+        },
+        "notes": report.notes + interp.notes,
+    }
+
+
+def _markdown(report: CompareReport, tables: list[Table]) -> str:
+    parts = ["# autointerp compare", ""]
+    for table in tables:
+        parts += [f"## {table.title}", "", table.markdown(), ""]
+    if not report.interpretability.scores:
+        parts += ["## Interpretability", "", *report.interpretability.notes, ""]
+    parts += [
+        "## Plots",
+        "",
+        f"![explanation similarity matrix]({HEATMAP})",
+        f"![matched vs random]({DISTRIBUTIONS})",
+    ]
+    parts += [f"![{scorer}](scores-{scorer}.png)" for scorer in report.interpretability.scores]
+    notes = report.notes + report.interpretability.notes
+    if notes:
+        parts += ["", "## Notes", "", *(f"- {note}" for note in notes)]
+    return "\n".join(parts) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as null, so summary.json is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

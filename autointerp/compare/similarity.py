@@ -1,0 +1,70 @@
+"""Similarity of matched latents' explanations: embedding cosine against a random-pair baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from autointerp.score.metrics import aggregate
+
+BASELINE_PAIRS = 1000
+"""Random (explained latent of a, explained latent of b) pairs drawn for the baseline."""
+
+Embed = Callable[[Sequence[str]], np.ndarray]
+"""Texts -> unit-norm vectors [len(texts), dim], e.g. an `autointerp.embedding.Embedder`."""
+
+
+@dataclass(frozen=True)
+class ExplanationVectors:
+    """Unit-norm embeddings of a run's explanations, rows in ascending latent order."""
+
+    latents: np.ndarray
+    vectors: np.ndarray
+
+    @staticmethod
+    def embed(explanations: dict[int, str], embed: Embed) -> ExplanationVectors:
+        """Embed every explanation once."""
+        latents = np.array(sorted(explanations), dtype=np.int64)
+        return ExplanationVectors(latents, embed([explanations[int(latent)] for latent in latents]))
+
+    def rows(self, latents: np.ndarray) -> np.ndarray:
+        """Row of each latent, or -1 where the latent has no explanation (needs at least one row)."""
+        position = np.minimum(np.searchsorted(self.latents, latents), len(self.latents) - 1)
+        return np.where(self.latents[position] == latents, position, -1)
+
+
+@dataclass(frozen=True)
+class ExplanationSimilarity:
+    """Cosine of the explanations of matched pairs explained on both sides, and of random pairs."""
+
+    a: np.ndarray
+    b: np.ndarray
+    values: np.ndarray
+    baseline: np.ndarray
+
+    @cached_property
+    def summary(self) -> dict[str, Any]:
+        return aggregate(self.values)
+
+    @cached_property
+    def baseline_summary(self) -> dict[str, Any]:
+        return aggregate(self.baseline)
+
+
+def explanation_similarity(
+    a: np.ndarray, b: np.ndarray, vectors_a: ExplanationVectors, vectors_b: ExplanationVectors, seed: int = 0
+) -> ExplanationSimilarity:
+    """Similarity of the matched pairs `a[i]` <-> `b[i]` whose latents are both explained."""
+    rows_a, rows_b = vectors_a.rows(a), vectors_b.rows(b)
+    both = (rows_a >= 0) & (rows_b >= 0)
+    rows_a, rows_b = rows_a[both], rows_b[both]
+    values = np.einsum("ij,ij->i", vectors_a.vectors[rows_a], vectors_b.vectors[rows_b])
+    rng = np.random.default_rng(seed)
+    random_a = rng.integers(0, len(vectors_a.latents), BASELINE_PAIRS)
+    random_b = rng.integers(0, len(vectors_b.latents), BASELINE_PAIRS)
+    baseline = np.einsum("ij,ij->i", vectors_a.vectors[random_a], vectors_b.vectors[random_b])
+    return ExplanationSimilarity(a[both], b[both], values.astype(np.float64), baseline.astype(np.float64))

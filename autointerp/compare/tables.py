@@ -1,0 +1,176 @@
+"""The comparison as tables: one builder per table, rendered to CSV, markdown and the console."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from rich.table import Table as RichTable
+
+from autointerp.compare.interpretability import Interpretability
+from autointerp.compare.result import CompareReport, PairResult
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    """File stem of the CSV."""
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+    def csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(self.columns)
+        writer.writerows([[_csv_cell(value) for value in row] for row in self.rows])
+        return out.getvalue()
+
+    def markdown(self) -> str:
+        lines = [f"| {' | '.join(self.columns)} |", f"|{'---|' * len(self.columns)}"]
+        lines += [f"| {' | '.join(_cell(value).replace('|', '/') for value in row)} |" for row in self.rows]
+        return "\n".join(lines)
+
+
+def all_tables(report: CompareReport) -> list[Table]:
+    """Every table of the comparison, in the order of summary.md."""
+    interp = report.interpretability
+    tables = [runs_table(report), pairs_table(report), matrix_table(report)]
+    if interp.scores:
+        tables += [scores_table(interp), paired_tests_table(interp), agreement_table(interp)]
+    return tables
+
+
+def runs_table(report: CompareReport) -> Table:
+    rows = [
+        [i, run.label, str(run.run_dir), run.hookpoint, run.num_latents, len(run.explanations)]
+        for i, run in enumerate(report.runs)
+    ]
+    return Table("runs", "Runs", ["index", "run", "run_dir", "hookpoint", "latents", "explained"], rows)
+
+
+def pairs_table(report: CompareReport) -> Table:
+    columns = [
+        "run_a", "run_b", "matching", "matched", "unmatched_a", "explained_pairs",
+        "similarity_mean", "similarity_ci_low", "similarity_ci_high", "similarity_median",
+        "baseline_mean", "baseline_ci_low", "baseline_ci_high", "difference",
+    ]  # fmt: skip
+    return Table(
+        "pairs", "Latent matching and explanation similarity", columns, [_pair_row(p) for p in report.pairs]
+    )
+
+
+def _pair_row(pair: PairResult) -> list[Any]:
+    matching, sim, base = pair.matching, pair.similarity.summary, pair.similarity.baseline_summary
+    return [
+        pair.a.label, pair.b.label, matching.describe(), len(matching.a), matching.unmatched, sim["n"],
+        sim["mean"], sim["ci_low"], sim["ci_high"], sim["median"],
+        base["mean"], base["ci_low"], base["ci_high"], _difference(sim["mean"], base["mean"]),
+    ]  # fmt: skip
+
+
+def _difference(mean: float | None, baseline: float | None) -> float | None:
+    return None if mean is None or baseline is None else mean - baseline
+
+
+def matrix_table(report: CompareReport) -> Table:
+    labels = [run.label for run in report.runs]
+    matrix = report.similarity_matrix()
+    rows = [[label, *matrix[i]] for i, label in enumerate(labels)]
+    return Table(
+        "similarity_matrix", "Explanation similarity matrix (1 on the diagonal)", ["run", *labels], rows
+    )
+
+
+def scores_table(interp: Interpretability) -> Table:
+    columns = ["scorer", "run", "mean", "ci_low", "ci_high", "median", "std", "n"]
+    return Table("scores", "Scores per run", columns, [[row[c] for c in columns] for row in interp.summaries])
+
+
+def paired_tests_table(interp: Interpretability) -> Table:
+    columns = [
+        "scorer",
+        "run_a",
+        "run_b",
+        "pairing",
+        "n",
+        "mean_a",
+        "mean_b",
+        "mean_difference",
+        "wilcoxon",
+        "p_value",
+    ]
+    rows = [[row[c] for c in columns] for row in interp.paired_tests]
+    return Table("paired_tests", "Paired tests (Wilcoxon signed-rank)", columns, rows)
+
+
+def agreement_table(interp: Interpretability) -> Table:
+    columns = ["run", "scorer_a", "scorer_b", "spearman", "p_value", "n"]
+    rows = [[row[c] for c in columns] for row in interp.agreement]
+    return Table(
+        "scorer_agreement", "Scorer agreement (Spearman rank correlation across latents)", columns, rows
+    )
+
+
+def headline_tables(report: CompareReport) -> list[RichTable]:
+    """Console tables: explanation similarity per run pair, and each scorer's mean per run."""
+    pairs = RichTable(title=f"compare: {report.out_dir}")
+    for column in (
+        "run A",
+        "run B",
+        "matched by",
+        "matched",
+        "both explained",
+        "similarity [95% CI]",
+        "random",
+    ):
+        pairs.add_column(column)
+    for pair in report.pairs:
+        sim, base = pair.similarity.summary, pair.similarity.baseline_summary
+        pairs.add_row(
+            pair.a.label,
+            pair.b.label,
+            pair.matching.method,
+            f"{len(pair.matching.a):,}",
+            f"{sim['n']:,}",
+            _with_ci(sim),
+            _cell(base["mean"]),
+        )
+    tables = [pairs]
+    if report.interpretability.summaries:
+        tables.append(_scores_headline(report.interpretability))
+    return tables
+
+
+def _scores_headline(interp: Interpretability) -> RichTable:
+    runs = list(dict.fromkeys(row["run"] for row in interp.summaries))
+    table = RichTable(title="mean score per latent [95% CI]")
+    for column in ("scorer", *runs):
+        table.add_column(column)
+    for scorer in dict.fromkeys(row["scorer"] for row in interp.summaries):
+        by_run = {row["run"]: row for row in interp.summaries if row["scorer"] == scorer}
+        table.add_row(scorer, *(_with_ci(by_run[run]) if run in by_run else "" for run in runs))
+    return table
+
+
+def _with_ci(stats: dict[str, Any]) -> str:
+    if not stats["n"]:
+        return "-"
+    return f"{stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.3f}"
+    return str(value)
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else value

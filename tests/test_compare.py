@@ -1,0 +1,293 @@
+"""The compare stage on tiny synthetic runs: matching, explanation similarity, interpretability, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from cache_factory import write_synthetic_cache
+from scipy.optimize import linear_sum_assignment
+from typer.testing import CliRunner
+
+from autointerp.cli import app
+from autointerp.compare import run_compare
+from autointerp.compare.matching import assign, match_activations, match_decoders, top_k_candidates
+from autointerp.errors import UserError
+from autointerp.rundir import MANIFEST_FILE, cache_dir, read_json, write_json_atomic
+
+SEQUENCES, CTX_LEN, WIDTH = 8, 16, 16
+HOOKPOINT = "layers.1"
+EXPLANATIONS = [
+    "numbers in Python code", "French words", "closing parentheses", "names of cities", "past tense verbs",
+    "HTML tags", "mathematical equations", "the word 'the'", "emotions like happiness", "colours",
+    "animals and pets", "dates and years", "legal terminology", "cooking recipes", "sports teams",
+    "programming keywords", "question marks", "plural nouns", "medical symptoms", "weather descriptions",
+    "musical instruments", "currency amounts", "chemical elements", "family members", "travel and airports",
+    "computer hardware", "negation words", "first person pronouns", "religious terms", "car brands",
+    "body parts", "space and planets", "file paths", "email addresses", "military ranks",
+    "furniture", "trees and plants", "university courses", "clothing items", "ocean and sea life",
+]  # fmt: skip
+LATENTS = len(EXPLANATIONS)
+
+
+SCORE_RECORD = {"control": None, "metrics": {}, "examples": [], "usage": None, "error": None, "skipped": None}
+
+
+def planted(seed: int = 0) -> dict:
+    """Tokens, activations [tokens, latents], decoder [latents, WIDTH], one explanation per latent."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, 300, size=(SEQUENCES, CTX_LEN))
+    fires = rng.random((SEQUENCES * CTX_LEN, LATENTS)) < 0.15
+    fires[rng.integers(0, SEQUENCES * CTX_LEN, LATENTS), np.arange(LATENTS)] = True
+    acts = np.where(fires, rng.uniform(0.5, 3.0, fires.shape), 0.0).astype(np.float32)
+    decoder = rng.normal(size=(LATENTS, WIDTH)).astype(np.float32)
+    return {"tokens": tokens, "acts": acts, "decoder": decoder, "explanations": list(EXPLANATIONS)}
+
+
+def permuted(coder: dict, perm: np.ndarray) -> dict:
+    """The same coder with latent j of the result being latent perm[j] of `coder`."""
+    return {
+        "tokens": coder["tokens"],
+        "acts": coder["acts"][:, perm],
+        "decoder": coder["decoder"][perm] if coder["decoder"] is not None else None,
+        "explanations": [coder["explanations"][i] for i in perm],
+    }
+
+
+def make_run(
+    root: Path,
+    name: str,
+    coder: dict,
+    hookpoint: str = HOOKPOINT,
+    scores: dict[str, list[float]] | None = None,
+    config: bool = False,
+) -> Path:
+    """A run directory with a finished cache, explanations and (optionally) scores and config.yaml."""
+    run_dir = root / name
+    hp_dir = cache_dir(run_dir, hookpoint)
+    write_synthetic_cache(hp_dir, coder["tokens"], coder["acts"], LATENTS, 16, coder["decoder"])
+    manifest = read_json(hp_dir / MANIFEST_FILE)
+    write_json_atomic(hp_dir / MANIFEST_FILE, {**manifest, "config_hash": f"hash-{name}-{hookpoint}"})
+    explanations = [
+        {"latent": i, "hookpoint": hookpoint, "explanation": text, "error": None, "skipped": None}
+        for i, text in enumerate(coder["explanations"])
+    ]
+    _write_jsonl(run_dir / "explanations" / f"{hookpoint}.jsonl", explanations)
+    for scorer, values in (scores or {}).items():
+        records = [
+            {"latent": i, "hookpoint": hookpoint, "scorer": scorer, "score": v, **SCORE_RECORD}
+            for i, v in enumerate(values)
+        ]
+        _write_jsonl(run_dir / "scores" / scorer / f"{hookpoint}.jsonl", records)
+    if config:
+        body = {"name": name, "out_dir": str(run_dir), "model": {"path": "unused"}}
+        body["sparse_coder"] = {"path": "unused", "hookpoints": [hookpoint]}
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(body))
+    return run_dir
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.fixture(scope="module")
+def embed():
+    """The packaged MiniLM, loaded once, each text embedded once."""
+    from autointerp.embedding import Embedder
+
+    embedder, vectors = Embedder(), {}
+
+    def cached(texts: list[str]) -> np.ndarray:
+        new = sorted(set(texts) - set(vectors))
+        if new:
+            vectors.update(zip(new, embedder(new), strict=True))
+        return np.stack([vectors[text] for text in texts])
+
+    return cached
+
+
+@pytest.fixture
+def base() -> dict:
+    return planted()
+
+
+@pytest.fixture
+def perm() -> np.ndarray:
+    return np.random.default_rng(7).permutation(LATENTS)
+
+
+def test_decoder_matching_recovers_a_permutation(tmp_path, base, perm, embed):
+    a = make_run(tmp_path, "a", base)
+    b = make_run(tmp_path, "b", permuted(base, perm))
+    report = run_compare([a, b], tmp_path / "out", embed=embed)
+    (pair,) = report.pairs
+    assert pair.matching.method == "decoder cosine"
+    assert len(pair.matching.a) == LATENTS and pair.matching.unmatched == 0
+    assert np.array_equal(perm[pair.matching.b], pair.matching.a)
+    similarity = pair.similarity.summary
+    assert similarity["n"] == LATENTS and similarity["mean"] == pytest.approx(1.0, abs=1e-5)
+    assert pair.similarity.baseline_summary["mean"] < 0.5
+
+
+def test_correlation_matching_recovers_a_permutation(tmp_path, base, perm, embed):
+    """Two hookpoints of one run directory: other activations, so matched by activation correlation."""
+    a = make_run(tmp_path, "a", base)
+    make_run(tmp_path, "a", {**permuted(base, perm), "decoder": None}, hookpoint="layers.2")
+    report = run_compare([a], tmp_path / "out", embed=embed)
+    assert [run.label for run in report.runs] == ["a/layers.1", "a/layers.2"]
+    (pair,) = report.pairs
+    assert pair.matching.method == "activation correlation"
+    assert np.array_equal(perm[pair.matching.b], pair.matching.a)
+    assert np.allclose(pair.matching.similarity, 1.0, atol=1e-5)
+
+
+def test_a_run_with_itself_is_similarity_one(tmp_path, base, embed):
+    a = make_run(tmp_path, "a", base)
+    report = run_compare([a, a], tmp_path / "out", embed=embed)
+    (pair,) = report.pairs
+    assert pair.matching.method == "same coder"
+    assert pair.similarity.summary["mean"] == pytest.approx(1.0, abs=1e-5)
+    assert np.allclose(report.similarity_matrix(), 1.0, atol=1e-5)
+    assert [run.label for run in report.runs] == ["a/layers.1", "a/layers.1#2"]
+
+
+def test_a_random_coder_is_near_the_baseline(tmp_path, base, perm, embed):
+    rng = np.random.default_rng(3)
+    random_coder = {**planted(seed=5), "explanations": [EXPLANATIONS[i] for i in rng.permutation(LATENTS)]}
+    a = make_run(tmp_path, "a", base)
+    b = make_run(tmp_path, "b", permuted(base, perm))
+    r = make_run(tmp_path, "r", random_coder)
+    report = run_compare([a, b, r], tmp_path / "out", embed=embed)
+    by_pair = {(p.a.label, p.b.label): p.similarity for p in report.pairs}
+    random_pair = by_pair[("a/layers.1", "r/layers.1")]
+    assert abs(random_pair.summary["mean"] - random_pair.baseline_summary["mean"]) < 0.1
+    assert by_pair[("a/layers.1", "b/layers.1")].summary["mean"] > random_pair.summary["mean"] + 0.5
+    matrix = report.similarity_matrix()
+    assert matrix.shape == (3, 3) and np.allclose(matrix, matrix.T)
+    csv_rows = (report.out_dir / "similarity_matrix.csv").read_text().splitlines()
+    assert csv_rows[0] == "run,a/layers.1,b/layers.1,r/layers.1" and len(csv_rows) == 4
+
+
+@pytest.mark.parametrize(("num_a", "num_b", "seed"), [(30, 30, 0), (25, 40, 1), (40, 25, 2), (1, 5, 3)])
+def test_sparse_assignment_with_all_candidates_equals_dense(num_a, num_b, seed):
+    rng = np.random.default_rng(seed)
+    sims = rng.uniform(-1, 1, size=(num_a, num_b))
+    rows, cols, values = top_k_candidates(lambda s, e: sims[s:e], num_a, num_b, k=num_b, block=7)
+    a, b, matched = assign(rows, cols, values, num_a, num_b)
+    dense_a, dense_b = linear_sum_assignment(sims, maximize=True)
+    assert sorted(zip(a, b, strict=True)) == sorted(zip(dense_a, dense_b, strict=True))
+    assert np.allclose(matched, sims[a, b])
+
+
+def test_sparse_matching_of_a_noisy_permutation_equals_dense(base, perm):
+    rng = np.random.default_rng(1)
+    noisy = base["decoder"][perm] + 0.3 * rng.normal(size=base["decoder"].shape)
+    sparse = match_decoders(base["decoder"], noisy, k=3, block=LATENTS * 2)
+    unit_a = base["decoder"] / np.linalg.norm(base["decoder"], axis=1, keepdims=True)
+    unit_b = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+    dense_a, dense_b = linear_sum_assignment(unit_a @ unit_b.T, maximize=True)
+    assert np.array_equal(sparse.a, dense_a) and np.array_equal(sparse.b, dense_b)
+    assert "top-3 candidates" in sparse.describe()
+
+
+def test_correlation_matching_equals_dense_pearson(base):
+    import scipy.sparse as sp
+
+    other = planted(seed=9)["acts"]
+    matching = match_activations(sp.csr_array(base["acts"].T), sp.csr_array(other.T), k=LATENTS, block=100)
+    pearson = np.corrcoef(base["acts"].T, other.T)[:LATENTS, LATENTS:]
+    dense_a, dense_b = linear_sum_assignment(pearson, maximize=True)
+    assert np.array_equal(matching.a, dense_a) and np.array_equal(matching.b, dense_b)
+    assert np.allclose(matching.similarity, pearson[dense_a, dense_b], atol=1e-5)
+
+
+def test_too_few_candidates_leave_latents_unmatched():
+    rows, cols, sims = np.array([0, 1, 2]), np.array([0, 0, 1]), np.array([0.2, 0.9, 0.1])
+    a, b, matched = assign(rows, cols, sims, 3, 2)
+    assert sorted(zip(a.tolist(), b.tolist(), strict=True)) == [(1, 0), (2, 1)]
+    assert np.allclose(sorted(matched), [0.1, 0.9])
+
+
+def test_different_tokens_cannot_be_correlated(tmp_path, base, embed):
+    a = make_run(tmp_path, "a", base)
+    other = {**planted(seed=4), "decoder": None}
+    b = make_run(tmp_path, "b", other, hookpoint="layers.2")
+    with pytest.raises(UserError, match="different tokens"):
+        run_compare([a, b], tmp_path / "out", embed=embed)
+
+
+def test_bad_inputs_are_user_errors(tmp_path, base, embed):
+    a = make_run(tmp_path, "a", base)
+    silent = make_run(tmp_path, "silent", base)
+    shutil.rmtree(silent / "explanations")
+    with pytest.raises(UserError, match="no explanations"):
+        run_compare([a, silent], embed=embed)
+    with pytest.raises(UserError, match="at least two runs"):
+        run_compare([a], embed=embed)
+    with pytest.raises(UserError, match="neither a run directory nor a YAML config"):
+        run_compare([a, tmp_path / "nope"], embed=embed)
+    with pytest.raises(UserError, match="no cache"):
+        run_compare([a, tmp_path], embed=embed)
+
+
+def test_interpretability_compares_scores(tmp_path, base, perm, embed):
+    rng = np.random.default_rng(2)
+    detection = rng.uniform(0.5, 1.0, LATENTS)
+    fuzzing = detection + rng.normal(0, 0.05, LATENTS)
+    a = make_run(tmp_path, "a", base, scores={"detection": list(detection), "fuzzing": list(fuzzing)})
+    b_scores = {"detection": list(detection[perm] - 0.1)}
+    b = make_run(tmp_path, "b", permuted(base, perm), scores=b_scores)
+    report = run_compare([a, b], tmp_path / "out", embed=embed)
+    interp = report.interpretability
+    means = {(row["scorer"], row["run"]): row["mean"] for row in interp.summaries}
+    assert means[("detection", "a/layers.1")] == pytest.approx(detection.mean())
+    assert means[("detection", "b/layers.1")] == pytest.approx(detection.mean() - 0.1)
+    (test,) = interp.paired_tests
+    assert test["pairing"] == "matched latents" and test["n"] == LATENTS
+    assert test["mean_difference"] == pytest.approx(0.1) and test["p_value"] < 1e-6
+    (agreement,) = interp.agreement
+    assert agreement["run"] == "a/layers.1" and agreement["spearman"] > 0.8
+    assert any("b/layers.1 has no fuzzing scores" in note for note in interp.notes)
+    for name in ("scores.csv", "paired_tests.csv", "scorer_agreement.csv", "scores-detection.png"):
+        assert (report.out_dir / name).is_file()
+    with pytest.raises(UserError, match="no run has intruder scores"):
+        run_compare([a, b], tmp_path / "out", scorers=["intruder"], embed=embed)
+
+
+def test_runs_without_scores_say_so_in_the_summary(tmp_path, base, embed):
+    a = make_run(tmp_path, "a", base)
+    report = run_compare([a, a], embed=embed)
+    assert report.out_dir == a / "compare"
+    summary = (report.out_dir / "summary.md").read_text()
+    assert "no run has scores" in summary
+    assert json.loads((report.out_dir / "summary.json").read_text())["interpretability"]["scores"] == []
+
+
+def test_cli_compares_a_config_and_a_run_dir(tmp_path, base, perm):
+    config = make_run(tmp_path, "a", base, config=True) / "config.yaml"
+    b = make_run(tmp_path, "b", permuted(base, perm))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["compare", str(config), str(b), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "decoder" in result.output and "1.000" in result.output
+    expected = [
+        "summary.md", "summary.json", "runs.csv", "pairs.csv", "similarity_matrix.csv", "matches-0-1.csv",
+        "similarity_matrix.png", "explanation_similarity.png",
+    ]  # fmt: skip
+    assert all((out / name).is_file() for name in expected)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pairs"][0]["matching"].startswith("decoder cosine")
+    assert summary["pairs"][0]["similarity"]["mean"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_cli_bad_input_is_a_one_line_error(tmp_path, base):
+    a = make_run(tmp_path, "a", base)
+    result = CliRunner().invoke(app, ["compare", str(a), str(tmp_path / "missing")])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "missing" in lines[0]
