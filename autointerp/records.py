@@ -43,13 +43,27 @@ def iter_records(path: Path) -> Iterator[dict[str, Any]]:
                 return
 
 
-def read_records(directory: Path, hookpoint: str) -> dict[int, dict[str, Any]]:
-    """Latent -> record, merged over the whole-run file and every shard file."""
+def read_records(
+    directory: Path, hookpoint: str, fields: tuple[str, ...] | None = None
+) -> dict[int, dict[str, Any]]:
+    """Latent -> record, merged over the whole-run file and every shard file; with `fields`, only those
+    keys (plus `latent` and `config_hash`) are kept, which bounds memory at scale."""
     records: dict[int, dict[str, Any]] = {}
     for path in hookpoint_files(directory, hookpoint):
         for record in iter_records(path):
+            if fields is not None:
+                record = {name: record.get(name) for name in ("latent", "config_hash", *fields)}
             records[int(record["latent"])] = record
     return records
+
+
+def stale_record(directory: Path, hookpoint: str, config_hash: str) -> dict[str, Any] | None:
+    """The first complete record of a hookpoint made with another config, if any."""
+    for path in hookpoint_files(directory, hookpoint):
+        for record in iter_records(path):
+            if record.get("config_hash") != config_hash:
+                return record
+    return None
 
 
 def check_config(
@@ -67,7 +81,7 @@ def check_config(
 
 def remove_hookpoint(directory: Path, hookpoint: str) -> None:
     for path in hookpoint_files(directory, hookpoint):
-        path.unlink()
+        path.unlink(missing_ok=True)
 
 
 class RecordWriter:
@@ -97,8 +111,18 @@ def _drop_torn_tail(path: Path) -> None:
     """Cut a partial last line left by a killed writer, so appends start on a fresh line."""
     if not path.is_file() or path.stat().st_size == 0:
         return
-    data = path.read_bytes()
-    if data.endswith(b"\n"):
-        return
     with open(path, "r+b") as f:
-        f.truncate(data.rfind(b"\n") + 1)
+        size = f.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:  # find the last newline, reading backwards in blocks
+            start = max(0, end - 65536)
+            f.seek(start)
+            block = f.read(end - start)
+            if end == size and block.endswith(b"\n"):
+                return
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                f.truncate(start + newline + 1)
+                return
+            end = start
+        f.truncate(0)

@@ -294,13 +294,12 @@ def test_planted_feature_true_explanation_beats_a_wrong_one_on_embedding(tmp_pat
 def test_intervention_scores_steered_text_with_control_and_output_explanation(run):
     """Steering the tiny model's coder latents: every explained latent gets its score, the random-latent
     control, the achieved KL, and a score for the output-side explanation the explainer wrote."""
-    with StubServer(lambda messages: " words that follow the steering") as stub:
+    with StubServer(lambda messages: "[EXPLANATION]: words that follow the steering") as stub:
         config = load_config(
             run,
             [
                 "scorers=[intervention]",
                 f"explainer.base_url={stub.base_url}",
-                "explainer.reasoning=false",
                 "intervention.n_prompts=2",
                 "intervention.prompt_tokens=8",
                 "intervention.new_tokens=4",
@@ -314,17 +313,61 @@ def test_intervention_scores_steered_text_with_control_and_output_explanation(ru
     for record in scored:
         metrics = record["metrics"]
         assert {"score", "control_score", "kl", "strength", "output_explanation_score"} <= set(metrics)
-        assert metrics["control_latent"] != record["latent"]
+        assert record["control_latent"] != record["latent"]
         assert record["output_explanation"] == "words that follow the steering"
         assert len(record["examples"]) == 2 and all(e["steered"] for e in record["examples"])
         assert record["promoted"]
+    summary = write_summary(config, config.run_dir / "scores")["scorers"]["intervention"][HP]
+    assert summary["scored"] == len(scored) and summary["metrics"]["score"]["chance"] == 0.0
+    assert "control_score" in summary["metrics"]
 
 
-def test_explanations_from_other_examples_are_refused_per_latent(run):
-    """Changing what the explainer would be shown after explaining could leak its examples into the test set:
-    each such latent fails with a message naming the fix, instead of being scored."""
+def test_explanations_from_another_explain_config_are_refused(run):
+    """Scoring explanations whose explainer saw examples this config would not draw could leak them into
+    the test set: refused, naming what changed; changing only the test set's size is fine."""
     with StubServer(answers_by_hash) as stub:
-        config = load_config(run, stub_overrides(stub, "scorers=[detection]", "examples.n_explain=3"))
+        with pytest.raises(UserError, match="examples.n_explain"):
+            run_score(load_config(run, stub_overrides(stub, "scorers=[detection]", "examples.n_explain=3")))
+        config = load_config(run, stub_overrides(stub, "scorers=[detection]", "examples.n_test=3"))
         run_score(config)
-    explained = [r for r in records(config, "detection").values() if r["explanation"]]
-    assert explained and all("rerun `autointerp explain --force`" in r["error"] for r in explained)
+    scored = [r for r in records(config, "detection").values() if r["score"] is not None]
+    assert scored and all(sum(e["label"] for e in r["examples"]) == 3 for r in scored)
+
+
+def test_rescored_when_the_explanation_changes(run):
+    """A latent re-explained (e.g. after `explain --force`) is scored again, even with the same config."""
+    with StubServer(answers_by_hash) as stub:
+        config = load_config(run, stub_overrides(stub, "scorers=[embedding]"))
+        run_score(config)
+        path = config.run_dir / "explanations" / f"{HP}.jsonl"
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        changed = next(r for r in lines if r["explanation"])
+        changed["explanation"] = "a different explanation"
+        path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+        again = run_score(config)
+    tally = again.tallies[("embedding", HP)]
+    assert tally.scored == 1 and tally.already_done == 5
+    assert records(config, "embedding")[changed["latent"]]["explanation"] == "a different explanation"
+
+
+def test_fake_highlights_copy_the_shape_of_real_ones():
+    """Fuzzed excerpts get the activating excerpt's own highlight runs, shifted onto silent tokens; never
+    a special token (shown as nothing, it would give the fake away)."""
+    from autointerp.examples import Example, LatentExamples
+    from autointerp.score.items import fuzzing_items
+
+    class Texts:
+        def pieces(self, tokens):
+            return ["" if t == 0 else f"t{t}" for t in tokens]
+
+    acts = np.zeros(12, np.float32)
+    acts[[5, 6]] = [1.0, 2.0]
+    tokens = np.arange(12, dtype=np.int32)  # token 0 is special
+    example = Example(0, 0, tokens, acts, 0)
+    examples = LatentExamples("h", 0, 50, 2.0, test=[example])
+    for seed in range(20):
+        items = fuzzing_items(examples, Texts(), "activating", np.random.default_rng(seed))
+        fake = next(i for i in items if i.kind == "fuzzed")
+        positions = fake.highlighted
+        assert len(positions) == 2 and positions[1] - positions[0] in (1, -11)
+        assert 0 not in positions and not {5, 6} & set(positions)

@@ -16,13 +16,16 @@ class AnswerError(ValueError):
 
 
 def digit_probabilities(position: TokenLogprob | None, digits: tuple[str, ...]) -> dict[str, float]:
-    """Probability mass of each digit among a position's top alternatives (` 1`, `1`, `Yes` for 1 ...)."""
+    """Probability mass of each digit among a position's top alternatives (` 1`, `1`; for a 0/1 answer
+    also `Yes`/`No`)."""
     mass = dict.fromkeys(digits, 0.0)
     if position is None:
         return mass
+    binary = digits == ("0", "1")
     for token, logprob in position.top.items():
         text = token.strip().lower()
-        text = _SYNONYMS.get(text, text)
+        if binary:
+            text = _SYNONYMS.get(text, text)
         if text in mass:
             mass[text] += math.exp(logprob)
     return mass
@@ -33,8 +36,9 @@ def first_token_choice(response: LLMResponse, digits: tuple[str, ...]) -> dict[s
 
     Raises AnswerError when neither the logprobs nor the text name one of the digits.
     """
-    if response.logprobs:
-        mass = digit_probabilities(response.logprobs[0], digits)
+    position = _first_word(response.logprobs or [])
+    if position is not None:
+        mass = digit_probabilities(position, digits)
         total = sum(mass.values())
         if total > 0:
             return {digit: p / total for digit, p in mass.items()}
@@ -43,6 +47,11 @@ def first_token_choice(response: LLMResponse, digits: tuple[str, ...]) -> dict[s
         shown = response.text.strip()[:40] or "an empty answer"
         raise AnswerError(f"no answer among {'/'.join(digits)} in the top logprobs or in {shown!r}")
     return {digit: float(digit == found) for digit in digits}
+
+
+def _first_word(positions: list[TokenLogprob]) -> TokenLogprob | None:
+    """The first generated position whose token is not whitespace (many tokenizers write " 1" as " ", "1")."""
+    return next((p for p in positions if p.token.strip()), positions[0] if positions else None)
 
 
 def parse_binary_list(text: str, expected: int) -> list[int]:

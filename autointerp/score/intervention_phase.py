@@ -16,9 +16,8 @@ from autointerp.errors import UserError
 from autointerp.examples.selection import rng_for
 from autointerp.explain.parse import NEW_TURN, ParseError, parse_explanation
 from autointerp.explain.prompts import ANSWER_MARKER
-from autointerp.explain.stage import LLM_CACHE_DIR
-from autointerp.llm import CachedClient, ResponseCache, make_client, run_requests
-from autointerp.llm.types import LLMFatalError, LLMRequest, LLMResponse, SamplingParams
+from autointerp.llm import make_client
+from autointerp.llm.types import LLMError, LLMFatalError, LLMRequest, LLMResponse, SamplingParams
 from autointerp.rundir import ShardSpec
 from autointerp.score.intervention import Steering, SteeringEffect, output_explainer_messages
 from autointerp.score.tasks import Outcome
@@ -30,17 +29,36 @@ class _Steered:
     target: Any
     effect: SteeringEffect
     outcome: Outcome
-    request: LLMRequest | None = None
 
 
 def run_intervention(config: RunConfig, targets: list, source: Any, writer: Any, shard: ShardSpec) -> None:
-    """Steer and score every target; output-side explanations are asked for all at once at the end."""
-    from autointerp.score.stage import skip_reason
-
+    """Steer and score every target, each record written as soon as it is complete (with output-side
+    explanations: when the explainer's answer for that latent arrives)."""
     subject = load_subject(config.model)
     coders = load_coders(config.sparse_coder, subject.base_model)
-    steered: list[_Steered] = []
+    client = make_client(config.explainer) if config.intervention.output_explanations else None
+    fatal: list[str] = []
+    asyncio.run(_intervene(config, targets, source, writer, subject, coders, client, fatal))
+    if fatal:
+        raise UserError(
+            f"explainer (output-side explanations): {fatal[0]}; the intervention scores are recorded "
+            "without them: fix the explainer and rerun with --force to add them"
+        )
+
+
+async def _intervene(config, targets, source, writer, subject, coders, client, fatal: list[str]) -> None:
+    try:
+        await _steer_all(config, targets, source, writer, subject, coders, client, fatal)
+    finally:
+        if client is not None:
+            await client.aclose()
+
+
+async def _steer_all(config, targets, source, writer, subject, coders, client, fatal: list[str]) -> None:
+    from autointerp.score.stage import skip_reason
+
     steerings: dict[str, Steering] = {}
+    asked: set[asyncio.Task] = set()
     for target in targets:
         examples = source.get(target.hookpoint, target.latent)
         skipped, error = skip_reason(target, examples, source.plan)
@@ -50,17 +68,39 @@ def run_intervention(config: RunConfig, targets: list, source: Any, writer: Any,
         if target.hookpoint not in steerings:
             steerings[target.hookpoint] = _steering(config, subject, coders[target.hookpoint], source)
         steering = steerings[target.hookpoint]
-        item = _score_latent(config, steering, target, source)
-        if config.intervention.output_explanations:
-            messages = output_explainer_messages(
-                item.effect, source.texts.text, _prompt_texts(steering, source), config.explainer.reasoning
-            )
-            item.request = LLMRequest(tuple(messages), _output_params(config))
-            steered.append(item)
-        else:
+        try:
+            item = _score_latent(config, steering, target, source)
+        except Exception as exc:  # recorded for this latent; the run goes on
+            writer.write(target, Outcome(error=f"internal error: {exc!r}"), None, None)
+            continue
+        if client is None:
             writer.write(target, item.outcome, None, None)
-    if steered:
-        _output_explanations(config, steered, steerings, writer, shard)
+            continue
+        task = asyncio.ensure_future(_explain_output(config, client, item, steering, source, writer, fatal))
+        asked.add(task)
+        task.add_done_callback(asked.discard)
+        await asyncio.sleep(0)  # let finished answers be written while the next latent is steered
+    if asked:
+        await asyncio.gather(*asked)
+
+
+async def _explain_output(config, client, item: _Steered, steering: Steering, source, writer, fatal) -> None:
+    """Ask the explainer for the output-side explanation of one steered latent, score it, write the record."""
+    messages = output_explainer_messages(
+        item.effect, source.texts.text, _prompt_texts(steering, source), config.explainer.reasoning
+    )
+    if fatal:
+        item.outcome.extra["output_explanation_error"] = f"explainer unavailable: {fatal[0]}"
+    else:
+        try:
+            result = await client.generate(LLMRequest(tuple(messages), _output_params(config)))
+            _add_output_explanation(item, result, steering, config)
+        except LLMFatalError as exc:
+            fatal.append(str(exc))
+            item.outcome.extra["output_explanation_error"] = f"explainer unavailable: {exc}"
+        except LLMError as exc:
+            item.outcome.extra["output_explanation_error"] = f"llm error: {exc}"
+    writer.write(item.target, item.outcome, None, None)
 
 
 def _steering(config: RunConfig, subject: Any, coder: Any, source: Any) -> Steering:
@@ -91,7 +131,6 @@ def _score_latent(config: RunConfig, steering: Steering, target: Any, source: An
         other += other >= target.latent
         control = steering.effect(other)
         metrics["control_score"] = steering.explanation_score(control, target.explanation)[0]
-        metrics["control_latent"] = other
     texts = source.texts
     examples = [
         {
@@ -106,7 +145,11 @@ def _score_latent(config: RunConfig, steering: Steering, target: Any, source: An
         )
     ]
     promoted = [{"token": texts.text([token]), "rise": rise} for token, rise in effect.promoted]
-    return _Steered(target, effect, Outcome(metrics, examples, extra={"promoted": promoted}))
+    extra = {
+        "promoted": promoted,
+        "control_latent": other if config.intervention.random_latent_control else None,
+    }
+    return _Steered(target, effect, Outcome(metrics, examples, extra=extra))
 
 
 def _output_params(config: RunConfig) -> SamplingParams:
@@ -116,36 +159,10 @@ def _output_params(config: RunConfig) -> SamplingParams:
     )
 
 
-def _output_explanations(
-    config: RunConfig, steered: list[_Steered], steerings, writer, shard: ShardSpec
+def _add_output_explanation(
+    item: _Steered, result: LLMResponse, steering: Steering, config: RunConfig
 ) -> None:
-    name = "whole" if shard.is_whole else f"shard-{shard.index}-of-{shard.count}"
-    client = CachedClient(
-        make_client(config.explainer), ResponseCache(config.run_dir / LLM_CACHE_DIR / "score-output", name)
-    )
-    results: dict[int, Any] = {}
-
-    async def ask() -> None:
-        try:
-            async for index, result in run_requests(client, [item.request for item in steered]):
-                results[index] = result
-        finally:
-            await client.aclose()
-
-    try:
-        asyncio.run(ask())
-    except LLMFatalError as exc:
-        raise UserError(f"explainer (output-side explanations): {exc}") from None
-    for index, item in enumerate(steered):
-        _add_output_explanation(item, results[index], steerings[item.target.hookpoint], config)
-        writer.write(item.target, item.outcome, None, None)
-
-
-def _add_output_explanation(item: _Steered, result: Any, steering: Steering, config: RunConfig) -> None:
     extra = item.outcome.extra
-    if not isinstance(result, LLMResponse):
-        extra["output_explanation_error"] = f"llm error: {result}"
-        return
     answer = result.text if config.explainer.reasoning else ANSWER_MARKER + result.text
     try:
         explanation = parse_explanation(answer, truncated=result.finish_reason == "length")

@@ -53,21 +53,20 @@ def fuzzing_items(
 ) -> list[ScoredExample]:
     """Correctly highlighted activating excerpts (label 1) and wrongly highlighted ones (label 0).
 
-    `activating` mode highlights random non-activating tokens inside each activating excerpt (as many as it
-    has activating tokens); `non_activating` highlights random tokens of the scoring negatives (as many as
-    the activating excerpts have on average). Wrong positions are uniform over the window: no positional tell.
+    Wrong highlights copy the shape of real ones (the same runs of tokens), so their count and contiguity
+    tell nothing: `activating` mode shifts an excerpt's own highlight pattern onto tokens where the latent is
+    silent; `non_activating` lays a random activating excerpt's pattern, in place, on a scoring negative.
+    Special tokens (shown as nothing) are never highlighted.
     """
     items = [_highlighted(e, "activating", 1, e.activations > 0, texts) for e in examples.test]
     if mode == "activating":
         for example in examples.test:
-            count = int((example.activations > 0).sum())
-            mask = _random_mask(example.activations <= 0, count, rng)
+            mask = _shifted_pattern(example, texts, rng)
             if mask.any():
                 items.append(_highlighted(example, "fuzzed", 0, mask, texts))
         return items
-    count = _mean_active(examples.test)
     for example in examples.test_negatives:
-        mask = _random_mask(np.ones(len(example.tokens), bool), count, rng)
+        mask = _borrowed_pattern(example, examples.test, texts, rng)
         items.append(_highlighted(example, "non_activating", 0, mask, texts))
     return items
 
@@ -98,10 +97,9 @@ def intruder_trials(
 ) -> list[IntruderTrial]:
     """As many trials as the held-out examples allow; each activating excerpt is used once.
 
-    The intruder (a scoring negative) gets as many random highlights as the activating excerpts have on
-    average, so the highlight count is no tell.
+    The intruder (a scoring negative) is highlighted with a random activating excerpt's pattern, in place,
+    so the number and position of highlights are no tell.
     """
-    count = _mean_active(examples.test)
     n_trials = min(len(examples.test) // (size - 1), len(examples.test_negatives))
     order = rng.permutation(len(examples.test))
     trials = []
@@ -109,7 +107,7 @@ def intruder_trials(
         chosen = [examples.test[i] for i in order[t * (size - 1) : (t + 1) * (size - 1)]]
         items = [_highlighted(e, "activating", 0, e.activations > 0, texts) for e in chosen]
         negative = examples.test_negatives[t]
-        mask = _random_mask(np.ones(len(negative.tokens), bool), count, rng)
+        mask = _borrowed_pattern(negative, examples.test, texts, rng)
         position = int(rng.integers(size))
         items.insert(position, _highlighted(negative, "non_activating", 1, mask, texts))
         trials.append(IntruderTrial(items, position))
@@ -129,14 +127,39 @@ def _highlighted(
     return ScoredExample(example, kind, label, text, highlighted=np.flatnonzero(mask).tolist())
 
 
+def _visible(example: Example, texts: TokenTexts) -> np.ndarray:
+    """Positions whose token shows as text (special tokens render as nothing: a highlight there is a tell)."""
+    return np.array([piece != "" for piece in texts.pieces(example.tokens)], dtype=bool)
+
+
+def _shifted_pattern(example: Example, texts: TokenTexts, rng: np.random.Generator) -> np.ndarray:
+    """The highlight pattern rolled by a random shift to where it covers only silent, visible tokens."""
+    real = example.activations > 0
+    allowed = ~real & _visible(example, texts)
+    shifts = [s for s in range(1, len(real)) if not (np.roll(real, s) & ~allowed).any()]
+    if shifts:
+        return np.roll(real, int(rng.choice(shifts)))
+    return _random_mask(allowed, int(real.sum()), rng)
+
+
+def _borrowed_pattern(
+    target: Example, sources: list[Example], texts: TokenTexts, rng: np.random.Generator
+) -> np.ndarray:
+    """A random activating example's highlight pattern, in place, on the visible tokens of `target`."""
+    visible = _visible(target, texts)
+    if not sources:
+        return _random_mask(visible, 1, rng)
+    pattern = sources[int(rng.integers(len(sources)))].activations > 0
+    mask = np.zeros(len(target.tokens), bool)
+    width = min(len(mask), len(pattern))
+    mask[:width] = pattern[:width]
+    mask &= visible
+    return mask if mask.any() else _random_mask(visible, int(pattern.sum()) or 1, rng)
+
+
 def _random_mask(allowed: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
     positions = np.flatnonzero(allowed)
     chosen = rng.choice(positions, size=min(count, len(positions)), replace=False)
     mask = np.zeros(len(allowed), bool)
     mask[chosen] = True
     return mask
-
-
-def _mean_active(examples: list[Example]) -> int:
-    counts = [int((e.activations > 0).sum()) for e in examples]
-    return max(1, round(float(np.mean(counts)))) if counts else 1

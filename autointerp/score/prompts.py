@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from autointerp.llm.types import Message
 
-PROMPT_VERSION = "score-v1"
+PROMPT_VERSION = "score-v2"
 ANSWER_PREFILL = "Answer:"
 """Prefilled start of the scorer's reply: its next token is the answer digit."""
 
@@ -43,10 +43,10 @@ _SIMULATION_TEXT = "\nWrite the lines for every token of the excerpt, in order, 
 
 
 def classification_messages(
-    kind: str, explanation: str, excerpts: Sequence[str], prefill: bool = True
+    kind: str, explanation: str, excerpts: Sequence[str], batched: bool, prefill: bool = True
 ) -> tuple[Message, ...]:
-    """A detection or fuzzing prompt for one excerpt (single-token answer) or a numbered batch."""
-    batched = len(excerpts) > 1
+    """A detection or fuzzing prompt for one excerpt (single-token answer) or a numbered batch (a list
+    answer, even when the last batch holds one excerpt)."""
     what = (_FUZZING_WHAT if kind == "fuzzing" else _DETECTION_WHAT)[batched]
     task = _FUZZING_TASK if kind == "fuzzing" else _DETECTION_TASK
     system = _DETECTION.format(what=what, task=task) + (_BATCH_FORMAT if batched else "")

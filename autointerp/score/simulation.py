@@ -49,8 +49,11 @@ class SimulationTask(ScoringTask):
         scored = [i for i, p in enumerate(self.predicted) if p is not None]
         true = np.concatenate([self.items[i].example.activations for i in scored]) if scored else np.zeros(0)
         predicted = np.concatenate([self.predicted[i] for i in scored]) if scored else np.zeros(0)
+        correlation = pearson(predicted.tolist(), true.tolist())
+        if correlation is None and len(true) > 1 and np.ptp(true) > 0:
+            correlation = 0.0  # constant predictions: no information about the activations, scored as such
         metrics = {
-            "pearson": pearson(predicted.tolist(), true.tolist()),
+            "pearson": correlation,
             "n_tokens": int(len(true)),
             "n_examples": len(scored),
             "n_failed": len(self.items) - len(scored),

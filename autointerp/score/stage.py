@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import itertools
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,11 +27,28 @@ from autointerp.embedding import Embedder
 from autointerp.errors import UserError
 from autointerp.examples import LatentExamples, select_latents
 from autointerp.examples.selection import rng_for
-from autointerp.explain.stage import EXPLANATIONS_DIR, LLM_CACHE_DIR, example_builder, explain_key
-from autointerp.llm import CachedClient, LLMClient, ResponseCache, make_client, run_requests
+from autointerp.explain.stage import EXPLANATIONS_DIR, example_builder, explain_key
+from autointerp.llm import LLMClient, make_client, resolve_backend, run_requests
 from autointerp.llm.types import LLMFatalError, LLMResponse
-from autointerp.records import RecordWriter, check_config, read_records, records_file, remove_hookpoint
-from autointerp.rundir import CONFIG_FILE, WHOLE, ShardSpec, cache_dir, config_hash, write_text_atomic
+from autointerp.records import (
+    RecordWriter,
+    check_config,
+    hookpoint_files,
+    iter_records,
+    read_records,
+    records_file,
+    remove_hookpoint,
+    stale_record,
+)
+from autointerp.rundir import (
+    CONFIG_FILE,
+    WHOLE,
+    ShardSpec,
+    cache_dir,
+    changed_keys,
+    config_hash,
+    write_text_atomic,
+)
 from autointerp.score.embedding import embedding_outcome
 from autointerp.score.items import detection_items, fuzzing_items, intruder_trials
 from autointerp.score.metrics import HEADLINE
@@ -107,8 +128,14 @@ def run_score(
     return report
 
 
+_EXPLANATION_FIELDS = ("explanation", "error", "skipped")
+_SCORE_FIELDS = ("explanation",)
+_EXAMPLE_ONLY_KEYS = {"examples.n_test", "examples.n_negative"}
+"""Explain-key fields that only shape the test set: explanations made with other values stay valid."""
+
+
 class _Plan:
-    """What is left to score: targets grouped by scorer, the explanations, the example builders."""
+    """What is left to score: targets grouped by scorer, the usable explanations, the cache readers."""
 
     def __init__(self, config: RunConfig, shard: ShardSpec, force: bool):
         self.config = config
@@ -116,15 +143,15 @@ class _Plan:
         self.readers = {
             hp: CacheReader(cache_dir(config.run_dir, hp)) for hp in config.sparse_coder.hookpoints
         }
-        self.explanations = {
-            hp: read_records(config.run_dir / EXPLANATIONS_DIR, hp) for hp in config.sparse_coder.hookpoints
-        }
+        self.explanations = {hp: self._explanations(hp) for hp in config.sparse_coder.hookpoints}
         if not any(self.explanations.values()) and set(config.scorers) - set(EXPLANATION_FREE):
             raise UserError(
                 f"no explanations in {config.run_dir / EXPLANATIONS_DIR}: run `autointerp explain` first"
             )
         self.keys: dict[tuple[str, str], dict[str, Any]] = {}
         self.targets: dict[str, list[Target]] = {}
+        if force and not shard.is_whole:
+            raise UserError("--force with --shard would delete other tasks' scores: run with --force alone")
         for hp in config.sparse_coder.hookpoints:
             latents = select_latents(config.latents, self.readers[hp].num_latents, config.seed, hp)
             mine = [latent for i, latent in enumerate(latents) if shard.owns(i)]
@@ -133,37 +160,80 @@ class _Plan:
                 for control in controls:
                     self._plan_scorer(hp, scorer, control, mine, force)
 
+    def _explanations(self, hp: str) -> dict[int, dict[str, Any]]:
+        """The hookpoint's explanation records, light, refused when made with another explain config."""
+        directory = self.config.run_dir / EXPLANATIONS_DIR
+        records = _light_explanations(directory, hp)
+        key = explain_key(self.config, self.readers[hp])
+        expected = config_hash(key)
+        if any(r["config_hash"] != expected for r in records.values()):
+            stale = stale_record(directory, hp, expected) or {}
+            changed = set(changed_keys(stale.get("config_key", {}), key)) - _EXAMPLE_ONLY_KEYS
+            if changed or not stale.get("config_key"):
+                raise UserError(
+                    f"explanations of {hp} were made with a different config ({', '.join(sorted(changed))} "
+                    "changed): run `autointerp explain --force` first, or restore the config"
+                )
+        return records
+
     def _plan_scorer(self, hp: str, scorer: str, control: str | None, mine: list[int], force: bool) -> None:
-        directory = self.config.run_dir / SCORES_DIR / scorer_dir(scorer, control)
+        name = scorer_dir(scorer, control)
+        directory = self.config.run_dir / SCORES_DIR / name
         key = score_key(self.config, self.readers[hp], scorer, control)
-        self.keys[(scorer_dir(scorer, control), hp)] = key
-        done = read_records(directory, hp)
-        if force and any(r.get("config_hash") != config_hash(key) for r in done.values()):
+        self.keys[(name, hp)] = key
+        done = read_records(directory, hp, _SCORE_FIELDS)
+        if any(r["config_hash"] != config_hash(key) for r in done.values()):
+            if not force:
+                check_config(
+                    {0: stale_record(directory, hp, config_hash(key)) or {}},
+                    key,
+                    config_hash(key),
+                    f"{name} scores of {hp}",
+                )
             remove_hookpoint(directory, hp)
             done = {}
-        check_config(done, key, config_hash(key), f"{scorer_dir(scorer, control)} scores of {hp}")
-        tally = self.report.tallies.setdefault((scorer_dir(scorer, control), hp), ScorerTally())
+        tally = self.report.tallies.setdefault((name, hp), ScorerTally())
         swap = _control_explanations(self.explanations[hp], self.config.seed, hp) if control else {}
         for latent in mine:
-            if latent in done:
-                tally.already_done += 1
-                continue
-            record = self.explanations[hp].get(latent)
-            if scorer in EXPLANATION_FREE:
-                target = Target(scorer, control, hp, latent, None, None)
-            elif record is None:
+            target = self._target(hp, scorer, control, latent, swap)
+            if target is None:
                 tally.not_explained += 1
-                continue
-            elif control:
-                other = swap.get(latent)
-                explanation = self.explanations[hp][other]["explanation"] if other is not None else None
-                target = Target(scorer, control, hp, latent, explanation, other)
+            elif latent in done and done[latent]["explanation"] == target.explanation:
+                tally.already_done += 1
             else:
-                target = Target(scorer, control, hp, latent, record.get("explanation"), latent)
-            self.targets.setdefault(scorer, []).append(target)
+                self.targets.setdefault(scorer, []).append(target)
+
+    def _target(self, hp: str, scorer: str, control: str | None, latent: int, swap: dict) -> Target | None:
+        record = self.explanations[hp].get(latent)
+        if scorer in EXPLANATION_FREE:
+            return Target(scorer, control, hp, latent, None, None)
+        if record is None:
+            return None
+        if control:
+            other = swap.get(latent)
+            explanation = self.explanations[hp][other]["explanation"] if other is not None else None
+            return Target(scorer, control, hp, latent, explanation, other)
+        return Target(scorer, control, hp, latent, record["explanation"], latent)
 
     def explanation_record(self, target: Target) -> dict[str, Any] | None:
         return self.explanations[target.hookpoint].get(target.latent)
+
+
+def _light_explanations(directory: Path, hookpoint: str) -> dict[int, dict[str, Any]]:
+    """Explanation records without their examples: the windows shown are kept as a digest."""
+    records = {}
+    for path in hookpoint_files(directory, hookpoint):
+        for record in iter_records(path):
+            light = {name: record.get(name) for name in _EXPLANATION_FIELDS}
+            shown = ((record.get("examples") or {}).get("explain")) or []
+            light["shown"] = windows_digest([(e["sequence"], e["start"]) for e in shown])
+            records[int(record["latent"])] = light | {"config_hash": record.get("config_hash")}
+    return records
+
+
+def windows_digest(windows: list[tuple[int, int]]) -> str:
+    """A short digest of (sequence, start) windows, to check the explainer saw what this config draws."""
+    return hashlib.sha256(json.dumps([list(w) for w in windows]).encode()).hexdigest()[:16]
 
 
 def _has_control(config: RunConfig, scorer: str) -> bool:
@@ -186,9 +256,11 @@ def score_key(config: RunConfig, reader: CacheReader, scorer: str, control: str 
     settings: dict[str, Any] = {"prompt_version": PROMPT_VERSION}
     if scorer in LLM_SCORERS:
         scorer_cfg = scorer_llm_config(config)
-        settings |= {"backend": scorer_cfg.backend, "model": scorer_cfg.model}
+        settings |= {"backend": resolve_backend(scorer_cfg.backend), "model": scorer_cfg.model}
     if scorer in ("detection", "fuzzing"):
         settings["examples_per_prompt"] = config.scorer.examples_per_prompt
+        if config.scorer.examples_per_prompt > 1:
+            settings["max_tokens"] = config.scorer.max_tokens
     if scorer == "fuzzing":
         settings["fuzzing_mode"] = config.scorer.fuzzing_mode
     if scorer == "simulation":
@@ -196,11 +268,11 @@ def score_key(config: RunConfig, reader: CacheReader, scorer: str, control: str 
     if scorer == "intruder":
         settings["intruder_size"] = config.scorer.intruder_size
     if scorer == "embedding":
-        settings["embedding"] = config.to_dict()["embedding"]
+        settings["embedding_model"] = config.embedding.model
     if scorer == "surprisal":
-        settings["surprisal"] = config.to_dict()["surprisal"]
+        settings["surprisal"] = config.to_dict()["surprisal"] | {"dtype": config.model.dtype}
     if scorer == "intervention":
-        settings["intervention"] = config.to_dict()["intervention"]
+        settings["intervention"] = config.to_dict()["intervention"] | {"dtype": config.model.dtype}
     return {
         "explanations": config_hash(explain_key(config, reader)),
         "scorer": scorer,
@@ -234,6 +306,10 @@ class _Writer:
         name = target.directory
         tally = self.plan.report.tallies[(name, target.hookpoint)]
         error = outcome.error if outcome else None
+        metrics = outcome.metrics if outcome else {}
+        headline = metrics.get(HEADLINE[target.scorer])
+        if outcome and not error and not skipped and headline is None:
+            error = f"{HEADLINE[target.scorer]} is undefined for this latent"
         if skipped:
             tally.skipped += 1
         elif error:
@@ -245,8 +321,6 @@ class _Writer:
             tally.cached_tokens += usage["cached_tokens"]
             tally.completion_tokens += usage["completion_tokens"]
         key = self.plan.keys[(name, target.hookpoint)]
-        metrics = outcome.metrics if outcome else {}
-        headline = metrics.get(HEADLINE[target.scorer])
         record = {
             "latent": target.latent,
             "hookpoint": target.hookpoint,
@@ -287,7 +361,7 @@ def _run_phases(config: RunConfig, plan: _Plan, writer: _Writer, shard: ShardSpe
     llm_targets.sort(key=lambda t: (t.hookpoint, t.latent))  # consecutive targets share their examples
     if llm_targets:
         started = time.perf_counter()
-        client = _cached(make_client(scorer_llm_config(config)), config, shard, "scorer")
+        client = make_client(scorer_llm_config(config))
         _run_llm_phase(client, llm_targets, examples, writer, "scorer")
         phases["scorer_llm"] = time.perf_counter() - started
     if plan.targets.get("surprisal"):
@@ -298,12 +372,13 @@ def _run_phases(config: RunConfig, plan: _Plan, writer: _Writer, shard: ShardSpe
             model=config.surprisal.model or config.model.path,
             base_url=config.explainer.base_url if config.surprisal.backend == "openai" else None,
         )
-        client = _cached(make_client(surprisal), config, shard, "surprisal")
-        _run_llm_phase(client, plan.targets["surprisal"], examples, writer, "surprisal")
+        targets = sorted(plan.targets["surprisal"], key=lambda t: (t.hookpoint, t.latent))
+        _run_llm_phase(make_client(surprisal), targets, examples, writer, "surprisal")
         phases["surprisal"] = time.perf_counter() - started
     if plan.targets.get("embedding"):
         started = time.perf_counter()
-        _run_embedding(config, plan.targets["embedding"], examples, writer)
+        targets = sorted(plan.targets["embedding"], key=lambda t: (t.hookpoint, t.latent))
+        _run_embedding(config, targets, examples, writer)
         phases["embedding"] = time.perf_counter() - started
     if plan.targets.get("intervention"):
         from autointerp.score.intervention_phase import run_intervention
@@ -311,11 +386,6 @@ def _run_phases(config: RunConfig, plan: _Plan, writer: _Writer, shard: ShardSpe
         started = time.perf_counter()
         run_intervention(config, plan.targets["intervention"], examples, writer, shard)
         phases["intervention"] = time.perf_counter() - started
-
-
-def _cached(client: LLMClient, config: RunConfig, shard: ShardSpec, role: str) -> CachedClient:
-    name = "whole" if shard.is_whole else f"shard-{shard.index}-of-{shard.count}"
-    return CachedClient(client, ResponseCache(config.run_dir / LLM_CACHE_DIR / f"score-{role}", name))
 
 
 class _ExampleSource:
@@ -337,7 +407,8 @@ class _ExampleSource:
         return examples
 
     def rng(self, target: Target, purpose: str) -> np.random.Generator:
-        return rng_for(self.config.seed, target.hookpoint, target.latent, target.directory, purpose)
+        """Seeded by scorer, not by control: a control sees the same items, only the explanation differs."""
+        return rng_for(self.config.seed, target.hookpoint, target.latent, target.scorer, purpose)
 
 
 def skip_reason(target: Target, examples: LatentExamples, plan: _Plan) -> tuple[str | None, str | None]:
@@ -356,17 +427,13 @@ def skip_reason(target: Target, examples: LatentExamples, plan: _Plan) -> tuple[
     if (
         record
         and not target.control
-        and _shown_windows(record) != [(e.sequence, e.start) for e in examples.explain]
+        and record["shown"] != windows_digest([(e.sequence, e.start) for e in examples.explain])
     ):
         return None, (
             "the explainer saw other examples than this config draws (examples or seed changed since "
             "explain): rerun `autointerp explain --force` so test examples stay disjoint from them"
         )
     return None, None
-
-
-def _shown_windows(record: dict[str, Any]) -> list[tuple[int, int]]:
-    return [(e["sequence"], e["start"]) for e in (record.get("examples") or {}).get("explain", [])]
 
 
 def _make_task(
@@ -387,7 +454,8 @@ def _make_task(
         trials = intruder_trials(examples, texts, config.scorer.intruder_size, source.rng(target, "intruder"))
         return IntruderTask(trials)
     if target.scorer == "surprisal":
-        return SurprisalTask(explanation, detection_items(examples, texts), config.surprisal.neutral_prefix)
+        items = detection_items(examples, texts)
+        return SurprisalTask(explanation, items, config.surprisal.neutral_prefix, texts)
     raise ValueError(f"{target.scorer} is not an LLM scorer")
 
 
@@ -411,7 +479,7 @@ class _Pending:
 
 
 def _run_llm_phase(
-    client: CachedClient, targets: list[Target], source: _ExampleSource, writer: _Writer, role: str
+    client: LLMClient, targets: list[Target], source: _ExampleSource, writer: _Writer, role: str
 ) -> None:
     try:
         asyncio.run(_llm_phase(client, targets, source, writer))
@@ -420,9 +488,10 @@ def _run_llm_phase(
 
 
 async def _llm_phase(
-    client: CachedClient, targets: list[Target], source: _ExampleSource, writer: _Writer
+    client: LLMClient, targets: list[Target], source: _ExampleSource, writer: _Writer
 ) -> None:
-    owners: list[tuple[_Pending, int]] = []
+    owners: dict[int, tuple[_Pending, int]] = {}  # request index -> its latent's task, while in flight
+    indices = itertools.count()
 
     def requests() -> Iterator[Any]:
         for target in targets:
@@ -431,27 +500,36 @@ async def _llm_phase(
             if skipped or error:
                 writer.write(target, Outcome(error=error) if error else None, skipped, None)
                 continue
-            task = _make_task(source.config, target, examples, source)
+            try:
+                task = _make_task(source.config, target, examples, source)
+            except Exception as exc:  # recorded for this latent; the run goes on
+                writer.write(target, Outcome(error=f"internal error: {exc!r}"), None, None)
+                continue
             if not task.requests:
-                writer.write(target, task.finish([]), None, None)
+                writer.write(target, _finish(task, []), None, None)
                 continue
             pending = _Pending(target, task, [None] * len(task.requests), len(task.requests))
             for position, request in enumerate(task.requests):
-                owners.append((pending, position))
+                owners[next(indices)] = (pending, position)
                 yield request
 
     try:
         async for index, result in run_requests(client, requests()):
-            pending, position = owners[index]
-            owners[index] = None  # type: ignore[call-overload]
+            pending, position = owners.pop(index)
             pending.results[position] = result
             pending.remaining -= 1
             if pending.remaining == 0:
-                writer.write(
-                    pending.target, pending.task.finish(pending.results), None, _usage(pending.results)
-                )
+                outcome = _finish(pending.task, pending.results)
+                writer.write(pending.target, outcome, None, _usage(pending.results))
     finally:
         await client.aclose()
+
+
+def _finish(task: ScoringTask, results: list[Any]) -> Outcome:
+    try:
+        return task.finish(results)
+    except Exception as exc:  # recorded for this latent; the run goes on
+        return Outcome(error=f"internal error: {exc!r}")
 
 
 def _usage(results: list[Any]) -> dict[str, Any]:
@@ -475,4 +553,8 @@ def _run_embedding(config: RunConfig, targets: list[Target], source: _ExampleSou
             writer.write(target, Outcome(error=error) if error else None, skipped, None)
             continue
         items = detection_items(examples, source.texts)
-        writer.write(target, embedding_outcome(embed, target.explanation or "", items), None, None)
+        try:
+            outcome = embedding_outcome(embed, target.explanation or "", items)
+        except Exception as exc:  # recorded for this latent; the run goes on
+            outcome = Outcome(error=f"internal error: {exc!r}")
+        writer.write(target, outcome, None, None)

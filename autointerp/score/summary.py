@@ -81,7 +81,7 @@ def _metric_names(records: list[dict[str, Any]]) -> list[str]:
 
 
 def _positive_fraction(records: list[dict[str, Any]]) -> float:
-    labels = [e["label"] for r in records for e in r["examples"] if e.get("kind") != "trial"]
+    labels = [e["label"] for r in records for e in r["examples"] if e.get("kind") != "trial" and "label" in e]
     return float(np.mean(labels)) if labels else 0.5
 
 

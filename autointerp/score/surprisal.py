@@ -13,18 +13,20 @@ from autointerp.score.answers import AnswerError
 from autointerp.score.items import ScoredExample
 from autointerp.score.metrics import auroc
 from autointerp.score.tasks import Outcome, Result, ScoringTask, all_failed, error_text
+from autointerp.texts import TokenTexts
 
 _TEMPLATE = "Description of the text below: {description}\n\nText:\n{text}"
 _PARAMS = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0)
 
 
 class SurprisalTask(ScoringTask):
-    def __init__(self, explanation: str, items: list[ScoredExample], neutral: str):
+    def __init__(self, explanation: str, items: list[ScoredExample], neutral: str, texts: TokenTexts):
         self.items = items
         self.requests = []
         for item in items:
+            text = texts.text(item.example.tokens)  # the excerpt as it is, newlines included
             for description in (explanation, neutral):
-                prompt = _TEMPLATE.format(description=description, text=item.shown)
+                prompt = _TEMPLATE.format(description=description, text=text)
                 self.requests.append(LLMRequest((Message("user", prompt),), _PARAMS, raw=True))
 
     def finish(self, results: list[Result]) -> Outcome:

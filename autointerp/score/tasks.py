@@ -38,7 +38,8 @@ class ScoringTask:
 
 
 def single_token_params() -> SamplingParams:
-    return SamplingParams(temperature=0.0, max_tokens=1, logprobs=TOP_LOGPROBS)
+    """A digit answer with its alternatives; 3 tokens so that a leading space token can be skipped."""
+    return SamplingParams(temperature=0.0, max_tokens=3, logprobs=TOP_LOGPROBS)
 
 
 class ClassificationTask(ScoringTask):
@@ -62,11 +63,14 @@ class ClassificationTask(ScoringTask):
         params = (
             single_token_params()
             if per_prompt == 1
-            else SamplingParams(temperature=0.0, max_tokens=max_tokens, stop=("\n",))
+            else SamplingParams(temperature=0.0, max_tokens=max_tokens)
         )
         self.single = per_prompt == 1
         self.requests = [
-            LLMRequest(classification_messages(kind, explanation, [item.shown for item in group]), params)
+            LLMRequest(
+                classification_messages(kind, explanation, [item.shown for item in group], per_prompt > 1),
+                params,
+            )
             for group in self.groups
         ]
 
