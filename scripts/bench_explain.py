@@ -283,7 +283,8 @@ def start_server(folder: str, port: int, kv_gib: int, log_file: Path) -> tuple[s
 
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder]
     command += ["--served-model-name", EXPLAINER, "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--dtype", "float32", "--enforce-eager", "--seed", "0", "--enable-prefix-caching"]
+    command += ["--dtype", "float32", "--enforce-eager", "--block-size", "32", "--seed", "0"]
+    command += ["--enable-prefix-caching"]
     command += ["--enable-prompt-tokens-details", "--disable-log-stats"]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(kv_gib)}
     started = time.perf_counter()

@@ -55,7 +55,7 @@ def overrides(
         f"scorer.backend={backend}",
         f"scorer.examples_per_prompt={protocol}",
     ]
-    return out + ([f"scorer.base_url={base_url}", "scorer.max_retries=0"] if backend == "openai" else [])
+    return out + ([f"scorer.base_url={base_url}", "explainer.max_retries=0"] if backend == "openai" else [])
 
 
 def child(args: argparse.Namespace) -> None:

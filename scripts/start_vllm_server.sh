@@ -26,7 +26,7 @@ print(resolve_model_path(sys.argv[1], "explainer.model"))' "$model")"
 
 cpu_flags=()
 if "$python" -c 'import sys; from vllm.platforms import current_platform; sys.exit(not current_platform.is_cpu())'; then
-    cpu_flags=(--dtype float32 --enforce-eager)
+    cpu_flags=(--dtype float32 --enforce-eager --block-size 32)
     export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}"
 fi
 

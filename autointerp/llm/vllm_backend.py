@@ -105,6 +105,11 @@ class VLLMClient(LLMClient):
             raise LLMFatalError("a VLLMClient serves one event loop; make a new client for another loop")
 
 
+CPU_BLOCK_SIZE = 32
+"""KV block size on CPU (vLLM's CPU default, 128, is coarser than a scorer prompt's shared prefix: prefix
+caching then never hits)."""
+
+
 def engine_args(cfg: Any, path: str, seed: int) -> vllm.AsyncEngineArgs:
     """Engine settings from an ExplainerConfig: eager float32, fixed KV cache on CPU; defaults on GPU."""
     on_cpu = current_platform.is_cpu()
@@ -119,6 +124,7 @@ def engine_args(cfg: Any, path: str, seed: int) -> vllm.AsyncEngineArgs:
         max_model_len=cfg.max_model_len,
         seed=seed,
         enable_prefix_caching=True,
+        block_size=CPU_BLOCK_SIZE if on_cpu else None,
         disable_log_stats=True,
     )
 
