@@ -126,6 +126,7 @@ def cache(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force:
 
     def action() -> None:
         cfg, spec = _setup(config, set_, shard)
+        _train_if_enabled(cfg)
         with _StageProgress("cache", "tokens") as progress:
             report = run_cache(cfg, spec, force=force, progress=progress.advance)
         for warning in report.warnings:
@@ -133,6 +134,57 @@ def cache(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force:
         _print_cache_report(cfg, report)
 
     _guard(action)
+
+
+@app.command()
+def train(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """Train the missing sparse coders of a config (sparse_coder.train) once; later runs reuse them."""
+
+    def action() -> None:
+        cfg = load_config(config, set_ or [])
+        _print_train_report(_train_coders(cfg, force))
+
+    _guard(action)
+
+
+def _train_if_enabled(cfg: RunConfig) -> None:
+    """With sparse_coder.train.enabled, train the missing coders before `cache` needs them."""
+    if cfg.sparse_coder.train.enabled:
+        report = _train_coders(cfg, force=False)
+        if report.trained:
+            _print_train_report(report)
+
+
+def _train_coders(cfg: RunConfig, force: bool):
+    """Train the missing coders under a progress bar."""
+    from autointerp.training import ensure_coders
+
+    with _StageProgress("train", "tokens") as progress:
+        report = ensure_coders(cfg, force=force, progress=progress.advance)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    return report
+
+
+def _print_train_report(report) -> None:
+    table = Table(title="train: sparse coders")
+    columns = ("hookpoint", "status", "latents", "tokens", "FVU init", "FVU train", "FVU held out", "dead")
+    for column in columns:
+        table.add_column(column)
+    for name, status in report.status.items():
+        record = report.records.get(name)
+        numbers = (
+            [
+                f"{record['num_latents']:,}",
+                f"{record['train_tokens']:,}",
+                *(f"{record[key]:.3f}" for key in ("fvu_init", "fvu_train", "fvu_heldout")),
+                f"{record['dead_latents']:,}",
+            ]
+            if record
+            else []
+        )
+        table.add_row(name, status, *numbers)
+    Console().print(table)
 
 
 @app.command()
@@ -271,6 +323,7 @@ def run(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: F
 
     def action() -> None:
         cfg, spec = _setup(config, set_, shard)
+        _train_if_enabled(cfg)
         with _StageProgress("cache", "tokens") as progress:
             cached = run_cache(cfg, spec, force=force, progress=progress.advance)
         _print_cache_report(cfg, cached)

@@ -44,6 +44,54 @@ def _is_cuda_index(device: str) -> bool:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    enabled: bool = False
+    """Train a TopK SAE (sparsify format) into `<sparse_coder.path>/<hookpoint>` for every hookpoint whose
+    folder is missing: by `autointerp train`, and by `autointerp cache` before it caches."""
+    n_tokens: int = 1_000_000
+    """Corpus tokens whose activations are collected (held in CPU memory: 4 bytes x width each); the last
+    5% of the sequences are held out to measure the trained coder's FVU."""
+    ctx_len: int = 256
+    """Tokens per collected sequence, BOS included (BOS, EOS and other special tokens are not trained on)."""
+    expansion_factor: int = 8
+    """Latents per input dimension, used when `num_latents` is null."""
+    num_latents: int | None = None
+    """Latents of the SAE; null = the hookpoint's width times `expansion_factor`."""
+    k: int = 32
+    """Latents active per token (TopK)."""
+    batch_size: int = 1024
+    """Tokens per optimizer step."""
+    lr: float | None = None
+    """Adam learning rate; null = sparsify's default, 2e-4 / sqrt(num_latents / 2**14)."""
+    epochs: int = 1
+    """Passes over the collected activations (shuffled, seeded by `seed`)."""
+    auxk_alpha: float = 0.03125
+    """Weight of sparsify's AuxK loss, which revives latents that have not fired for an epoch."""
+    seed: int = 0
+    """Seed of the initialisation and the shuffling; apart from the run `seed`, so that runs with other
+    seeds reuse the trained coder."""
+
+    def __post_init__(self) -> None:
+        for key in ("n_tokens", "expansion_factor", "k", "batch_size", "epochs"):
+            value = getattr(self, key)
+            if value < 1:
+                raise ConfigError(f"sparse_coder.train.{key}", f"must be at least 1, got {value}")
+        if self.ctx_len < 2:
+            raise ConfigError("sparse_coder.train.ctx_len", "must be at least 2 (BOS plus one token)")
+        if self.n_tokens < 2 * self.ctx_len:
+            raise ConfigError(
+                "sparse_coder.train.n_tokens",
+                f"must cover at least two sequences of ctx_len={self.ctx_len} (one is held out)",
+            )
+        if self.num_latents is not None and self.num_latents < self.k:
+            raise ConfigError("sparse_coder.train.num_latents", f"must be at least k={self.k}")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError("sparse_coder.train.lr", f"must be positive or null, got {self.lr}")
+        if self.auxk_alpha < 0:
+            raise ConfigError("sparse_coder.train.auxk_alpha", f"must be 0 or more, got {self.auxk_alpha}")
+
+
+@dataclass(frozen=True)
 class SparseCoderConfig:
     path: str = ""
     """Local folder or HF hub repo; for several hookpoints, the folder holding one subfolder per hookpoint."""
@@ -53,8 +101,15 @@ class SparseCoderConfig:
     """Module paths relative to the base model (`model.model` of *ForCausalLM), e.g. `layers.6.mlp`."""
     k: int = 32
     """Neurons kept per token (`topk-neurons` only)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Training of missing sparsify coders at `path` (when no trained coder can be downloaded)."""
 
     def __post_init__(self) -> None:
+        if self.train.enabled and self.format not in ("auto", "sparsify"):
+            raise ConfigError(
+                "sparse_coder.train.enabled",
+                f"trains sparsify coders, but sparse_coder.format is {self.format!r}: use sparsify or auto",
+            )
         if not self.hookpoints:
             raise ConfigError("sparse_coder.hookpoints", "needs at least one hookpoint, e.g. [layers.6]")
         if len(set(self.hookpoints)) != len(self.hookpoints):
