@@ -34,8 +34,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 demo: install
-	$(VENV)/bin/autointerp cache configs/demo.yaml
-	$(VENV)/bin/autointerp explain configs/demo.yaml
+	$(VENV)/bin/autointerp run configs/demo.yaml
 
 clean:
 	rm -rf runs .pytest_cache
