@@ -13,6 +13,7 @@ from pathlib import Path
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from autointerp.report.data import LatentRow, ReportData
 
@@ -71,6 +72,7 @@ def _versus_frequency(data: ReportData, scorer: str, directory: Path) -> list[Pl
         return []
     fig, ax = _scatter(points)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap over a short log range
     _label(ax, f"{scorer} vs firing frequency", "firing frequency", _metric(data, scorer))
     return [_save(fig, directory, f"freq-{scorer}.png", f"{scorer} vs firing frequency")]
 
