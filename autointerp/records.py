@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.errors import UserError
-from autointerp.rundir import ShardSpec, changed_keys
+from autointerp.rundir import ShardSpec, changed_keys, drop_torn_tail
 
 
 def records_file(directory: Path, hookpoint: str, shard: ShardSpec) -> Path:
@@ -89,7 +89,7 @@ class RecordWriter:
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        _drop_torn_tail(path)
+        drop_torn_tail(path)
         self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def write(self, record: dict[str, Any]) -> None:
@@ -105,24 +105,3 @@ class RecordWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a partial last line left by a killed writer, so appends start on a fresh line."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    with open(path, "r+b") as f:
-        size = f.seek(0, os.SEEK_END)
-        end = size
-        while end > 0:  # find the last newline, reading backwards in blocks
-            start = max(0, end - 65536)
-            f.seek(start)
-            block = f.read(end - start)
-            if end == size and block.endswith(b"\n"):
-                return
-            newline = block.rfind(b"\n")
-            if newline >= 0:
-                f.truncate(start + newline + 1)
-                return
-            end = start
-        f.truncate(0)

@@ -159,3 +159,27 @@ class ShardSpec:
 
 WHOLE = ShardSpec()
 """The whole job: no sharding."""
+
+
+_TAIL_CHUNK = 1 << 16
+
+
+def drop_torn_tail(path: Path) -> None:
+    """Cut a partial last line (from a killed writer) so the next append starts on a fresh line."""
+    if not path.is_file():
+        return
+    with path.open("rb+") as file:
+        end = file.seek(0, os.SEEK_END)
+        position = end
+        while position > 0:
+            start = max(0, position - _TAIL_CHUNK)
+            file.seek(start)
+            chunk = file.read(position - start)
+            if position == end and chunk.endswith(b"\n"):
+                return
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                file.truncate(start + newline + 1)
+                return
+            position = start
+        file.truncate(0)

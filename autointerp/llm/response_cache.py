@@ -14,9 +14,9 @@ from typing import IO
 
 from autointerp.llm.base import LLMClient
 from autointerp.llm.types import LLMRequest, LLMResponse
+from autointerp.rundir import drop_torn_tail
 
 SYNC_EVERY = 64
-TAIL_CHUNK = 1 << 16
 
 
 class ResponseCache:
@@ -26,7 +26,7 @@ class ResponseCache:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{shard}.jsonl"
-        _drop_torn_tail(self.path)
+        drop_torn_tail(self.path)
         self._entries: dict[str, LLMResponse] = {}
         for file in sorted(directory.glob("*.jsonl")):
             self._entries.update(_read(file))
@@ -73,27 +73,6 @@ def _read(path: Path) -> dict[str, LLMResponse]:
             except (ValueError, KeyError, TypeError):
                 continue
     return entries
-
-
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a partial last line (from a killed writer) so the next append starts on a fresh line."""
-    if not path.is_file():
-        return
-    with path.open("rb+") as file:
-        end = file.seek(0, os.SEEK_END)
-        position = end
-        while position > 0:
-            start = max(0, position - TAIL_CHUNK)
-            file.seek(start)
-            chunk = file.read(position - start)
-            if position == end and chunk.endswith(b"\n"):
-                return
-            newline = chunk.rfind(b"\n")
-            if newline >= 0:
-                file.truncate(start + newline + 1)
-                return
-            position = start
-        file.truncate(0)
 
 
 class CachedClient(LLMClient):

@@ -55,15 +55,11 @@ async def _intervene(config, targets, source, writer, subject, coders, client, f
 
 
 async def _steer_all(config, targets, source, writer, subject, coders, client, fatal: list[str]) -> None:
-    from autointerp.score.stage import skip_reason
-
     steerings: dict[str, Steering] = {}
     asked: set[asyncio.Task] = set()
     for target in targets:
-        examples = source.get(target.hookpoint, target.latent)
-        skipped, error = skip_reason(target, examples, source.plan)
-        if skipped or error:
-            writer.write(target, Outcome(error=error) if error else None, skipped, None)
+        examples = source.scorable(target, writer)
+        if examples is None:
             continue
         if target.hookpoint not in steerings:
             steerings[target.hookpoint] = _steering(config, subject, coders[target.hookpoint], source)

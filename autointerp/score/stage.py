@@ -406,6 +406,15 @@ class _ExampleSource:
         self.last = ((hookpoint, latent), examples)
         return examples
 
+    def scorable(self, target: Target, writer: _Writer) -> LatentExamples | None:
+        """The target's examples, or None once the reason it cannot be scored is recorded."""
+        examples = self.get(target.hookpoint, target.latent)
+        skipped, error = skip_reason(target, examples, self.plan)
+        if skipped or error:
+            writer.write(target, Outcome(error=error) if error else None, skipped, None)
+            return None
+        return examples
+
     def rng(self, target: Target, purpose: str) -> np.random.Generator:
         """Seeded by scorer, not by control: a control sees the same items, only the explanation differs."""
         return rng_for(self.config.seed, target.hookpoint, target.latent, target.scorer, purpose)
@@ -495,10 +504,8 @@ async def _llm_phase(
 
     def requests() -> Iterator[Any]:
         for target in targets:
-            examples = source.get(target.hookpoint, target.latent)
-            skipped, error = skip_reason(target, examples, source.plan)
-            if skipped or error:
-                writer.write(target, Outcome(error=error) if error else None, skipped, None)
+            examples = source.scorable(target, writer)
+            if examples is None:
                 continue
             try:
                 task = _make_task(source.config, target, examples, source)
@@ -547,10 +554,8 @@ def _usage(results: list[Any]) -> dict[str, Any]:
 def _run_embedding(config: RunConfig, targets: list[Target], source: _ExampleSource, writer: _Writer) -> None:
     embed = Embedder(config.embedding.model, batch_size=config.embedding.batch_size)
     for target in targets:
-        examples = source.get(target.hookpoint, target.latent)
-        skipped, error = skip_reason(target, examples, source.plan)
-        if skipped or error:
-            writer.write(target, Outcome(error=error) if error else None, skipped, None)
+        examples = source.scorable(target, writer)
+        if examples is None:
             continue
         items = detection_items(examples, source.texts)
         try:
