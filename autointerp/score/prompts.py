@@ -10,9 +10,12 @@ from collections.abc import Sequence
 
 from autointerp.llm.types import Message
 
-PROMPT_VERSION = "score-v2"
+PROMPT_VERSION = "score-v3"
 ANSWER_PREFILL = "Answer:"
 """Prefilled start of the scorer's reply: its next token is the answer digit."""
+INTRUDER_PREFILL = "Answer: Excerpt"
+"""The intruder's reply starts by naming an excerpt, so its next word is the number (small models otherwise
+start to spell out "Excerpt" and never reach it)."""
 
 _DETECTION = (
     "You are checking an explanation of a feature of a language model. The explanation describes the "
@@ -68,7 +71,7 @@ def intruder_messages(excerpts: Sequence[str], prefill: bool = True) -> tuple[Me
     body = "\n\n".join(f"Excerpt {i + 1}: {text}" for i, text in enumerate(excerpts))
     messages = [Message("system", _INTRUDER.format(k=len(excerpts))), Message("user", body)]
     if prefill:
-        messages.append(Message("assistant", ANSWER_PREFILL))
+        messages.append(Message("assistant", INTRUDER_PREFILL))
     return tuple(messages)
 
 
