@@ -371,3 +371,15 @@ def test_fake_highlights_copy_the_shape_of_real_ones():
         positions = fake.highlighted
         assert len(positions) == 2 and positions[1] - positions[0] in (1, -11)
         assert 0 not in positions and not {5, 6} & set(positions)
+
+
+def test_scorer_on_an_openai_server_needs_its_url(run):
+    """The scorer inherits the explainer's endpoint only when it uses the explainer's backend."""
+    from autointerp.score.stage import scorer_llm_config
+
+    local = ["explainer.backend=transformers", "explainer.base_url=null", "scorer.backend=openai"]
+    with pytest.raises(UserError, match="scorer.base_url"):
+        scorer_llm_config(load_config(run, local))
+    served = scorer_llm_config(load_config(run, [*local, "scorer.base_url=http://127.0.0.1:9/v1"]))
+    assert served.backend == "openai" and served.base_url == "http://127.0.0.1:9/v1"
+    assert scorer_llm_config(load_config(run)).base_url == "http://unused"

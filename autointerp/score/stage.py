@@ -24,7 +24,7 @@ import numpy as np
 from autointerp.cache import CacheReader
 from autointerp.config import RunConfig, dump_config
 from autointerp.embedding import Embedder
-from autointerp.errors import UserError
+from autointerp.errors import ConfigError, UserError
 from autointerp.examples import LatentExamples, select_latents
 from autointerp.examples.selection import rng_for
 from autointerp.explain.stage import EXPLANATIONS_DIR, example_builder, explain_key
@@ -285,12 +285,19 @@ def scorer_llm_config(config: RunConfig) -> Any:
     """The explainer's LLM settings with the scorer's backend, model and endpoint where given."""
     scorer = config.scorer
     same_backend = scorer.backend is None or scorer.backend == config.explainer.backend
+    backend = scorer.backend or config.explainer.backend
+    base_url = scorer.base_url or (config.explainer.base_url if same_backend else None)
+    model = scorer.model or config.explainer.model
+    if backend == "openai" and not base_url:
+        raise ConfigError(
+            "scorer.base_url", "is required for the openai backend, e.g. http://127.0.0.1:8000/v1"
+        )
+    if not model:
+        raise ConfigError(
+            "scorer.model", "is required (or explainer.model): a hub id, folder, .gguf or package:NAME"
+        )
     return dataclasses.replace(
-        config.explainer,
-        backend=scorer.backend or config.explainer.backend,
-        model=scorer.model or config.explainer.model,
-        base_url=scorer.base_url or (config.explainer.base_url if same_backend else None),
-        temperature=0.0,
+        config.explainer, backend=backend, model=model, base_url=base_url, temperature=0.0
     )
 
 
