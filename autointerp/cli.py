@@ -251,7 +251,8 @@ def score(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force:
 
 
 def _score(cfg: RunConfig, spec: ShardSpec, force: bool) -> None:
-    from autointerp.score import SCORES_DIR, run_score, summary_rows, write_summary
+    from autointerp.rundir import SCORES_DIR, SUMMARY_MD
+    from autointerp.score import run_score, summary_rows, write_summary
 
     with _StageProgress("score", "records") as progress:
         report = run_score(cfg, spec, force=force, progress=progress.advance)
@@ -260,7 +261,7 @@ def _score(cfg: RunConfig, spec: ShardSpec, force: bool) -> None:
         console.print("summary.json is written by a run without --shard, once every shard has finished")
         return
     summary = write_summary(cfg, cfg.run_dir / SCORES_DIR)
-    _print_rows(f"scores: {cfg.run_dir / 'summary.md'}", summary_rows(summary))
+    _print_rows(f"scores: {cfg.run_dir / SUMMARY_MD}", summary_rows(summary))
 
 
 def _print_score_report(cfg: RunConfig, report) -> None:

@@ -226,11 +226,68 @@ class ExamplesConfig:
             raise ConfigError("examples.n_explain_negative", "must be 0 or more")
 
 
+LLMBackend = Literal["vllm", "openai", "transformers", "auto"]
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    """How one role (explainer, scorer, surprisal) reaches its LLM, with every fallback resolved.
+
+    Built by `RunConfig.explainer_llm`, `.scorer_llm` and `.surprisal_llm`; `section` is the YAML section
+    a user edits to change these values, so that every error names the right key.
+    """
+
+    section: str
+    backend: LLMBackend
+    model: str | None
+    base_url: str | None
+    api_key_env: str
+    max_concurrency: int
+    timeout: float
+    max_retries: int
+    tensor_parallel_size: int
+    gpu_memory_utilization: float
+    max_model_len: int | None
+    fallback: str | None = None
+    """The section whose values fill this role's unset keys (named in "is required" errors)."""
+
+    def key(self, name: str) -> str:
+        """The dotted config key of one of these settings, e.g. `scorer.model`."""
+        return f"{self.section}.{name}"
+
+    def missing(self, name: str, what: str) -> ConfigError:
+        """The error for a required setting that neither this section nor its fallback gives."""
+        also = f" (or {self.fallback}.{name})" if self.fallback else ""
+        return ConfigError(self.key(name), f"is required{also}: {what}")
+
+
+def _check_llm_keys(section: str, values: Any) -> None:
+    """Range checks shared by every section that configures an LLM; unset (None) values are skipped."""
+    checks = {
+        "max_concurrency": (lambda v: v >= 1, "must be at least 1"),
+        "timeout": (lambda v: v > 0, "must be positive (seconds)"),
+        "max_retries": (lambda v: v >= 0, "must be 0 or more"),
+        "tensor_parallel_size": (lambda v: v >= 1, "must be at least 1"),
+        "gpu_memory_utilization": (lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"),
+        "max_model_len": (lambda v: v >= 1, "must be at least 1 or null"),
+    }
+    for name, (valid, message) in checks.items():
+        value = getattr(values, name)
+        if value is not None and not valid(value):
+            raise ConfigError(f"{section}.{name}", f"{message}, got {value}")
+    base_url = values.base_url
+    if base_url is not None and not base_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{section}.base_url",
+            f"must start with http:// or https://, e.g. http://127.0.0.1:8000/v1: {base_url!r}",
+        )
+
+
 @dataclass(frozen=True)
 class ExplainerConfig:
     kind: Literal["default", "contrastive"] = "default"
     """`contrastive` also shows non-activating examples to the explainer."""
-    backend: Literal["vllm", "openai", "transformers", "auto"] = "vllm"
+    backend: LLMBackend = "vllm"
     """vLLM in-process engine, any OpenAI-compatible server (`base_url`), local transformers, or `auto`
     (vllm when installed, else transformers)."""
     model: str | None = None
@@ -264,17 +321,33 @@ class ExplainerConfig:
     max_model_len: int | None = None
     """Context length for vLLM (null = the model's)."""
 
+    @property
+    def llm(self) -> LLMSettings:
+        """These LLM keys as one role's settings (section `explainer`)."""
+        return LLMSettings(
+            section="explainer",
+            backend=self.backend,
+            model=self.model,
+            base_url=self.base_url,
+            api_key_env=self.api_key_env,
+            max_concurrency=self.max_concurrency,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            tensor_parallel_size=self.tensor_parallel_size,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            max_model_len=self.max_model_len,
+        )
+
     def __post_init__(self) -> None:
+        _check_llm_keys("explainer", self)
         if self.backend == "openai" and not self.base_url:
             raise ConfigError(
                 "explainer.base_url", "is required for the openai backend, e.g. http://127.0.0.1:8000/v1"
             )
-        if self.max_concurrency < 1:
-            raise ConfigError("explainer.max_concurrency", f"must be at least 1, got {self.max_concurrency}")
+        if self.max_tokens < 1:
+            raise ConfigError("explainer.max_tokens", f"must be at least 1, got {self.max_tokens}")
         if not 0.0 <= self.highlight_threshold < 1.0:
             raise ConfigError("explainer.highlight_threshold", "must be in [0, 1)")
-        if not 0.0 < self.gpu_memory_utilization <= 1.0:
-            raise ConfigError("explainer.gpu_memory_utilization", "must be in (0, 1]")
         if self.temperature < 0:
             raise ConfigError("explainer.temperature", f"must be 0 or more, got {self.temperature}")
 
@@ -282,17 +355,39 @@ class ExplainerConfig:
 ScorerName = Literal[
     "detection", "fuzzing", "simulation", "embedding", "surprisal", "intervention", "intruder"
 ]
-LLMBackend = Literal["vllm", "openai", "transformers", "auto"]
+"""The scorers `scorers:` accepts; equal to the names in `autointerp.score.registry.SCORERS` (tested)."""
 
 
 @dataclass(frozen=True)
-class ScorerConfig:
-    backend: LLMBackend | None = None
-    """Backend of the scorer LLM; null = the explainer's backend (and its base_url)."""
-    model: str | None = None
-    """Scorer LLM; null = the explainer's model."""
+class LLMOverrides:
+    """The LLM keys of a scoring role; every unset (null) key takes the value of the role it falls back to."""
+
     base_url: str | None = None
-    """OpenAI-compatible endpoint of the scorer (openai backend); null = the explainer's."""
+    """OpenAI-compatible endpoint (openai backend)."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the API key (openai backend)."""
+    max_concurrency: int | None = None
+    """Requests in flight at once (openai backend)."""
+    timeout: float | None = None
+    """Seconds per request before it is retried (openai backend)."""
+    max_retries: int | None = None
+    """Retries per request on 429, 5xx, timeouts and connection errors (openai backend)."""
+    tensor_parallel_size: int | None = None
+    """GPUs per vLLM engine."""
+    gpu_memory_utilization: float | None = None
+    """Fraction of GPU memory vLLM may take."""
+    max_model_len: int | None = None
+    """Context length for vLLM (null here and in the fallback = the model's)."""
+
+
+@dataclass(frozen=True)
+class ScorerConfig(LLMOverrides):
+    backend: LLMBackend | None = None
+    """Backend of the scorer LLM; null = the explainer's backend (and then its base_url)."""
+    model: str | None = None
+    """Scorer LLM; null = the explainer's model. Every other unset LLM key (base_url, api_key_env,
+    max_concurrency, timeout, max_retries, tensor_parallel_size, gpu_memory_utilization, max_model_len) takes
+    the explainer's value (base_url only when the backend is the explainer's)."""
     examples_per_prompt: int = 1
     """1 = one example per prompt, answer read as P(1) from single-token logprobs (AUROC for free);
     5 = the paper's protocol, a list of 0/1 answers parsed from text (no probabilities)."""
@@ -309,6 +404,7 @@ class ScorerConfig:
     """Completion tokens allowed for text answers (batched detection/fuzzing, intruder fallback)."""
 
     def __post_init__(self) -> None:
+        _check_llm_keys("scorer", self)
         if not 1 <= self.examples_per_prompt <= 20:
             raise ConfigError("scorer.examples_per_prompt", "must be between 1 and 20")
         if not 2 <= self.intruder_size <= 9:
@@ -327,14 +423,18 @@ class EmbeddingConfig:
 
 
 @dataclass(frozen=True)
-class SurprisalConfig:
+class SurprisalConfig(LLMOverrides):
     model: str | None = None
     """Base LM whose loss on each context is compared with and without the explanation; null = the
-    subject model."""
+    subject model. Every other unset LLM key takes the scorer's resolved value (base_url only when the
+    backend is the scorer's)."""
     backend: LLMBackend = "transformers"
     """Backend that computes the prompt logprobs (vllm, transformers, or openai against `vllm serve`)."""
     neutral_prefix: str = "The following text is a random excerpt."
     """The prefix the explanation prefix is compared with."""
+
+    def __post_init__(self) -> None:
+        _check_llm_keys("surprisal", self)
 
 
 @dataclass(frozen=True)
@@ -403,12 +503,60 @@ class RunConfig:
     controls: ControlsConfig = field(default_factory=ControlsConfig)
     """Control conditions scored beside the real ones."""
 
+    def __post_init__(self) -> None:
+        self.scorer_llm  # noqa: B018 - resolving validates: a bad scorer or surprisal endpoint fails at load
+        self.surprisal_llm  # noqa: B018
+
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) if self.out_dir else Path("runs") / self.name
 
+    @property
+    def explainer_llm(self) -> LLMSettings:
+        """The explainer's LLM (also the output-side explainer of intervention scoring)."""
+        return self.explainer.llm
+
+    @property
+    def scorer_llm(self) -> LLMSettings:
+        """The scorer LLM: `scorer.*` keys, each unset one falling back to the explainer's."""
+        scorer = self.scorer
+        return _role_settings("scorer", scorer, scorer.backend, scorer.model, self.explainer_llm)
+
+    @property
+    def surprisal_llm(self) -> LLMSettings:
+        """The surprisal base LM: `surprisal.*` keys, the model falling back to the subject model and every
+        other unset key to the scorer's."""
+        surprisal = self.surprisal
+        model = surprisal.model or self.model.path
+        return _role_settings("surprisal", surprisal, surprisal.backend, model, self.scorer_llm)
+
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
+
+
+def _role_settings(
+    section: str, own: LLMOverrides, backend: LLMBackend | None, model: str | None, fallback: LLMSettings
+) -> LLMSettings:
+    """A scoring role's settings: its own keys where set, else the fallback role's."""
+    backend = backend or fallback.backend
+    same_backend = backend == fallback.backend
+    inherited = {
+        name: getattr(fallback, name) if getattr(own, name) is None else getattr(own, name)
+        for name in (f.name for f in dataclasses.fields(LLMOverrides))
+    }
+    inherited["base_url"] = own.base_url or (fallback.base_url if same_backend else None)
+    settings = LLMSettings(
+        section=section,
+        backend=backend,
+        model=model or fallback.model,
+        fallback=fallback.section,
+        **inherited,
+    )
+    if backend == "openai" and not settings.base_url:
+        raise ConfigError(
+            settings.key("base_url"), "is required for the openai backend, e.g. http://127.0.0.1:8000/v1"
+        )
+    return settings
 
 
 def _to_plain(value: Any) -> Any:

@@ -14,14 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from autointerp.errors import UserError
-from autointerp.rundir import ShardSpec, changed_keys, drop_torn_tail
+from autointerp.rundir import ShardSpec, drop_torn_tail, refuse_stale
 
 
 def records_file(directory: Path, hookpoint: str, shard: ShardSpec) -> Path:
-    if shard.is_whole:
-        return directory / f"{hookpoint}.jsonl"
-    return directory / f"{hookpoint}.shard-{shard.index}-of-{shard.count}.jsonl"
+    return directory / f"{hookpoint}{shard.suffix}.jsonl"
 
 
 def hookpoint_files(directory: Path, hookpoint: str) -> list[Path]:
@@ -72,10 +69,8 @@ def check_config(
     """Refuse records made with another config (naming what changed)."""
     stale = next((r for r in records.values() if r.get("config_hash") != config_hash), None)
     if stale is not None:
-        changed = changed_keys(stale.get("config_key", {}), key) or ["format"]
-        raise UserError(
-            f"{what} were made with a different config ({', '.join(changed)} changed); "
-            "pass --force to replace them, or set another out_dir"
+        refuse_stale(
+            stale.get("config_key"), key, what, "pass --force to replace them, or set another out_dir"
         )
 
 

@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,21 @@ STATS_FILE = "stats.safetensors"
 PARTS_DIR = "parts"
 FORMAT_VERSION = 1
 
+EXPLANATIONS_DIR = "explanations"
+"""`explanations/<hookpoint>[.shard-I-of-N].jsonl`: one explanation record per latent."""
+LLM_CACHE_DIR = "llm_cache"
+"""The explainer's response cache, one file per task."""
+SCORES_DIR = "scores"
+"""`scores/<scorer>[.<control>]/<hookpoint>[.shard-I-of-N].jsonl`: one score record per latent."""
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+REPORT_DIR = "report"
+REPORT_INDEX = "index.html"
+REPORT_PLOTS_DIR = "plots"
+COMPARE_DIR = "compare"
+TRAINING_FILE = "training.json"
+"""Beside a trained coder: the settings it was trained with and its FVU."""
+
 
 def cache_dir(run_dir: Path, hookpoint: str) -> Path:
     """`<run>/cache/<hookpoint>/`: the hookpoint string as given is the folder name."""
@@ -34,10 +49,6 @@ def cache_dir(run_dir: Path, hookpoint: str) -> Path:
 
 def shard_file_name(start: int, end: int) -> str:
     return f"latents-{start}-{end}.safetensors"
-
-
-def part_file_name(index: int) -> str:
-    return f"part-{index:06d}.safetensors"
 
 
 @contextmanager
@@ -107,6 +118,23 @@ def config_hash(key: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def refuse_stale(
+    found: Mapping[str, Any] | None, key: Mapping[str, Any], what: str, fix: str, ignore: Iterable[str] = ()
+) -> None:
+    """Raise when an artefact was made with another config than `key`, naming the keys that changed.
+
+    `found` is the artefact's recorded key (None: unknown, e.g. an older format); `ignore` lists keys whose
+    change leaves the artefact valid; `fix` says what to do about it.
+    """
+    if found is not None and config_hash(found) == config_hash(key):
+        return
+    changed = [k for k in changed_keys(found or {}, key) if k not in set(ignore)]
+    if found is not None and not changed:
+        return
+    listed = ", ".join(changed) if found else "format"
+    raise UserError(f"{what}: made with a different config ({listed} changed); {fix}")
+
+
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two nested mappings."""
     changed = []
@@ -130,6 +158,16 @@ class ShardSpec:
     @property
     def is_whole(self) -> bool:
         return self.count == 1
+
+    @property
+    def suffix(self) -> str:
+        """`""` for the whole job, else `.shard-I-of-N`: added to the names of files this task writes."""
+        return "" if self.is_whole else f".shard-{self.index}-of-{self.count}"
+
+    @property
+    def name(self) -> str:
+        """`whole` or `shard-I-of-N`."""
+        return self.suffix.lstrip(".") or "whole"
 
     def owns(self, item: int) -> bool:
         return item % self.count == self.index

@@ -8,13 +8,12 @@ from torch import nn
 
 from autointerp.config import InterventionConfig, ModelConfig
 from autointerp.explain.parse import parse_explanation
-from autointerp.explain.prompts import ANSWER_MARKER
+from autointerp.explain.prompts import ANSWER_MARKER, output_messages
 from autointerp.llm.types import Message
 from autointerp.score.intervention import (
     MAX_STRENGTH,
     Steering,
     added_to_output,
-    output_explainer_messages,
 )
 from autointerp.subject import Subject, load_subject
 
@@ -181,7 +180,9 @@ def test_output_explainer_prompt_shows_continuations_and_promoted_tokens(subject
     effect = steering.effect(0)
     decode = subject.tokenizer.decode
     prompts_text = [decode(row) for row in steering.prompts.tolist()]
-    messages = output_explainer_messages(effect, decode, prompts_text)
+    continuations = [decode(tokens) for tokens in effect.steered]
+    promoted = [decode([token]) for token, _ in effect.promoted]
+    messages = output_messages(prompts_text, continuations, promoted)
     user = messages[-1].content
     assert [m.role for m in messages] == ["system", "user"]
     for token, _ in effect.promoted:
@@ -189,5 +190,5 @@ def test_output_explainer_prompt_shows_continuations_and_promoted_tokens(subject
     assert decode(effect.steered[0]).replace("\n", "\\n") in user
     assert user.endswith(f"{ANSWER_MARKER} <your explanation>")
     assert parse_explanation(f"reasoning\n{ANSWER_MARKER} words about loops") == "words about loops"
-    prefilled = output_explainer_messages(effect, decode, prompts_text, reasoning=False)
+    prefilled = output_messages(prompts_text, continuations, promoted, reasoning=False)
     assert prefilled[-1] == Message("assistant", ANSWER_MARKER)

@@ -136,7 +136,7 @@ def server(monkeypatch) -> Iterator[FakeServer]:
 def make(url: str, backoff_cap: float = 0.05, **overrides) -> OpenAIClient:
     settings = dict(backend="openai", model="test-model", base_url=url, api_key_env=KEY_ENV, timeout=0.3)
     cfg = ExplainerConfig(**{**settings, "max_retries": 5, "max_concurrency": 4, **overrides})
-    return OpenAIClient(cfg, backoff_base=0.01, backoff_cap=backoff_cap)
+    return OpenAIClient(cfg.llm, backoff_base=0.01, backoff_cap=backoff_cap)
 
 
 def generate(url: str, request: LLMRequest = CHAT, **overrides) -> LLMResponse:
@@ -252,7 +252,7 @@ def test_concurrency_bound_and_run_requests(server, monkeypatch):
 
     async def main() -> list[tuple[int, LLMResponse | LLMError]]:
         client = make_client(
-            ExplainerConfig(backend="openai", model="m", base_url=server.url, max_concurrency=3)
+            ExplainerConfig(backend="openai", model="m", base_url=server.url, max_concurrency=3).llm
         )
         assert isinstance(client, OpenAIClient) and client.max_in_flight == 3
         try:

@@ -22,7 +22,7 @@ TEMPLATE = (
 
 @pytest.fixture(scope="module")
 def client(tiny_model_dir) -> TransformersClient:
-    client = make_client(ExplainerConfig(backend="transformers", model=str(tiny_model_dir)))
+    client = make_client(ExplainerConfig(backend="transformers", model=str(tiny_model_dir)).llm)
     assert isinstance(client, TransformersClient)
     return client
 

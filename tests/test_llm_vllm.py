@@ -51,7 +51,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 @pytest.fixture(scope="module")
 def engine(smollm2_gguf: str, loop: asyncio.AbstractEventLoop) -> Iterator[VLLMClient]:
-    client = VLLMClient(ExplainerConfig(backend="vllm", model=smollm2_gguf, max_model_len=MAX_MODEL_LEN))
+    client = VLLMClient(ExplainerConfig(backend="vllm", model=smollm2_gguf, max_model_len=MAX_MODEL_LEN).llm)
     yield client
     loop.run_until_complete(client.aclose())
 
@@ -105,7 +105,7 @@ def test_logprobs_match_transformers(
     from autointerp.llm.transformers_backend import TransformersClient
 
     request = LLMRequest(QUESTION, LOGPROB_PARAMS)
-    reference = TransformersClient(ExplainerConfig(backend="transformers", model=smollm2_gguf))
+    reference = TransformersClient(ExplainerConfig(backend="transformers", model=smollm2_gguf).llm)
     try:
         expected = run(loop, reference.generate(request))
     finally:
@@ -203,7 +203,7 @@ def test_openai_server_matches_engine(
     from autointerp.llm.openai_backend import OpenAIClient
 
     base_url, name = server
-    client = OpenAIClient(ExplainerConfig(backend="openai", base_url=base_url, model=name, max_retries=0))
+    client = OpenAIClient(ExplainerConfig(backend="openai", base_url=base_url, model=name, max_retries=0).llm)
     request = LLMRequest(QUESTION, LOGPROB_PARAMS)
     try:
         served = run(loop, client.generate(request))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import warnings
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from scipy.stats import pearsonr
@@ -17,7 +19,6 @@ from sklearn.metrics import (
 )
 
 from autointerp.score.metrics import (
-    HEADLINE,
     aggregate,
     auroc,
     binary_metrics,
@@ -278,31 +279,19 @@ def test_chance_levels_are_what_a_random_guesser_gets(positive_fraction):
 
 
 def test_chance_level_for_intruder_and_unknown_metrics():
+    from autointerp.score.registry import get_scorer
+
     rng = np.random.default_rng(6)
     intruder_size = 4
     picks = rng.integers(0, intruder_size, 100_000)
     intruders = rng.integers(0, intruder_size, 100_000)
+    config = SimpleNamespace(scorer=SimpleNamespace(intruder_size=intruder_size))
     assert np.mean(picks == intruders) == pytest.approx(
-        chance_level("accuracy", intruder_size=intruder_size, scorer="intruder"), abs=0.01
+        get_scorer("intruder").chance("accuracy", 0.5, config), abs=0.01
     )
-    assert chance_level("accuracy", scorer="detection") == 0.5
+    assert get_scorer("detection").chance("accuracy", 0.5, config) == 0.5
     assert chance_level("score") == 0.0
     assert chance_level("f1", 0.5) == pytest.approx(0.5)
     assert chance_level("no_such_metric") is None
     with pytest.raises(ValueError):
         chance_level("precision", positive_fraction=1.5)
-
-
-def test_every_headline_metric_has_a_chance_level():
-    assert set(HEADLINE) == {
-        "detection",
-        "fuzzing",
-        "simulation",
-        "embedding",
-        "surprisal",
-        "intruder",
-        "intervention",
-    }
-    for scorer, metric in HEADLINE.items():
-        assert chance_level(metric, scorer=scorer) is not None
-    assert chance_level(HEADLINE["intruder"], intruder_size=5, scorer="intruder") == pytest.approx(0.2)

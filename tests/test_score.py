@@ -375,11 +375,9 @@ def test_fake_highlights_copy_the_shape_of_real_ones():
 
 def test_scorer_on_an_openai_server_needs_its_url(run):
     """The scorer inherits the explainer's endpoint only when it uses the explainer's backend."""
-    from autointerp.score.stage import scorer_llm_config
-
     local = ["explainer.backend=transformers", "explainer.base_url=null", "scorer.backend=openai"]
     with pytest.raises(UserError, match="scorer.base_url"):
-        scorer_llm_config(load_config(run, local))
-    served = scorer_llm_config(load_config(run, [*local, "scorer.base_url=http://127.0.0.1:9/v1"]))
+        load_config(run, local)
+    served = load_config(run, [*local, "scorer.base_url=http://127.0.0.1:9/v1"]).scorer_llm
     assert served.backend == "openai" and served.base_url == "http://127.0.0.1:9/v1"
-    assert scorer_llm_config(load_config(run)).base_url == "http://unused"
+    assert load_config(run).scorer_llm.base_url == "http://unused"

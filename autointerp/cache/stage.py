@@ -27,7 +27,7 @@ from autointerp.coders import load_coders
 from autointerp.coders.base import SparseCoder
 from autointerp.config import RunConfig, dump_config
 from autointerp.corpus import iter_documents, iter_sequences, special_token_ids
-from autointerp.errors import ConfigError, UserError
+from autointerp.errors import ConfigError
 from autointerp.rundir import (
     CONFIG_FILE,
     FORMAT_VERSION,
@@ -39,9 +39,9 @@ from autointerp.rundir import (
     ShardSpec,
     atomic_path,
     cache_dir,
-    changed_keys,
     config_hash,
     read_json,
+    refuse_stale,
     write_json_atomic,
     write_text_atomic,
 )
@@ -171,11 +171,13 @@ def _existing_state(hp: _Hookpoint, force: bool) -> str:
     if force:
         shutil.rmtree(hp.dir)
         return "new"
-    changed = changed_keys(manifest.get("cache_key", {}), hp.key) or ["format"]
-    raise UserError(
-        f"{hp.dir} holds a cache made with a different config ({', '.join(changed)} changed); "
-        "pass --force to replace it, or set another out_dir"
+    refuse_stale(
+        manifest.get("cache_key"),
+        hp.key,
+        f"the cache in {hp.dir}",
+        "pass --force to replace it, or set another out_dir",
     )
+    return "complete" if manifest.get("complete") else "partial"
 
 
 def _manifest(config: RunConfig, hp: _Hookpoint, num_sequences: int | None, **extra: Any) -> dict[str, Any]:

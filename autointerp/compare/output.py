@@ -9,7 +9,7 @@ from typing import Any
 from autointerp.compare import plots
 from autointerp.compare.result import CompareReport, PairResult
 from autointerp.compare.tables import Table, all_tables
-from autointerp.rundir import write_json_atomic, write_text_atomic
+from autointerp.rundir import SUMMARY_JSON, SUMMARY_MD, write_json_atomic, write_text_atomic
 
 HEATMAP = "similarity_matrix.png"
 DISTRIBUTIONS = "explanation_similarity.png"
@@ -22,8 +22,8 @@ def write_outputs(report: CompareReport) -> list[Path]:
     files = [_write(out / f"{table.name}.csv", table.csv()) for table in tables]
     files += [_write_matches(out, report, pair) for pair in report.pairs]
     files += _plot(report)
-    write_json_atomic(out / "summary.json", _finite(_summary(report, tables)))
-    files += [out / "summary.json", _write(out / "summary.md", _markdown(report, tables))]
+    write_json_atomic(out / SUMMARY_JSON, _finite(_summary(report, tables)))
+    files += [out / SUMMARY_JSON, _write(out / SUMMARY_MD, _markdown(report, tables))]
     return files
 
 

@@ -15,10 +15,15 @@ from autointerp.compare.activations import activation_matrix, tokens_digest
 from autointerp.compare.decoders import decoder_directions
 from autointerp.config import RunConfig, load_config
 from autointerp.errors import UserError
-from autointerp.explain.stage import EXPLANATIONS_DIR
 from autointerp.records import hookpoint_files, read_records
-from autointerp.rundir import CACHE_DIR, CONFIG_FILE, MANIFEST_FILE, cache_dir
-from autointerp.score.stage import SCORES_DIR
+from autointerp.rundir import (
+    CACHE_DIR,
+    CONFIG_FILE,
+    EXPLANATIONS_DIR,
+    MANIFEST_FILE,
+    SCORES_DIR,
+    cache_dir,
+)
 
 
 @dataclass(eq=False)

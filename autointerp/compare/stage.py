@@ -20,8 +20,8 @@ from autointerp.compare.result import CompareReport, PairResult
 from autointerp.compare.runs import Run, resolve_runs
 from autointerp.compare.similarity import Embed, ExplanationVectors, explanation_similarity
 from autointerp.errors import UserError
+from autointerp.rundir import COMPARE_DIR
 
-COMPARE_DIR = "compare"
 DECODER, CORRELATION = "decoder", "correlation"
 
 Progress = Callable[[int, int], None]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import numpy as np
-
+from autointerp.examples.render import ShownExample, highlight, one_line
 from autointerp.llm.types import Message
 
 PROMPT_VERSION = "explain-v2"
@@ -60,45 +58,6 @@ _FEW_SHOT: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str], 
 )
 
 
-@dataclass(frozen=True)
-class ShownExample:
-    """An example as the explainer sees it: token texts and this latent's activation at each."""
-
-    pieces: Sequence[str]
-    activations: np.ndarray
-
-
-def highlight(example: ShownExample, max_activation: float, threshold: float) -> tuple[str, list[str]]:
-    """The excerpt with active runs wrapped in << >>, and `<<run>> value` strings on a 0-10 scale."""
-    cutoff = threshold * max_activation
-    text, values, run, run_peak = [], [], [], 0.0
-    for piece, act in zip(example.pieces, example.activations, strict=True):
-        if act > cutoff and act > 0:
-            run.append(piece)
-            run_peak = max(run_peak, float(act))
-            continue
-        if run:
-            text.append(f"<<{''.join(run)}>>")
-            values.append(f"<<{''.join(run)}>> {scale(run_peak, max_activation)}")
-            run, run_peak = [], 0.0
-        text.append(piece)
-    if run:
-        text.append(f"<<{''.join(run)}>>")
-        values.append(f"<<{''.join(run)}>> {scale(run_peak, max_activation)}")
-    return _one_line("".join(text)), values
-
-
-def scale(activation: float, max_activation: float) -> int:
-    """Integer 0-10 relative to the latent's maximum."""
-    if max_activation <= 0:
-        return 0
-    return int(min(10, max(0, round(10 * activation / max_activation))))
-
-
-def _one_line(text: str) -> str:
-    return text.replace("\r", "").replace("\n", "\\n").strip()
-
-
 def _excerpts(lines: Sequence[str], values: Sequence[Sequence[str]] | None) -> str:
     out = []
     for number, line in enumerate(lines, start=1):
@@ -139,7 +98,7 @@ def build_messages(
     rendered = [highlight(example, max_activation, threshold) for example in examples]
     lines = [text for text, _ in rendered]
     values = [v for _, v in rendered] if show_activations else None
-    negative_text = _excerpts([_one_line("".join(n.pieces)) for n in negatives], None) if contrastive else ""
+    negative_text = _excerpts([one_line("".join(n.pieces)) for n in negatives], None) if contrastive else ""
     messages.append(Message("user", _user_turn(_excerpts(lines, values), negative_text, contrastive)))
     if not reasoning:
         messages.append(Message("assistant", ANSWER_MARKER))
@@ -151,3 +110,41 @@ def _user_turn(active: str, inactive: str, contrastive: bool) -> str:
     if contrastive:
         turn += f"\n\nExcerpts where the latent is not active:\n{inactive or '(none)'}"
     return turn + "\n\nWhat does this latent respond to?"
+
+
+def output_messages(
+    prompts: Sequence[str], continuations: Sequence[str], promoted: Sequence[str], reasoning: bool = True
+) -> tuple[Message, ...]:
+    """Ask what amplifying a latent makes the model write: each prompt with its steered continuation, and
+    the tokens whose probability rose most. Without `reasoning`, the answer is prefilled with the marker."""
+    examples = "\n".join(
+        f"Example {i}: {_flat(prompt)}<<{_flat(continuation)}>>"
+        for i, (prompt, continuation) in enumerate(zip(prompts, continuations, strict=True), start=1)
+    )
+    rising = ", ".join(f'"{_flat(token)}"' for token in promoted)
+    user = (
+        f"Continuations written while the latent is amplified:\n{examples}\n\n"
+        f"Tokens whose probability rose most: {rising}\n\n"
+        "What does amplifying this latent make the model write? End your answer with exactly one line:\n"
+        f"{ANSWER_MARKER} <your explanation>"
+    )
+    messages = [Message("system", _OUTPUT_SYSTEM), Message("user", user)]
+    if not reasoning:
+        messages.append(Message("assistant", ANSWER_MARKER))
+    return tuple(messages)
+
+
+_OUTPUT_SYSTEM = (
+    'You are studying one internal feature (a "latent") of a language model by amplifying it and watching '
+    "what the model writes.\n"
+    "You will see prompts, each followed by the continuation the model wrote with the latent amplified, "
+    "wrapped in << and >>, and the tokens whose probability rose most when the latent was amplified.\n"
+    "Describe what the amplified latent makes the model write: the topic, kind of words or tokens it "
+    "promotes. Write a short, specific phrase, not a list of examples. Do not mention the markers.\n"
+    "You may reason briefly first, but end your answer with exactly one line of the form:\n"
+    f"{ANSWER_MARKER} <your explanation>"
+)
+
+
+def _flat(text: str) -> str:
+    return text.replace("\r", "").replace("\n", "\\n")

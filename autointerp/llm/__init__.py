@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
-from typing import Any
 
+from autointerp.config import LLMSettings
 from autointerp.errors import ConfigError
 from autointerp.llm.base import LLMClient, run_requests
 from autointerp.llm.response_cache import CachedClient, ResponseCache
@@ -29,30 +30,30 @@ __all__ = [
     "ResponseCache",
     "SamplingParams",
     "TokenLogprob",
+    "BACKENDS",
     "make_client",
     "resolve_backend",
     "run_requests",
 ]
 
 
-def make_client(cfg: Any) -> LLMClient:
-    """The client for `cfg.backend` (an ExplainerConfig-like object); backends are imported only when used."""
-    backend = resolve_backend(cfg.backend)
-    if backend == "vllm":
-        from autointerp.llm.vllm_backend import VLLMClient
+BACKENDS: dict[str, str] = {
+    "vllm": "autointerp.llm.vllm_backend:VLLMClient",
+    "openai": "autointerp.llm.openai_backend:OpenAIClient",
+    "transformers": "autointerp.llm.transformers_backend:TransformersClient",
+}
+"""Backend name -> `module:class` of its client, imported only when used."""
 
-        return VLLMClient(cfg)
-    if backend == "openai":
-        from autointerp.llm.openai_backend import OpenAIClient
 
-        return OpenAIClient(cfg)
-    if backend == "transformers":
-        from autointerp.llm.transformers_backend import TransformersClient
-
-        return TransformersClient(cfg)
-    raise ConfigError(
-        "explainer.backend", f"must be auto | vllm | openai | transformers, got {cfg.backend!r}"
-    )
+def make_client(settings: LLMSettings) -> LLMClient:
+    """The client for one role's LLM settings; errors name that role's config keys."""
+    backend = resolve_backend(settings.backend)
+    if backend not in BACKENDS:
+        choices = " | ".join(["auto", *BACKENDS])
+        raise ConfigError(settings.key("backend"), f"must be {choices}, got {settings.backend!r}")
+    module, _, name = BACKENDS[backend].partition(":")
+    client_class = getattr(importlib.import_module(module), name)
+    return client_class(settings)
 
 
 def resolve_backend(backend: str) -> str:

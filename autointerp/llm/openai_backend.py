@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from autointerp.errors import ConfigError
+from autointerp.config import LLMSettings
 from autointerp.llm.base import LLMClient
 from autointerp.llm.types import LLMError, LLMFatalError, LLMRequest, LLMResponse, TokenLogprob
 
@@ -23,33 +23,32 @@ MESSAGE_CHARS = 300
 class OpenAIClient(LLMClient):
     """Bounded concurrency, retries with full-jitter exponential backoff that honour Retry-After, timeouts.
 
-    The API key is read from `$<cfg.api_key_env>` only (absent: no Authorization header) and is never logged,
-    cached or put into an exception message.
+    The API key is read from `$<settings.api_key_env>` only (absent: no Authorization header) and is never
+    logged, cached or put into an exception message.
     """
 
-    def __init__(self, cfg: Any, backoff_base: float = 1.0, backoff_cap: float = 60.0):
-        if not cfg.model:
-            raise ConfigError("explainer.model", "is required for the openai backend: the served model name")
-        if not cfg.base_url.startswith(("http://", "https://")):
-            raise ConfigError("explainer.base_url", f"must start with http:// or https://: {cfg.base_url!r}")
-        if cfg.max_retries < 0:
-            raise ConfigError("explainer.max_retries", f"must be 0 or more, got {cfg.max_retries}")
-        self.model: str = cfg.model
-        self.base_url: str = cfg.base_url.rstrip("/")
-        self.max_in_flight = cfg.max_concurrency
-        self._api_key_env: str = cfg.api_key_env
-        self._api_key = os.environ.get(cfg.api_key_env) or None
-        self._timeout: float = cfg.timeout
-        self._max_retries: int = cfg.max_retries
+    def __init__(self, settings: LLMSettings, backoff_base: float = 1.0, backoff_cap: float = 60.0):
+        if not settings.model:
+            raise settings.missing("model", "the served model name")
+        if not settings.base_url:
+            raise settings.missing("base_url", "the server's endpoint, e.g. http://127.0.0.1:8000/v1")
+        self._settings = settings
+        self.model: str = settings.model
+        self.base_url: str = settings.base_url.rstrip("/")
+        self.max_in_flight = settings.max_concurrency
+        self._api_key_env: str = settings.api_key_env
+        self._api_key = os.environ.get(settings.api_key_env) or None
+        self._timeout: float = settings.timeout
+        self._max_retries: int = settings.max_retries
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
-        self._semaphore = asyncio.Semaphore(cfg.max_concurrency)
+        self._semaphore = asyncio.Semaphore(settings.max_concurrency)
         self._reached = False
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {self._api_key}"} if self._api_key else {},
-            timeout=cfg.timeout,
-            limits=httpx.Limits(max_connections=cfg.max_concurrency),
+            timeout=settings.timeout,
+            limits=httpx.Limits(max_connections=settings.max_concurrency),
         )
 
     async def generate(self, request: LLMRequest) -> LLMResponse:
@@ -106,7 +105,7 @@ class OpenAIClient(LLMClient):
         if status == 404 or _says_model_missing(message):
             raise LLMFatalError(
                 f"model {self.model!r} not found at {self.base_url} (HTTP {status}: {message}); "
-                "check explainer.model and explainer.base_url"
+                f"check {self._settings.key('model')} and {self._settings.key('base_url')}"
             )
         raise LLMError(f"HTTP {status}: {message}")
 

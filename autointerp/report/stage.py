@@ -16,10 +16,7 @@ from autointerp.report.index import render_index
 from autointerp.report.latent import render_latent
 from autointerp.report.plots import write_plots
 from autointerp.report.tokens import load_pieces
-
-REPORT_DIR = "report"
-INDEX_FILE = "index.html"
-PLOTS_DIR = "plots"
+from autointerp.rundir import REPORT_DIR, REPORT_INDEX, REPORT_PLOTS_DIR
 
 
 def write_report(run_dir: Path) -> Path:
@@ -33,13 +30,13 @@ def write_report(run_dir: Path) -> Path:
     pieces, note = load_pieces(data.config.model.path)
     target = run_dir / REPORT_DIR
     with _replacing_dir(target) as tmp:
-        plots = write_plots(data, tmp / PLOTS_DIR)
-        (tmp / INDEX_FILE).write_text(render_index(data, plots, note), encoding="utf-8")
+        plots = write_plots(data, tmp / REPORT_PLOTS_DIR)
+        (tmp / REPORT_INDEX).write_text(render_index(data, plots, note), encoding="utf-8")
         for row in data.latents:
             path = tmp / latent_path(row.hookpoint, row.latent)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(render_latent(row, pieces, note), encoding="utf-8")
-    return target / INDEX_FILE
+    return target / REPORT_INDEX
 
 
 @contextmanager

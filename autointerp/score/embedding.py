@@ -7,9 +7,9 @@ cosine similarity, activating vs non-activating. No LLM is involved.
 from __future__ import annotations
 
 from autointerp.embedding import Embedder
+from autointerp.score.base import Outcome
 from autointerp.score.items import ScoredExample
 from autointerp.score.metrics import auroc
-from autointerp.score.tasks import Outcome
 
 
 def embedding_outcome(embed: Embedder, explanation: str, items: list[ScoredExample]) -> Outcome:

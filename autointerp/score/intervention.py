@@ -9,7 +9,7 @@ output; neurons: the down projection's output), so the direction is always added
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -17,8 +17,6 @@ import torch
 from torch import Tensor, nn
 
 from autointerp.config import InterventionConfig
-from autointerp.explain.prompts import ANSWER_MARKER
-from autointerp.llm.types import Message
 from autointerp.subject import ActivationReader, Subject, Tap, find_module
 
 SCORE_TEMPLATE = "\n\nThe text above is about:"
@@ -201,45 +199,3 @@ def _next_strength(lo: tuple[float, float] | None, hi: tuple[float, float] | Non
     y_lo, y_hi = math.log(max(lo[1], 1e-12)), math.log(hi[1])
     t = (math.log(target) - y_lo) / (y_hi - y_lo) if y_hi > y_lo else 0.5
     return math.exp(x_lo + min(max(t, 0.1), 0.9) * (x_hi - x_lo))
-
-
-def output_explainer_messages(
-    effect: SteeringEffect,
-    decode: Callable[[list[int]], str],
-    prompts_text: list[str],
-    reasoning: bool = True,
-) -> list[Message]:
-    """Ask the explainer what the latent makes the model say: each prompt with its steered continuation,
-    and the tokens whose probability rose most. Without `reasoning`, the answer is prefilled with the
-    marker."""
-    examples = "\n".join(
-        f"Example {i}: {_flat(prompt)}<<{_flat(decode(tokens))}>>"
-        for i, (prompt, tokens) in enumerate(zip(prompts_text, effect.steered, strict=True), start=1)
-    )
-    promoted = ", ".join(f'"{_flat(decode([token]))}"' for token, _ in effect.promoted)
-    user = (
-        f"Continuations written while the latent is amplified:\n{examples}\n\n"
-        f"Tokens whose probability rose most: {promoted}\n\n"
-        "What does amplifying this latent make the model write? End your answer with exactly one line:\n"
-        f"{ANSWER_MARKER} <your explanation>"
-    )
-    messages = [Message("system", _OUTPUT_SYSTEM), Message("user", user)]
-    if not reasoning:
-        messages.append(Message("assistant", ANSWER_MARKER))
-    return messages
-
-
-_OUTPUT_SYSTEM = (
-    'You are studying one internal feature (a "latent") of a language model by amplifying it and watching '
-    "what the model writes.\n"
-    "You will see prompts, each followed by the continuation the model wrote with the latent amplified, "
-    "wrapped in << and >>, and the tokens whose probability rose most when the latent was amplified.\n"
-    "Describe what the amplified latent makes the model write: the topic, kind of words or tokens it "
-    "promotes. Write a short, specific phrase, not a list of examples. Do not mention the markers.\n"
-    "You may reason briefly first, but end your answer with exactly one line of the form:\n"
-    f"{ANSWER_MARKER} <your explanation>"
-)
-
-
-def _flat(text: str) -> str:
-    return text.replace("\r", "").replace("\n", "\\n")

@@ -11,159 +11,161 @@ import numpy as np
 import torch
 
 from autointerp.coders import load_coders
+from autointerp.coders.base import SparseCoder
 from autointerp.config import RunConfig
 from autointerp.errors import UserError
 from autointerp.examples.selection import rng_for
-from autointerp.explain.parse import NEW_TURN, ParseError, parse_explanation
-from autointerp.explain.prompts import ANSWER_MARKER
-from autointerp.llm import make_client
-from autointerp.llm.types import LLMError, LLMFatalError, LLMRequest, LLMResponse, SamplingParams
+from autointerp.explain.explainer import Explainer, ParseError
+from autointerp.llm import LLMClient, make_client
+from autointerp.llm.types import LLMError, LLMFatalError, LLMRequest, LLMResponse
 from autointerp.rundir import ShardSpec
-from autointerp.score.intervention import Steering, SteeringEffect, output_explainer_messages
-from autointerp.score.tasks import Outcome
-from autointerp.subject import load_subject
+from autointerp.score.base import Outcome, Target
+from autointerp.score.intervention import Steering, SteeringEffect
+from autointerp.score.phases import ExampleSource
+from autointerp.score.writer import ScoreWriter
+from autointerp.subject import Subject, load_subject
 
 
 @dataclass
 class _Steered:
-    target: Any
+    target: Target
     effect: SteeringEffect
     outcome: Outcome
 
 
-def run_intervention(config: RunConfig, targets: list, source: Any, writer: Any, shard: ShardSpec) -> None:
+def run_intervention(
+    config: RunConfig, targets: list[Target], source: ExampleSource, writer: ScoreWriter, shard: ShardSpec
+) -> None:
     """Steer and score every target, each record written as soon as it is complete (with output-side
     explanations: when the explainer's answer for that latent arrives)."""
-    subject = load_subject(config.model)
-    coders = load_coders(config.sparse_coder, subject.base_model)
-    client = make_client(config.explainer) if config.intervention.output_explanations else None
-    fatal: list[str] = []
-    asyncio.run(_intervene(config, targets, source, writer, subject, coders, client, fatal))
-    if fatal:
+    run = _InterventionRun(config, source, writer)
+    asyncio.run(run.all(targets))
+    if run.fatal:
         raise UserError(
-            f"explainer (output-side explanations): {fatal[0]}; the intervention scores are recorded "
+            f"explainer (output-side explanations): {run.fatal}; the intervention scores are recorded "
             "without them: fix the explainer and rerun with --force to add them"
         )
 
 
-async def _intervene(config, targets, source, writer, subject, coders, client, fatal: list[str]) -> None:
-    try:
-        await _steer_all(config, targets, source, writer, subject, coders, client, fatal)
-    finally:
-        if client is not None:
-            await client.aclose()
+class _InterventionRun:
+    """The subject model, its coders and steerings, and the output-side explainer of one phase."""
 
-
-async def _steer_all(config, targets, source, writer, subject, coders, client, fatal: list[str]) -> None:
-    steerings: dict[str, Steering] = {}
-    asked: set[asyncio.Task] = set()
-    for target in targets:
-        examples = source.scorable(target, writer)
-        if examples is None:
-            continue
-        if target.hookpoint not in steerings:
-            steerings[target.hookpoint] = _steering(config, subject, coders[target.hookpoint], source)
-        steering = steerings[target.hookpoint]
-        try:
-            item = _score_latent(config, steering, target, source)
-        except Exception as exc:  # recorded for this latent; the run goes on
-            writer.write(target, Outcome(error=f"internal error: {exc!r}"), None, None)
-            continue
-        if client is None:
-            writer.write(target, item.outcome, None, None)
-            continue
-        task = asyncio.ensure_future(_explain_output(config, client, item, steering, source, writer, fatal))
-        asked.add(task)
-        task.add_done_callback(asked.discard)
-        await asyncio.sleep(0)  # let finished answers be written while the next latent is steered
-    if asked:
-        await asyncio.gather(*asked)
-
-
-async def _explain_output(config, client, item: _Steered, steering: Steering, source, writer, fatal) -> None:
-    """Ask the explainer for the output-side explanation of one steered latent, score it, write the record."""
-    messages = output_explainer_messages(
-        item.effect, source.texts.text, _prompt_texts(steering, source), config.explainer.reasoning
-    )
-    if fatal:
-        item.outcome.extra["output_explanation_error"] = f"explainer unavailable: {fatal[0]}"
-    else:
-        try:
-            result = await client.generate(LLMRequest(tuple(messages), _output_params(config)))
-            _add_output_explanation(item, result, steering, config)
-        except LLMFatalError as exc:
-            fatal.append(str(exc))
-            item.outcome.extra["output_explanation_error"] = f"explainer unavailable: {exc}"
-        except LLMError as exc:
-            item.outcome.extra["output_explanation_error"] = f"llm error: {exc}"
-    writer.write(item.target, item.outcome, None, None)
-
-
-def _steering(config: RunConfig, subject: Any, coder: Any, source: Any) -> Steering:
-    directions = coder.decoder_directions()
-    if directions is None:
-        raise UserError(
-            f"intervention: the coder at {coder.hookpoint} has no decoder directions to steer with"
+    def __init__(self, config: RunConfig, source: ExampleSource, writer: ScoreWriter):
+        self.config, self.source, self.writer = config, source, writer
+        self.subject: Subject = load_subject(config.model)
+        self.coders: dict[str, SparseCoder] = load_coders(config.sparse_coder, self.subject.base_model)
+        self.steerings: dict[str, Steering] = {}
+        self.explainer = Explainer(config.explainer)
+        self.client: LLMClient | None = (
+            make_client(config.explainer_llm) if config.intervention.output_explanations else None
         )
-    tokens = source.plan.readers[coder.hookpoint].tokens()
-    rng = rng_for(config.seed, coder.hookpoint, "intervention-prompts")
-    count = min(config.intervention.n_prompts, tokens.shape[0])
-    rows = np.sort(rng.choice(tokens.shape[0], size=count, replace=False))
-    prompts = tokens[torch.as_tensor(rows), : config.intervention.prompt_tokens].long()
-    return Steering(subject, coder.module_path, directions, config.intervention, prompts)
+        self.fatal: str | None = None
+        """The explainer's fatal error, once it has had one (later latents are not asked)."""
 
+    async def all(self, targets: list[Target]) -> None:
+        try:
+            await self._steer_all(targets)
+        finally:
+            if self.client is not None:
+                await self.client.aclose()
 
-def _prompt_texts(steering: Steering, source: Any) -> list[str]:
-    return [source.texts.text(row.tolist()) for row in steering.prompts]
+    async def _steer_all(self, targets: list[Target]) -> None:
+        asked: set[asyncio.Task] = set()
+        for target in targets:
+            examples = self.source.scorable(target, self.writer)
+            if examples is None:
+                continue
+            steering = self._steering(target.hookpoint)
+            try:
+                item = self._score_latent(steering, target)
+            except Exception as exc:  # recorded for this latent; the run goes on
+                self.writer.fail(target, f"internal error: {exc!r}")
+                continue
+            if self.client is None:
+                self.writer.write(target, item.outcome)
+                continue
+            task = asyncio.ensure_future(self._explain_output(self.client, item, steering))
+            asked.add(task)
+            task.add_done_callback(asked.discard)
+            await asyncio.sleep(0)  # let finished answers be written while the next latent is steered
+        if asked:
+            await asyncio.gather(*asked)
 
+    def _steering(self, hookpoint: str) -> Steering:
+        if hookpoint in self.steerings:
+            return self.steerings[hookpoint]
+        coder = self.coders[hookpoint]
+        directions = coder.decoder_directions()
+        if directions is None:
+            raise UserError(f"intervention: the coder at {hookpoint} has no decoder directions to steer with")
+        tokens = self.source.readers[hookpoint].tokens()
+        rng = rng_for(self.config.seed, hookpoint, "intervention-prompts")
+        count = min(self.config.intervention.n_prompts, tokens.shape[0])
+        rows = np.sort(rng.choice(tokens.shape[0], size=count, replace=False))
+        prompts = tokens[torch.as_tensor(rows), : self.config.intervention.prompt_tokens].long()
+        steering = Steering(self.subject, coder.module_path, directions, self.config.intervention, prompts)
+        self.steerings[hookpoint] = steering
+        return steering
 
-def _score_latent(config: RunConfig, steering: Steering, target: Any, source: Any) -> _Steered:
-    effect = steering.effect(target.latent)
-    score, per_prompt = steering.explanation_score(effect, target.explanation)
-    metrics: dict[str, Any] = {"score": score, "kl": effect.kl, "strength": effect.strength}
-    if config.intervention.random_latent_control:
-        rng = rng_for(config.seed, target.hookpoint, target.latent, "intervention-control")
-        other = int(rng.integers(steering.directions.shape[0] - 1))
-        other += other >= target.latent
-        control = steering.effect(other)
-        metrics["control_score"] = steering.explanation_score(control, target.explanation)[0]
-    texts = source.texts
-    examples = [
-        {
-            "kind": "steered",
-            "prompt": texts.text(prompt.tolist()),
-            "clean": texts.text(clean),
-            "steered": texts.text(steered),
-            "value": delta,
-        }
-        for prompt, clean, steered, delta in zip(
-            steering.prompts, effect.clean, effect.steered, per_prompt, strict=True
+    def _score_latent(self, steering: Steering, target: Target) -> _Steered:
+        explanation = target.explanation or ""
+        effect = steering.effect(target.latent)
+        score, per_prompt = steering.explanation_score(effect, explanation)
+        metrics: dict[str, Any] = {"score": score, "kl": effect.kl, "strength": effect.strength}
+        other = None
+        if self.config.intervention.random_latent_control:
+            rng = rng_for(self.config.seed, target.hookpoint, target.latent, "intervention-control")
+            other = int(rng.integers(steering.directions.shape[0] - 1))
+            other += other >= target.latent
+            control = steering.effect(other)
+            metrics["control_score"] = steering.explanation_score(control, explanation)[0]
+        text = self.source.texts.text
+        examples = [
+            {
+                "kind": "steered",
+                "prompt": text(prompt.tolist()),
+                "clean": text(clean),
+                "steered": text(steered),
+                "value": delta,
+            }
+            for prompt, clean, steered, delta in zip(
+                steering.prompts, effect.clean, effect.steered, per_prompt, strict=True
+            )
+        ]
+        promoted = [{"token": text([token]), "rise": rise} for token, rise in effect.promoted]
+        extra = {"promoted": promoted, "control_latent": other}
+        return _Steered(target, effect, Outcome(metrics, examples, extra=extra))
+
+    async def _explain_output(self, client: LLMClient, item: _Steered, steering: Steering) -> None:
+        """Ask the explainer for the output-side explanation of one steered latent, score it, write it."""
+        text = self.source.texts.text
+        request = self.explainer.output_request(
+            [text(row.tolist()) for row in steering.prompts],
+            [text(tokens) for tokens in item.effect.steered],
+            [text([token]) for token, _ in item.effect.promoted],
         )
-    ]
-    promoted = [{"token": texts.text([token]), "rise": rise} for token, rise in effect.promoted]
-    extra = {
-        "promoted": promoted,
-        "control_latent": other if config.intervention.random_latent_control else None,
-    }
-    return _Steered(target, effect, Outcome(metrics, examples, extra=extra))
+        extra = item.outcome.extra
+        if self.fatal:
+            extra["output_explanation_error"] = f"explainer unavailable: {self.fatal}"
+        else:
+            try:
+                result = await client.generate(request)
+                self._add_output_explanation(item, request, result, steering)
+            except LLMFatalError as exc:
+                self.fatal = self.fatal or str(exc)
+                extra["output_explanation_error"] = f"explainer unavailable: {exc}"
+            except LLMError as exc:
+                extra["output_explanation_error"] = f"llm error: {exc}"
+        self.writer.write(item.target, item.outcome)
 
-
-def _output_params(config: RunConfig) -> SamplingParams:
-    stop = (NEW_TURN,) if config.explainer.reasoning else ("\n",)
-    return SamplingParams(
-        temperature=config.explainer.temperature, max_tokens=config.explainer.max_tokens, stop=stop
-    )
-
-
-def _add_output_explanation(
-    item: _Steered, result: LLMResponse, steering: Steering, config: RunConfig
-) -> None:
-    extra = item.outcome.extra
-    answer = result.text if config.explainer.reasoning else ANSWER_MARKER + result.text
-    try:
-        explanation = parse_explanation(answer, truncated=result.finish_reason == "length")
-    except ParseError as exc:
-        extra["output_explanation_error"] = f"unparseable answer: {exc}"
-        return
-    extra["output_explanation"] = explanation
-    item.outcome.metrics["output_explanation_score"] = steering.explanation_score(item.effect, explanation)[0]
+    def _add_output_explanation(
+        self, item: _Steered, request: LLMRequest, result: LLMResponse, steering: Steering
+    ) -> None:
+        try:
+            explanation = self.explainer.parse(request, result)
+        except ParseError as exc:
+            item.outcome.extra["output_explanation_error"] = f"unparseable answer: {exc}"
+            return
+        item.outcome.extra["output_explanation"] = explanation
+        score = steering.explanation_score(item.effect, explanation)[0]
+        item.outcome.metrics["output_explanation_score"] = score

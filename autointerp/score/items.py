@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from autointerp.examples import Example, LatentExamples
-from autointerp.explain.prompts import ShownExample, highlight
+from autointerp.examples.render import ShownExample, highlight, plain
 from autointerp.texts import TokenTexts
 
 
@@ -115,8 +115,7 @@ def intruder_trials(
 
 
 def _plain(example: Example, texts: TokenTexts) -> str:
-    shown = ShownExample(texts.pieces(example.tokens), np.zeros(len(example.tokens), np.float32))
-    return highlight(shown, 1.0, 0.0)[0]
+    return plain(texts.pieces(example.tokens))
 
 
 def _highlighted(

@@ -10,17 +10,6 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-HEADLINE: dict[str, str] = {
-    "detection": "balanced_accuracy",
-    "fuzzing": "balanced_accuracy",
-    "simulation": "pearson",
-    "embedding": "auroc",
-    "surprisal": "auroc",
-    "intruder": "accuracy",
-    "intervention": "score",
-}
-"""The metric each scorer reports as its headline number."""
-
 _BOOTSTRAP_CHUNK = 1 << 22
 """Most resampled values held in memory at once by `bootstrap_ci`."""
 
@@ -156,21 +145,17 @@ def aggregate(
     }
 
 
-def chance_level(
-    metric: str, positive_fraction: float = 0.5, intruder_size: int = 5, scorer: str | None = None
-) -> float | None:
+def chance_level(metric: str, positive_fraction: float = 0.5) -> float | None:
     """What a random guesser scores on `metric` in expectation; None for an unknown metric.
 
     The guesser answers 1 with probability 1/2 whatever the input (and gives uninformative scores), on
     examples of which `positive_fraction` are positive. Precision and F1 are the large-sample values
-    (ratios of expected counts): precision = p, F1 = 2 * p * 0.5 / (p + 0.5). With `scorer="intruder"`,
-    "accuracy" is picking the intruder among `intruder_size` candidates at random: 1 / intruder_size.
+    (ratios of expected counts): precision = p, F1 = 2 * p * 0.5 / (p + 0.5). Scorers whose metrics mean
+    something else (the intruder's accuracy) say so in their registry entry.
     """
     if not 0 <= positive_fraction <= 1:
         raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
     p = positive_fraction
-    if scorer == "intruder" and metric == "accuracy":
-        return 1 / intruder_size
     levels = {
         "balanced_accuracy": 0.5,
         "auroc": 0.5,

@@ -12,10 +12,11 @@ import numpy as np
 
 from autointerp.llm.types import LLMError, LLMRequest, LLMResponse, SamplingParams, TokenLogprob
 from autointerp.score.answers import AnswerError, digit_probabilities
+from autointerp.score.base import Outcome, Result, ScoringTask
 from autointerp.score.items import ScoredExample
 from autointerp.score.metrics import pearson
 from autointerp.score.prompts import simulation_messages
-from autointerp.score.tasks import TOP_LOGPROBS, Outcome, Result, ScoringTask, all_failed, error_text
+from autointerp.score.tasks import TOP_LOGPROBS, all_failed, error_text
 from autointerp.texts import TokenTexts
 
 DIGITS = tuple(str(d) for d in range(10))

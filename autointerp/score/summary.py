@@ -3,7 +3,6 @@ metrics and cost, written as `summary.json` and `summary.md` in the run director
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,10 @@ from autointerp.cache import CacheReader
 from autointerp.config import RunConfig
 from autointerp.examples import select_latents
 from autointerp.records import read_records
-from autointerp.rundir import cache_dir, write_json_atomic, write_text_atomic
-from autointerp.score.metrics import HEADLINE, aggregate, auroc, chance_level, pearson, pooled_binary_metrics
+from autointerp.rundir import SUMMARY_JSON, SUMMARY_MD, cache_dir, write_json_atomic, write_text_atomic
+from autointerp.score.metrics import aggregate
+from autointerp.score.registry import get_scorer
 
-SUMMARY_JSON = "summary.json"
-SUMMARY_MD = "summary.md"
 _COUNTS = ("n_examples", "n_failed", "n_positive", "n_negative", "n_tokens", "n_trials")
 
 
@@ -47,18 +45,17 @@ def summarize(config: RunConfig, scores_dir: Path) -> dict[str, dict[str, Any]]:
 
 def summarize_records(records: list[dict[str, Any]], selected: int, config: RunConfig) -> dict[str, Any]:
     """Aggregates of one scorer on one hookpoint."""
-    scorer = records[0]["scorer"]
+    scorer = get_scorer(records[0]["scorer"])
     scored = [r for r in records if r["score"] is not None]
     positive = _positive_fraction(scored)
     metrics = {}
     for name in _metric_names(scored):
         stats = aggregate([r["metrics"].get(name) for r in scored], seed=config.seed)
-        metrics[name] = stats | {
-            "chance": chance_level(name, positive, config.scorer.intruder_size, scorer=scorer)
-        }
+        metrics[name] = stats | {"chance": scorer.chance(name, positive, config)}
+    usable = [[e for e in r["examples"] if e.get("error") is None] for r in scored]
     return {
-        "scorer": scorer,
-        "headline": HEADLINE[scorer],
+        "scorer": scorer.name,
+        "headline": scorer.headline,
         "selected": selected,
         "scored": len(scored),
         "skipped": sum(1 for r in records if r.get("skipped")),
@@ -66,7 +63,7 @@ def summarize_records(records: list[dict[str, Any]], selected: int, config: RunC
         "pending": selected - len(records),
         "failed_examples": int(sum(r["metrics"].get("n_failed", 0) or 0 for r in records)),
         "metrics": metrics,
-        "pooled": pooled_metrics(scorer, scored),
+        "pooled": scorer.pooled(usable),
         "cost": _cost(records),
     }
 
@@ -83,31 +80,6 @@ def _metric_names(records: list[dict[str, Any]]) -> list[str]:
 def _positive_fraction(records: list[dict[str, Any]]) -> float:
     labels = [e["label"] for r in records for e in r["examples"] if e.get("kind") != "trial" and "label" in e]
     return float(np.mean(labels)) if labels else 0.5
-
-
-def pooled_metrics(scorer: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The scorer's metrics over every example of every scored latent at once (an extra, not the headline)."""
-    examples = [[e for e in r["examples"] if e.get("error") is None] for r in records]
-    if scorer in ("detection", "fuzzing"):
-        return pooled_binary_metrics(
-            ([e["label"] for e in ex], [e["prediction"] for e in ex], [e["probability"] for e in ex])
-            for ex in examples
-        )
-    flat = [e for ex in examples for e in ex]
-    if scorer in ("embedding", "surprisal"):
-        return {"auroc": auroc([e["label"] for e in flat], [e["value"] for e in flat]) if flat else None}
-    if scorer == "simulation":
-        true = _concat(e["activations"] for e in flat if e.get("predicted") is not None)
-        predicted = _concat(e["predicted"] for e in flat if e.get("predicted") is not None)
-        return {"pearson": pearson(predicted, true) if len(true) > 1 else None}
-    if scorer == "intruder":
-        hits = [e["prediction"] == e["label"] for e in flat]
-        return {"accuracy": float(np.mean(hits)) if hits else None}
-    return {}
-
-
-def _concat(lists: Iterable[list[float]]) -> list[float]:
-    return [value for values in lists for value in values]
 
 
 def _cost(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from autointerp.llm.types import LLMError, LLMRequest, LLMResponse, Message, SamplingParams
 from autointerp.score.answers import AnswerError
+from autointerp.score.base import Outcome, Result, ScoringTask
 from autointerp.score.items import ScoredExample
 from autointerp.score.metrics import auroc
-from autointerp.score.tasks import Outcome, Result, ScoringTask, all_failed, error_text
+from autointerp.score.tasks import all_failed, error_text
 from autointerp.texts import TokenTexts
 
 _TEMPLATE = "Description of the text below: {description}\n\nText:\n{text}"

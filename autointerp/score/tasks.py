@@ -2,39 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from autointerp.llm.types import LLMError, LLMRequest, LLMResponse, SamplingParams
+from autointerp.llm.types import LLMError, LLMRequest, SamplingParams
 from autointerp.score.answers import AnswerError, first_token_choice, parse_binary_list
+from autointerp.score.base import Outcome, Result, ScoringTask
 from autointerp.score.items import IntruderTrial, ScoredExample
 from autointerp.score.metrics import binary_metrics
 from autointerp.score.prompts import classification_messages, intruder_messages
 
 TOP_LOGPROBS = 20
-Result = LLMResponse | LLMError
-
-
-@dataclass
-class Outcome:
-    """A latent's result under one scorer: metrics, per-example verdicts, or why it has none."""
-
-    metrics: dict[str, Any] = field(default_factory=dict)
-    examples: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Scorer-specific fields added to the record (e.g. the intervention's promoted tokens)."""
-
-
-class ScoringTask:
-    """One scorer x one latent: `requests` go to the LLM; `finish` gets their results in the same order."""
-
-    requests: list[LLMRequest]
-
-    def finish(self, results: list[Result]) -> Outcome:
-        raise NotImplementedError
 
 
 def single_token_params() -> SamplingParams:

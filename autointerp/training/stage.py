@@ -25,7 +25,14 @@ from autointerp.coders import FORMATS
 from autointerp.config import RunConfig
 from autointerp.corpus import iter_documents, iter_sequences
 from autointerp.errors import ConfigError, UserError
-from autointerp.rundir import atomic_dir, changed_keys, config_hash, read_json, write_json_atomic
+from autointerp.rundir import (
+    TRAINING_FILE,
+    atomic_dir,
+    config_hash,
+    read_json,
+    refuse_stale,
+    write_json_atomic,
+)
 from autointerp.subject import Subject, load_subject
 from autointerp.training.activations import collect_activations
 from autointerp.training.fit import fit_sparse_coder
@@ -33,7 +40,6 @@ from autointerp.training.fit import fit_sparse_coder
 if TYPE_CHECKING:
     from sparsify import SparseCoder
 
-TRAINING_FILE = "training.json"
 KEY_VERSION = 1
 HELDOUT_FRACTION = 0.05
 """Fraction of the collected sequences (at least one) held out to measure FVU."""
@@ -111,10 +117,12 @@ def _needs_training(config: RunConfig, root: Path, hookpoint: str, force: bool, 
         report.records[hookpoint] = record
         return False
     if not force:
-        changed = ", ".join(changed_keys(record.get("key", {}), key)) or "format"
-        raise UserError(
-            f"{folder} holds a coder trained with other settings ({changed} changed); run "
-            "`autointerp train CONFIG --force` to retrain it, delete it, or set another sparse_coder.path"
+        refuse_stale(
+            record.get("key"),
+            key,
+            f"the coder in {folder}",
+            "run `autointerp train CONFIG --force` to retrain it, delete it, or set another "
+            "sparse_coder.path",
         )
     shutil.rmtree(folder)
     return True

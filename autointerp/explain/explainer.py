@@ -1,0 +1,88 @@
+"""The explainer protocol behind one object: prompts, sampling params (prefill, stop strings), parsing.
+
+Used by the explain stage (activating examples in, explanation out) and by intervention scoring's
+output-side explanations (steered continuations in, explanation out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from autointerp.cache import CacheReader
+from autointerp.config import ExplainerConfig, RunConfig
+from autointerp.examples import Example, LatentExamples
+from autointerp.examples.recipe import explainer_view_key
+from autointerp.examples.render import ShownExample
+from autointerp.explain.parse import NEW_TURN, ParseError, parse_explanation
+from autointerp.explain.prompts import PROMPT_VERSION, build_messages, output_messages
+from autointerp.llm import LLMRequest, LLMResponse, SamplingParams, resolve_backend
+from autointerp.texts import TokenTexts
+
+__all__ = ["Explainer", "ParseError", "explain_key"]
+
+
+class Explainer:
+    """Builds explainer requests from a config's `explainer:` section and reads explanations from answers."""
+
+    def __init__(self, cfg: ExplainerConfig):
+        self.cfg = cfg
+        self.params = SamplingParams(
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+            stop=(NEW_TURN,) if cfg.reasoning else ("\n",),
+        )
+
+    def request(self, examples: LatentExamples, texts: TokenTexts) -> LLMRequest:
+        """Explain one latent from its explainer view (and its negatives, for the contrastive kind)."""
+        messages = build_messages(
+            [_shown(e, texts) for e in examples.explain],
+            examples.max_activation,
+            show_activations=self.cfg.show_activations,
+            threshold=self.cfg.highlight_threshold,
+            negatives=[_shown(e, texts) for e in examples.explain_negatives],
+            contrastive=self.cfg.kind == "contrastive",
+            reasoning=self.cfg.reasoning,
+        )
+        return LLMRequest(messages, self.params)
+
+    def output_request(
+        self, prompts: Sequence[str], continuations: Sequence[str], promoted: Sequence[str]
+    ) -> LLMRequest:
+        """Explain what steering a latent makes the model write (intervention scoring's output side)."""
+        return LLMRequest(output_messages(prompts, continuations, promoted, self.cfg.reasoning), self.params)
+
+    def parse(self, request: LLMRequest, response: LLMResponse) -> str:
+        """The explanation in `response` to `request`; raises ParseError when there is none."""
+        last = request.messages[-1]
+        answer = last.content + response.text if last.role == "assistant" else response.text
+        return parse_explanation(answer, truncated=response.finish_reason == "length")
+
+    def key(self) -> dict[str, Any]:
+        """The settings that define explanations made by this explainer."""
+        cfg = self.cfg
+        return {
+            "kind": cfg.kind,
+            "backend": resolve_backend(cfg.backend),
+            "model": cfg.model,
+            "temperature": cfg.temperature,
+            "max_tokens": cfg.max_tokens,
+            "show_activations": cfg.show_activations,
+            "reasoning": cfg.reasoning,
+            "highlight_threshold": cfg.highlight_threshold,
+            "prompt_version": PROMPT_VERSION,
+        }
+
+
+def explain_key(config: RunConfig, reader: CacheReader) -> dict[str, Any]:
+    """What defines an explanation record: the cache, the explainer view's recipe and the explainer; latent
+    selection is not part of it (a sample may grow), nor are keys that shape only the test set."""
+    return {
+        "cache": reader.manifest["config_hash"],
+        **explainer_view_key(config),
+        "explainer": Explainer(config.explainer).key(),
+    }
+
+
+def _shown(example: Example, texts: TokenTexts) -> ShownExample:
+    return ShownExample(texts.pieces(example.tokens), example.activations)

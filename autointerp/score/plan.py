@@ -1,0 +1,151 @@
+"""What a score run has left to do: the targets of each scorer, the usable explanations, the cache
+readers, and the key that defines each scorer's records (stale records refused, naming what changed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autointerp.cache import CacheReader
+from autointerp.config import RunConfig
+from autointerp.errors import UserError
+from autointerp.examples import select_latents
+from autointerp.examples.recipe import held_out_view_key
+from autointerp.examples.selection import rng_for
+from autointerp.explain.explainer import explain_key
+from autointerp.records import hookpoint_files, iter_records, read_records, remove_hookpoint, stale_record
+from autointerp.rundir import EXPLANATIONS_DIR, SCORES_DIR, ShardSpec, cache_dir, config_hash, refuse_stale
+from autointerp.score.base import ScoreReport, ScorerTally, Target, scorer_dir, windows_digest
+from autointerp.score.prompts import PROMPT_VERSION
+from autointerp.score.registry import get_scorer
+
+CONTROL = "random_explanation"
+"""The control that scores each latent with another latent's explanation."""
+_EXPLANATION_FIELDS = ("explanation", "error", "skipped")
+_SCORE_FIELDS = ("explanation",)
+
+
+class Plan:
+    """What is left to score: targets grouped by scorer, the usable explanations, the cache readers."""
+
+    def __init__(self, config: RunConfig, shard: ShardSpec, force: bool):
+        if force and not shard.is_whole:
+            raise UserError("--force with --shard would delete other tasks' scores: run with --force alone")
+        self.config = config
+        self.report = ScoreReport()
+        hookpoints = config.sparse_coder.hookpoints
+        self.readers = {hp: CacheReader(cache_dir(config.run_dir, hp)) for hp in hookpoints}
+        self.explanations = {hp: self._explanations(hp) for hp in hookpoints}
+        scorers = [get_scorer(name) for name in config.scorers]
+        if not any(self.explanations.values()) and any(s.needs_explanation for s in scorers):
+            raise UserError(
+                f"no explanations in {config.run_dir / EXPLANATIONS_DIR}: run `autointerp explain` first"
+            )
+        self.keys: dict[tuple[str, str], dict[str, Any]] = {}
+        self.targets: dict[str, list[Target]] = {}
+        for hp in hookpoints:
+            latents = select_latents(config.latents, self.readers[hp].num_latents, config.seed, hp)
+            mine = [latent for i, latent in enumerate(latents) if shard.owns(i)]
+            for scorer in scorers:
+                controls = (
+                    [None, CONTROL] if scorer.controllable and config.controls.random_explanation else [None]
+                )
+                for control in controls:
+                    self._plan_scorer(hp, scorer.name, control, mine, force)
+
+    def _explanations(self, hp: str) -> dict[int, dict[str, Any]]:
+        """The hookpoint's explanation records, light, refused when made with another explain config."""
+        directory = self.config.run_dir / EXPLANATIONS_DIR
+        records = _light_explanations(directory, hp)
+        key = explain_key(self.config, self.readers[hp])
+        expected = config_hash(key)
+        if any(r["config_hash"] != expected for r in records.values()):
+            stale = stale_record(directory, hp, expected) or {}
+            fix = "run `autointerp explain --force` first, or restore the config"
+            refuse_stale(stale.get("config_key"), key, f"explanations of {hp}", fix)
+        return records
+
+    def _plan_scorer(self, hp: str, scorer: str, control: str | None, mine: list[int], force: bool) -> None:
+        name = scorer_dir(scorer, control)
+        directory = self.config.run_dir / SCORES_DIR / name
+        key = score_key(self.config, self.readers[hp], scorer, control)
+        self.keys[(name, hp)] = key
+        done = read_records(directory, hp, _SCORE_FIELDS)
+        if any(r["config_hash"] != config_hash(key) for r in done.values()):
+            if not force:
+                stale = stale_record(directory, hp, config_hash(key)) or {}
+                fix = "pass --force to replace them, or set another out_dir"
+                refuse_stale(stale.get("config_key"), key, f"{name} scores of {hp}", fix)
+            remove_hookpoint(directory, hp)
+            done = {}
+        tally = self.report.tallies.setdefault((name, hp), ScorerTally())
+        swap = _control_explanations(self.explanations[hp], self.config.seed, hp) if control else {}
+        for latent in mine:
+            target = self._target(hp, scorer, control, latent, swap)
+            if target is None:
+                tally.not_explained += 1
+            elif latent in done and done[latent]["explanation"] == target.explanation:
+                tally.already_done += 1
+            else:
+                self.targets.setdefault(scorer, []).append(target)
+
+    def _target(
+        self, hp: str, scorer: str, control: str | None, latent: int, swap: dict[int, int]
+    ) -> Target | None:
+        record = self.explanations[hp].get(latent)
+        if not get_scorer(scorer).needs_explanation:
+            return Target(scorer, control, hp, latent, None, None)
+        if record is None:
+            return None
+        if control:
+            other = swap.get(latent)
+            explanation = self.explanations[hp][other]["explanation"] if other is not None else None
+            return Target(scorer, control, hp, latent, explanation, other)
+        return Target(scorer, control, hp, latent, record["explanation"], latent)
+
+    def explanation_record(self, target: Target) -> dict[str, Any] | None:
+        """The light explanation record of the target's latent (None: not explained)."""
+        return self.explanations[target.hookpoint].get(target.latent)
+
+    def targets_of(self, phase: str) -> list[Target]:
+        """Every target of the scorers that run in `phase`, ordered so consecutive ones share examples."""
+        targets = [t for name, ts in self.targets.items() if get_scorer(name).phase == phase for t in ts]
+        return sorted(targets, key=lambda t: (t.hookpoint, t.latent))
+
+
+def score_key(config: RunConfig, reader: CacheReader, scorer: str, control: str | None) -> dict[str, Any]:
+    """What defines a score record: the explanations (through their key), the held-out test set, and the
+    scorer's setup."""
+    settings = {"prompt_version": PROMPT_VERSION} | get_scorer(scorer).settings(config)
+    return {
+        "explanations": config_hash(explain_key(config, reader)),
+        "test_view": held_out_view_key(config),
+        "scorer": scorer,
+        "control": control,
+        "settings": settings,
+    }
+
+
+def _light_explanations(directory: Path, hookpoint: str) -> dict[int, dict[str, Any]]:
+    """Explanation records without their examples: the windows shown are kept as a digest."""
+    records = {}
+    for path in hookpoint_files(directory, hookpoint):
+        for record in iter_records(path):
+            light = {name: record.get(name) for name in _EXPLANATION_FIELDS}
+            shown = ((record.get("examples") or {}).get("explain")) or []
+            light["shown"] = windows_digest([(e["sequence"], e["start"]) for e in shown])
+            records[int(record["latent"])] = light | {"config_hash": record.get("config_hash")}
+    return records
+
+
+def _control_explanations(records: dict[int, dict[str, Any]], seed: int, hookpoint: str) -> dict[int, int]:
+    """Each explained latent -> another explained latent whose explanation it is scored with (a seeded
+    derangement: nobody keeps their own)."""
+    explained = sorted(latent for latent, r in records.items() if r.get("explanation"))
+    if len(explained) < 2:
+        return {}
+    order = rng_for(seed, hookpoint, "control-explanations").permutation(len(explained))
+    shifted = np.roll(order, 1)
+    return {explained[a]: explained[b] for a, b in zip(order, shifted, strict=True)}
