@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -567,7 +568,7 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a YAML run config, apply `key.path=value` overrides and validate it."""
     path = Path(path)
     if not path.is_file():
@@ -618,7 +619,7 @@ def _check_key_path(parts: list[str]) -> None:
         cls = _dataclass_in(_hints(cls)[part])
 
 
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: Any) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
@@ -632,7 +633,7 @@ def _unknown_key(full_key: str, key: str, valid: typing.Iterable[str]) -> Config
     return ConfigError(full_key, f"unknown key; {hint}")
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
+def _build(cls: Any, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(prefix, f"must be a mapping of keys, got {_describe(data)}")
     hints = _hints(cls)

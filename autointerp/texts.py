@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from autointerp.corpus import special_token_ids
@@ -35,8 +36,8 @@ class TokenTexts:
             self._pieces[token] = text
         return self._pieces[token]
 
-    def pieces(self, tokens: Sequence[int]) -> list[str]:
+    def pieces(self, tokens: Sequence[int] | np.ndarray) -> list[str]:
         return [self.piece(t) for t in tokens]
 
-    def text(self, tokens: Sequence[int]) -> str:
+    def text(self, tokens: Sequence[int] | np.ndarray) -> str:
         return "".join(self.pieces(tokens))

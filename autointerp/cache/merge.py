@@ -119,8 +119,8 @@ class _ShardMerge:
     def _gather(self, a: int, b: int) -> tuple[np.ndarray, torch.Tensor]:
         """Entries of latents [a, b), in shard order: by latent, then by part (sequence order)."""
         size = int(self.indptr[b] - self.indptr[a])
-        token_index = None
-        values = None
+        token_index: np.ndarray | None = None
+        values: torch.Tensor | None = None
         for part, bound, count, earlier in zip(
             self.parts, self.bounds, self.counts, self.before, strict=True
         ):
@@ -135,9 +135,10 @@ class _ShardMerge:
             # entry j of latent l here goes to (indptr[l] - indptr[a]) + earlier[l] + (j - local start of l)
             shift = self.indptr[a:b] - self.indptr[a] + earlier[a:b] - (bound[a:b] - lo)
             dest = np.repeat(shift, count[a:b]) + np.arange(hi - lo)
+            assert values is not None  # allocated with token_index
             token_index[dest] = torch_to_numpy(tokens)
             values[torch.from_numpy(dest)] = acts
-        if token_index is None:
+        if token_index is None or values is None:
             return np.empty(0, dtype=np.int32), torch.empty(0)
         return token_index, values
 

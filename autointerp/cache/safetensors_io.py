@@ -71,7 +71,7 @@ class SafetensorsWriter:
         offset, spec = self.offsets[name]
         data = np.ascontiguousarray(array, dtype=SAFETENSORS_DTYPES[spec.dtype][1])
         self.file.seek(self.data_start + offset + start * spec.itemsize)
-        self.file.write(memoryview(data).cast("B"))
+        self.file.write(data.data.cast("B"))
 
     def close(self) -> None:
         self.file.close()

@@ -37,6 +37,7 @@ def write_tokens(sequences: Iterable[np.ndarray], max_sequences: int, ctx_len: i
         with atomic_path(path) as tmp:
             out = SafetensorsWriter(tmp, [TensorSpec(TOKENS_KEY, torch.int32, (count, ctx_len))])
             for start in range(0, count, _COPY_ROWS):
+                assert rows is not None  # count > 0
                 out.write(TOKENS_KEY, start * ctx_len, rows[start : start + _COPY_ROWS])
             out.close()
     finally:

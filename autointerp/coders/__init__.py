@@ -76,7 +76,7 @@ def load_file_coder(cfg: SparseCoderConfig, hookpoint: str) -> SparseCoder:
         raise ConfigError("sparse_coder.format", f"{fmt.name} is built from the model, not read from files")
     folder = _coder_folder(cfg, hookpoint)
     fmt = fmt or _detect_format(folder)
-    if not fmt.detect(folder):
+    if fmt.detect is None or not fmt.detect(folder):
         raise ConfigError(
             "sparse_coder.format",
             f"is {fmt.name} but {folder} lacks its files ({fmt.files}); found {_listing(folder)}: "

@@ -63,12 +63,14 @@ def load_topk(base_model: nn.Module, hookpoint: str, k: int) -> NeuronCoder:
 def _down_projection(base_model: nn.Module, hookpoint: str) -> tuple[str, Tensor]:
     """Path of the hookpoint's down projection and its output directions `[d_hidden, d_model]`."""
     module = find_module(base_model, hookpoint)
-    if _directions(module) is not None:
-        return hookpoint, _directions(module)
+    directions = _directions(module)
+    if directions is not None:
+        return hookpoint, directions
     for name in DOWN_PROJ_NAMES:
         child = getattr(module, name, None)
-        if isinstance(child, nn.Module) and _directions(child) is not None:
-            return f"{hookpoint}.{name}", _directions(child)
+        directions = _directions(child) if isinstance(child, nn.Module) else None
+        if directions is not None:
+            return f"{hookpoint}.{name}", directions
     raise ConfigError(
         "sparse_coder.hookpoints",
         f"{hookpoint!r} is neither an MLP with a {'/'.join(DOWN_PROJ_NAMES)} child nor such a projection; "
@@ -80,6 +82,6 @@ def _directions(module: nn.Module) -> Tensor | None:
     """`[in, out]` weight of a linear layer (nn.Linear or GPT-2 style Conv1D), else None."""
     if isinstance(module, nn.Linear):
         return module.weight.detach().T
-    if type(module).__name__ == "Conv1D":
+    if type(module).__name__ == "Conv1D" and isinstance(module.weight, Tensor):
         return module.weight.detach()
     return None

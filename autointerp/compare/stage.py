@@ -89,7 +89,9 @@ def _match(a: Run, b: Run, method: str, candidates: int) -> Matching:
     if method == IDENTITY:
         return identity_matching(a.num_latents)
     if method == DECODER:
-        return match_decoders(a.decoder[0], b.decoder[0], candidates)
+        decoders = a.decoder[0], b.decoder[0]
+        assert decoders[0] is not None and decoders[1] is not None  # the method is chosen only then
+        return match_decoders(decoders[0], decoders[1], candidates)
     return match_activations(a.activations, b.activations, candidates)
 
 

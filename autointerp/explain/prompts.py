@@ -89,10 +89,10 @@ def build_messages(
         activations=_ACTIVATIONS if show_activations else "", contrast=_CONTRAST if contrastive else ""
     )
     messages = [Message("system", system)]
-    for lines, values, inactive, answer in _FEW_SHOT:
-        shown_values = [[v] for v in values] if show_activations else None
+    for shot_lines, shot_values, inactive, answer in _FEW_SHOT:
+        shown_values = [[v] for v in shot_values] if show_activations else None
         inactive_text = _excerpts(inactive, None) if contrastive else ""
-        turn = _user_turn(_excerpts(lines, shown_values), inactive_text, contrastive)
+        turn = _user_turn(_excerpts(shot_lines, shown_values), inactive_text, contrastive)
         messages.append(Message("user", turn))
         messages.append(Message("assistant", answer if reasoning else answer[answer.index(ANSWER_MARKER) :]))
     rendered = [highlight(example, max_activation, threshold) for example in examples]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable
 
 from autointerp.llm.types import LLMError, LLMFatalError, LLMRequest, LLMResponse
 
@@ -27,7 +27,7 @@ class LLMClient(ABC):
 
 
 async def run_requests(
-    client: LLMClient, requests: Sequence[LLMRequest]
+    client: LLMClient, requests: Iterable[LLMRequest]
 ) -> AsyncIterator[tuple[int, LLMResponse | LLMError]]:
     """Submit every request (at most `client.max_in_flight` at once); yield `(index, result)` as they finish.
 

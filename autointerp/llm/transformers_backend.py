@@ -184,7 +184,9 @@ class TransformersClient(LLMClient):
         cut = _stop_index(text, params.stop)
         return LLMResponse(
             text=text if cut is None else text[:cut],
-            logprobs=None if logprobs is None else self._token_logprobs(tokens, logprobs, params.logprobs),
+            logprobs=None
+            if logprobs is None
+            else self._token_logprobs(tokens, logprobs, params.logprobs or 0),
             completion_tokens=length,
             finish_reason="stop" if stopped else "length",
         )

@@ -185,7 +185,8 @@ def _cache_stats(run_dir: Path, hookpoint: str) -> dict[str, Any] | None:
 def _read_summary(path: Path) -> tuple[list[SummaryRow] | None, dict[str, str]]:
     if not path.is_file():
         return None, {}
-    rows, headlines = [], {}
+    rows: list[SummaryRow] = []
+    headlines: dict[str, str] = {}
     for scorer, by_hookpoint in read_json(path).get("scorers", {}).items():
         for hookpoint, entry in by_hookpoint.items():
             metric = entry.get("headline") or ""

@@ -16,10 +16,10 @@ def embedding_outcome(embed: Embedder, explanation: str, items: list[ScoredExamp
     """Similarity of each excerpt to the explanation, and their AUROC."""
     query = embed([explanation])[0]
     documents = embed([item.shown for item in items])
-    for item, similarity in zip(items, documents @ query, strict=True):
-        item.value = float(similarity)
+    values = [float(similarity) for similarity in documents @ query]
+    for item, value in zip(items, values, strict=True):
+        item.value = value
     labels = [item.label for item in items]
-    values = [item.value for item in items]
     metrics = {"auroc": auroc(labels, values), "n_examples": len(items), "n_failed": 0}
     error = None if metrics["auroc"] is not None else "auroc undefined: one class of excerpts is missing"
     return Outcome(metrics, [item.to_dict() for item in items], error)

@@ -101,7 +101,7 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
 
 
 def bootstrap_ci(
-    values: Sequence[float], level: float = 0.95, n_resamples: int = 2000, seed: int = 0
+    values: Sequence[float] | np.ndarray, level: float = 0.95, n_resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean, at `level`; a single value gives (v, v)."""
     if not 0 < level < 1:
@@ -125,7 +125,7 @@ def bootstrap_ci(
 
 
 def aggregate(
-    values: Sequence[float | None], level: float = 0.95, seed: int = 0
+    values: Sequence[float | None] | np.ndarray, level: float = 0.95, seed: int = 0
 ) -> dict[str, float | int | None]:
     """A metric across latents, None values ignored: mean with its bootstrap CI, median, std, n.
 

@@ -37,11 +37,11 @@ class SurprisalTask(ScoringTask):
                 item.value = likelihood_gain(explained, neutral)
             except (AnswerError, LLMError) as exc:
                 item.error = error_text(exc)
-        scored = [item for item in self.items if item.value is not None]
+        scored = [(item.label, item.value) for item in self.items if item.value is not None]
         metrics = {
-            "auroc": auroc([item.label for item in scored], [item.value for item in scored]),
-            "mean_gain_activating": _mean([i.value for i in scored if i.label == 1]),
-            "mean_gain_non_activating": _mean([i.value for i in scored if i.label == 0]),
+            "auroc": auroc([label for label, _ in scored], [value for _, value in scored]),
+            "mean_gain_activating": _mean([value for label, value in scored if label == 1]),
+            "mean_gain_non_activating": _mean([value for label, value in scored if label == 0]),
             "n_examples": len(scored),
             "n_failed": len(self.items) - len(scored),
         }
@@ -53,9 +53,10 @@ class SurprisalTask(ScoringTask):
 
 def likelihood_gain(explained: Result, neutral: Result) -> float:
     """Sum of log-likelihood gains over the tokens both prompts end with."""
-    for result in (explained, neutral):
-        if isinstance(result, LLMError):
-            raise result
+    if isinstance(explained, LLMError):
+        raise explained
+    if isinstance(neutral, LLMError):
+        raise neutral
     a, b = _logprobs(explained), _logprobs(neutral)
     shared = 0
     while shared < min(len(a), len(b)) and a[-1 - shared][0] == b[-1 - shared][0]:

@@ -99,7 +99,7 @@ class IntruderTask(ScoringTask):
             except (AnswerError, LLMError) as exc:
                 trial.error = error_text(exc)
                 continue
-            trial.prediction = int(max(probabilities, key=probabilities.get)) - 1
+            trial.prediction = int(max(probabilities, key=lambda digit: probabilities[digit])) - 1
             trial.probability = probabilities[digits[trial.intruder]]
         scored = [t for t in self.trials if t.error is None]
         metrics = {
