@@ -14,17 +14,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from autointerp.rundir import ShardSpec, drop_torn_tail, refuse_stale
+from autointerp.rundir import (
+    ShardSpec,
+    drop_torn_tail,
+    records_file_name,
+    records_shards_glob,
+    refuse_stale,
+)
 
 
 def records_file(directory: Path, hookpoint: str, shard: ShardSpec) -> Path:
-    return directory / f"{hookpoint}{shard.suffix}.jsonl"
+    return directory / records_file_name(hookpoint, shard.suffix)
 
 
 def hookpoint_files(directory: Path, hookpoint: str) -> list[Path]:
     """Every record file of a hookpoint: the whole-run file and the shard files."""
-    whole = directory / f"{hookpoint}.jsonl"
-    shards = sorted(directory.glob(f"{hookpoint}.shard-*-of-*.jsonl"))
+    whole = directory / records_file_name(hookpoint)
+    shards = sorted(directory.glob(records_shards_glob(hookpoint)))
     return ([whole] if whole.is_file() else []) + shards
 
 

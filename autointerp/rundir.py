@@ -38,6 +38,8 @@ REPORT_DIR = "report"
 REPORT_INDEX = "index.html"
 REPORT_PLOTS_DIR = "plots"
 COMPARE_DIR = "compare"
+COMPARE_HEATMAP = "similarity_matrix.png"
+COMPARE_DISTRIBUTIONS = "explanation_similarity.png"
 TRAINING_FILE = "training.json"
 """Beside a trained coder: the settings it was trained with and its FVU."""
 
@@ -49,6 +51,31 @@ def cache_dir(run_dir: Path, hookpoint: str) -> Path:
 
 def shard_file_name(start: int, end: int) -> str:
     return f"latents-{start}-{end}.safetensors"
+
+
+def part_file_name(start: int, end: int) -> str:
+    """A cache work unit of sequences [start, end), under `cache/<hookpoint>/parts/`."""
+    return f"part-{start}-{end}.safetensors"
+
+
+def records_file_name(hookpoint: str, suffix: str = "") -> str:
+    """`<hookpoint>.jsonl`, or with a shard suffix `<hookpoint>.shard-I-of-N.jsonl` (explanations, scores)."""
+    return f"{hookpoint}{suffix}.jsonl"
+
+
+def records_shards_glob(hookpoint: str) -> str:
+    """The pattern of a hookpoint's shard record files."""
+    return records_file_name(hookpoint, ".shard-*-of-*")
+
+
+def explain_stats_file_name(suffix: str = "") -> str:
+    """`explanations/stats.json`, or `stats.shard-I-of-N.json` for an array task."""
+    return f"stats{suffix}.json"
+
+
+def response_cache_file_name(task: str) -> str:
+    """`llm_cache/<task>.jsonl`: `whole` or `shard-I-of-N`, so no two tasks append to one file."""
+    return f"{task}.jsonl"
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from autointerp.config import load_config
 from autointerp.errors import UserError
 from autointerp.explain import run_explain
 from autointerp.records import read_records
-from autointerp.rundir import ShardSpec
+from autointerp.rundir import SCORES_DIR, ShardSpec
 from autointerp.score import run_score, write_summary
 
 SECTIONS = {
@@ -90,7 +90,7 @@ def assert_metrics_follow_answers(record: dict) -> None:
 
 
 def records(config, scorer: str, hookpoint: str = HP) -> dict[int, dict]:
-    return read_records(config.run_dir / "scores" / scorer, hookpoint)
+    return read_records(config.run_dir / SCORES_DIR / scorer, hookpoint)
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from autointerp.coders.base import SparseActivations
-from autointerp.rundir import PARTS_DIR, atomic_path
+from autointerp.rundir import PARTS_DIR, atomic_path, part_file_name
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class PartPlan:
 
     def file(self, hookpoint_dir: Path, part: int) -> Path:
         start, end = self.sequence_range(part)
-        return hookpoint_dir / PARTS_DIR / f"part-{start}-{end}.safetensors"
+        return hookpoint_dir / PARTS_DIR / part_file_name(start, end)
 
     def files(self, hookpoint_dir: Path) -> list[Path]:
         return [self.file(hookpoint_dir, part) for part in range(self.num_parts)]

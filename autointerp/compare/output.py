@@ -9,10 +9,14 @@ from typing import Any
 from autointerp.compare import plots
 from autointerp.compare.result import CompareReport, PairResult
 from autointerp.compare.tables import Table, all_tables
-from autointerp.rundir import SUMMARY_JSON, SUMMARY_MD, write_json_atomic, write_text_atomic
-
-HEATMAP = "similarity_matrix.png"
-DISTRIBUTIONS = "explanation_similarity.png"
+from autointerp.rundir import (
+    COMPARE_DISTRIBUTIONS,
+    COMPARE_HEATMAP,
+    SUMMARY_JSON,
+    SUMMARY_MD,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 def write_outputs(report: CompareReport) -> list[Path]:
@@ -68,12 +72,12 @@ def _write_matches(out: Path, report: CompareReport, pair: PairResult) -> Path:
 def _plot(report: CompareReport) -> list[Path]:
     out = report.out_dir
     labels = [run.label for run in report.runs]
-    plots.similarity_heatmap(labels, report.similarity_matrix(), out / HEATMAP)
+    plots.similarity_heatmap(labels, report.similarity_matrix(), out / COMPARE_HEATMAP)
     series = [
         (f"{p.a.label} vs {p.b.label}", p.similarity.values, p.similarity.baseline) for p in report.pairs
     ]
-    plots.similarity_distributions(series, out / DISTRIBUTIONS)
-    files = [out / HEATMAP, out / DISTRIBUTIONS]
+    plots.similarity_distributions(series, out / COMPARE_DISTRIBUTIONS)
+    files = [out / COMPARE_HEATMAP, out / COMPARE_DISTRIBUTIONS]
     for scorer, by_run in report.interpretability.scores.items():
         path = out / f"scores-{scorer}.png"
         plots.score_distributions(scorer, {run: list(v.values()) for run, v in by_run.items()}, path)
@@ -123,8 +127,8 @@ def _markdown(report: CompareReport, tables: list[Table]) -> str:
     parts += [
         "## Plots",
         "",
-        f"![explanation similarity matrix]({HEATMAP})",
-        f"![matched vs random]({DISTRIBUTIONS})",
+        f"![explanation similarity matrix]({COMPARE_HEATMAP})",
+        f"![matched vs random]({COMPARE_DISTRIBUTIONS})",
     ]
     parts += [f"![{scorer}](scores-{scorer}.png)" for scorer in report.interpretability.scores]
     notes = report.notes + report.interpretability.notes

@@ -19,7 +19,7 @@ from autointerp.explain.prompts import PROMPT_VERSION, build_messages, output_me
 from autointerp.llm import LLMRequest, LLMResponse, SamplingParams, resolve_backend
 from autointerp.texts import TokenTexts
 
-__all__ = ["Explainer", "ParseError", "explain_key"]
+__all__ = ["Explainer", "ParseError"]
 
 
 class Explainer:
@@ -58,6 +58,16 @@ class Explainer:
         answer = last.content + response.text if last.role == "assistant" else response.text
         return parse_explanation(answer, truncated=response.finish_reason == "length")
 
+    @staticmethod
+    def record_key(config: RunConfig, reader: CacheReader) -> dict[str, Any]:
+        """What defines an explanation record: the cache, the explainer view's recipe and the explainer;
+        latent selection is not part of it (a sample may grow), nor are keys that shape only the test set."""
+        return {
+            "cache": reader.manifest["config_hash"],
+            **explainer_view_key(config),
+            "explainer": Explainer(config.explainer).key(),
+        }
+
     def key(self) -> dict[str, Any]:
         """The settings that define explanations made by this explainer."""
         cfg = self.cfg
@@ -72,16 +82,6 @@ class Explainer:
             "highlight_threshold": cfg.highlight_threshold,
             "prompt_version": PROMPT_VERSION,
         }
-
-
-def explain_key(config: RunConfig, reader: CacheReader) -> dict[str, Any]:
-    """What defines an explanation record: the cache, the explainer view's recipe and the explainer; latent
-    selection is not part of it (a sample may grow), nor are keys that shape only the test set."""
-    return {
-        "cache": reader.manifest["config_hash"],
-        **explainer_view_key(config),
-        "explainer": Explainer(config.explainer).key(),
-    }
 
 
 def _shown(example: Example, texts: TokenTexts) -> ShownExample:

@@ -17,7 +17,7 @@ from autointerp.config import RunConfig, dump_config
 from autointerp.errors import UserError
 from autointerp.examples import ExampleBuilder, LatentExamples, select_latents
 from autointerp.examples.recipe import example_builder
-from autointerp.explain.explainer import Explainer, ParseError, explain_key
+from autointerp.explain.explainer import Explainer, ParseError
 from autointerp.llm import CachedClient, ResponseCache, make_client, run_requests
 from autointerp.llm.types import LLMError, LLMFatalError, LLMRequest, LLMResponse
 from autointerp.records import RecordWriter, check_config, read_records, records_file, remove_hookpoint
@@ -29,6 +29,7 @@ from autointerp.rundir import (
     ShardSpec,
     cache_dir,
     config_hash,
+    explain_stats_file_name,
     write_json_atomic,
     write_text_atomic,
 )
@@ -93,7 +94,7 @@ class _ExplainRun:
         self.out_dir = config.run_dir / EXPLANATIONS_DIR
         hookpoints = config.sparse_coder.hookpoints
         self.readers = {hp: CacheReader(cache_dir(config.run_dir, hp)) for hp in hookpoints}
-        self.keys = {hp: explain_key(config, reader) for hp, reader in self.readers.items()}
+        self.keys = {hp: Explainer.record_key(config, reader) for hp, reader in self.readers.items()}
         self.report = ExplainReport()
         self.client: CachedClient | None = None
         self.writers: dict[str, RecordWriter] = {}
@@ -224,7 +225,7 @@ class _ExplainRun:
                 else None,
             }
         write_json_atomic(
-            self.out_dir / f"stats{self.shard.suffix}.json",
+            self.out_dir / explain_stats_file_name(self.shard.suffix),
             {
                 "hookpoints": stats,
                 "seconds": self.report.seconds,

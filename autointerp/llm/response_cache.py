@@ -14,7 +14,7 @@ from typing import IO
 
 from autointerp.llm.base import LLMClient
 from autointerp.llm.types import LLMRequest, LLMResponse
-from autointerp.rundir import drop_torn_tail
+from autointerp.rundir import drop_torn_tail, response_cache_file_name
 
 SYNC_EVERY = 64
 
@@ -25,7 +25,7 @@ class ResponseCache:
     def __init__(self, directory: Path, shard: str, sync_every: int = SYNC_EVERY):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / f"{shard}.jsonl"
+        self.path = directory / response_cache_file_name(shard)
         drop_torn_tail(self.path)
         self._entries: dict[str, LLMResponse] = {}
         for file in sorted(directory.glob("*.jsonl")):

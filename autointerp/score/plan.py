@@ -14,7 +14,7 @@ from autointerp.errors import UserError
 from autointerp.examples import select_latents
 from autointerp.examples.recipe import held_out_view_key
 from autointerp.examples.selection import rng_for
-from autointerp.explain.explainer import explain_key
+from autointerp.explain.explainer import Explainer
 from autointerp.records import hookpoint_files, iter_records, read_records, remove_hookpoint, stale_record
 from autointerp.rundir import EXPLANATIONS_DIR, SCORES_DIR, ShardSpec, cache_dir, config_hash, refuse_stale
 from autointerp.score.base import ScoreReport, ScorerTally, Target, scorer_dir, windows_digest
@@ -59,7 +59,7 @@ class Plan:
         """The hookpoint's explanation records, light, refused when made with another explain config."""
         directory = self.config.run_dir / EXPLANATIONS_DIR
         records = _light_explanations(directory, hp)
-        key = explain_key(self.config, self.readers[hp])
+        key = Explainer.record_key(self.config, self.readers[hp])
         expected = config_hash(key)
         if any(r["config_hash"] != expected for r in records.values()):
             stale = stale_record(directory, hp, expected) or {}
@@ -120,7 +120,7 @@ def score_key(config: RunConfig, reader: CacheReader, scorer: str, control: str 
     scorer's setup."""
     settings = {"prompt_version": PROMPT_VERSION} | get_scorer(scorer).settings(config)
     return {
-        "explanations": config_hash(explain_key(config, reader)),
+        "explanations": config_hash(Explainer.record_key(config, reader)),
         "test_view": held_out_view_key(config),
         "scorer": scorer,
         "control": control,
