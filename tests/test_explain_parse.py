@@ -45,3 +45,31 @@ def test_explanation_cut_off_at_max_tokens_is_refused():
     finished = "[EXPLANATION]: Rain words.\nMore reasoning that ran out of tok"
     assert parse_explanation(finished, truncated=True) == "Rain words."
     assert parse_explanation("[EXPLANATION]: Rain words", truncated=False) == "Rain words"
+
+
+def _explainer_answer(text: str):
+    from autointerp.config import ExplainerConfig
+    from autointerp.explain.explainer import Explainer
+    from autointerp.llm import LLMRequest, LLMResponse, Message
+
+    explainer = Explainer(ExplainerConfig(reasoning=False))
+    request = LLMRequest((Message("user", "x"), Message("assistant", "[EXPLANATION]:")), explainer.params)
+    return explainer.parse(request, LLMResponse(text, finish_reason="stop"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        " The latent responds to the following:",
+        " Nouns for rain and other precipitation.",
+        " closing quotation marks that end quoted speech or text",
+    ],
+)
+def test_answers_that_explain_nothing_are_refused(text):
+    """Seen from a 135M explainer: a lead-in with nothing after it, and verbatim copies of a demonstration."""
+    with pytest.raises(ParseError):
+        _explainer_answer(text)
+
+
+def test_a_prefilled_answer_is_read_after_the_marker():
+    assert _explainer_answer(" Opening brackets of function calls.") == "Opening brackets of function calls."

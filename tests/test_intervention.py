@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 from torch import nn
@@ -100,22 +102,48 @@ def test_zero_strength_changes_nothing(subject):
     assert score == 0.0 and per_prompt == [0.0] * N_PROMPTS
 
 
-def _greedy_without_cache(model: nn.Module, prompts: torch.Tensor, n: int) -> list[list[int]]:
+def _greedy_without_cache(model: nn.Module, prompts: torch.Tensor, n: int, steer=None) -> list[list[int]]:
+    """Greedy continuation by full forward passes; `steer()` gives a fresh steering context per pass."""
     ids = prompts
     with torch.inference_mode():
         for _ in range(n):
-            ids = torch.cat([ids, model(input_ids=ids).logits[:, -1:].argmax(-1)], dim=1)
+            with steer() if steer else nullcontext():
+                logits = model(input_ids=ids).logits
+            ids = torch.cat([ids, logits[:, -1:].argmax(-1)], dim=1)
     return ids[:, prompts.shape[1] :].tolist()
 
 
-def test_continuations_are_greedy_and_steered_at_every_position(subject):
-    steering = _steering(subject)
+@pytest.mark.parametrize("positions", ["last", "all"])
+def test_continuations_are_greedy_and_steered_where_configured(subject, positions):
+    """`last`: only the last prompt position is steered; `all`: every position but BOS, generated tokens
+    too. The cached generation must match full passes steered at the same absolute positions."""
+    steering = _steering(subject, positions=positions)
     assert steering.clean == _greedy_without_cache(subject.model, steering.prompts, 6)
     effect = steering.effect(1, strength=1.5)
     assert effect.steered != effect.clean
     vector = 1.5 * steering.mean_norm * _directions()[1] / _directions()[1].norm()
-    with added_to_output(steering.module, vector):
-        assert effect.steered == _greedy_without_cache(subject.model, steering.prompts, 6)
+    length = PROMPT_TOKENS
+    start, stop = (length - 1, length) if positions == "last" else (1, None)
+    assert steering.steered_positions == (start, stop)
+
+    def steer():
+        return added_to_output(steering.module, vector, start, stop)
+
+    assert effect.steered == _greedy_without_cache(subject.model, steering.prompts, 6, steer)
+
+
+def test_the_hook_adds_only_at_the_given_positions():
+    class Identity(nn.Module):
+        def forward(self, x):
+            return x
+
+    layer = Identity()
+    with added_to_output(layer, torch.ones(2), start=2, stop=4):
+        first = layer(torch.zeros(1, 3, 2))  # positions 0-2
+        second = layer(torch.zeros(1, 1, 2))  # position 3 (a cached generation step)
+        third = layer(torch.zeros(1, 1, 2))  # position 4
+    assert first[0, :, 0].tolist() == [0.0, 0.0, 1.0]
+    assert second[0, :, 0].tolist() == [1.0] and third[0, :, 0].tolist() == [0.0]
 
 
 def test_hooks_are_removed_even_on_error(subject):

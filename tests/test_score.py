@@ -291,21 +291,25 @@ def test_planted_feature_true_explanation_beats_a_wrong_one_on_embedding(tmp_pat
     assert true.metrics["auroc"] > wrong.metrics["auroc"] + 0.2
 
 
+def intervention_overrides(stub: StubServer, *more: str) -> list[str]:
+    return [
+        "scorers=[intervention]",
+        f"explainer.base_url={stub.base_url}",
+        "intervention.n_prompts=3",
+        "intervention.n_explain_prompts=2",
+        "intervention.prompt_tokens=8",
+        "intervention.new_tokens=4",
+        "intervention.target_kl=0.005",
+        *more,
+    ]
+
+
 def test_intervention_scores_steered_text_with_control_and_output_explanation(run):
     """Steering the tiny model's coder latents: every explained latent gets its score, the random-latent
-    control, the achieved KL, and a score for the output-side explanation the explainer wrote."""
+    control and the gain over it (the headline), the KL reached, and a score for the output-side
+    explanation, which the explainer wrote from prompts that are never scored."""
     with StubServer(lambda messages: "[EXPLANATION]: words that follow the steering") as stub:
-        config = load_config(
-            run,
-            [
-                "scorers=[intervention]",
-                f"explainer.base_url={stub.base_url}",
-                "intervention.n_prompts=2",
-                "intervention.prompt_tokens=8",
-                "intervention.new_tokens=4",
-                "intervention.target_kl=0.005",
-            ],
-        )
+        config = load_config(run, intervention_overrides(stub))
         run_score(config)
         asked = stub.calls
     scored = [r for r in records(config, "intervention").values() if r["score"] is not None]
@@ -313,13 +317,36 @@ def test_intervention_scores_steered_text_with_control_and_output_explanation(ru
     for record in scored:
         metrics = record["metrics"]
         assert {"score", "control_score", "kl", "strength", "output_explanation_score"} <= set(metrics)
+        assert metrics["score_gain"] == pytest.approx(metrics["score"] - metrics["control_score"])
+        assert record["score"] == metrics["score_gain"]
         assert record["control_latent"] != record["latent"]
         assert record["output_explanation"] == "words that follow the steering"
-        assert len(record["examples"]) == 2 and all(e["steered"] for e in record["examples"])
+        assert len(record["examples"]) == 3 and all(e["steered"] for e in record["examples"])
+        shown = {e["prompt"] for e in record["output_explainer_shown"]}
+        assert len(shown) == 2 and not shown & {e["prompt"] for e in record["examples"]}, "train on test"
         assert record["promoted"]
-    summary = write_summary(config, config.run_dir / "scores")["scorers"]["intervention"][HP]
-    assert summary["scored"] == len(scored) and summary["metrics"]["score"]["chance"] == 0.0
+    summary = write_summary(config, config.run_dir / SCORES_DIR)["scorers"]["intervention"][HP]
+    assert summary["headline"] == "score_gain" and summary["scored"] == len(scored)
+    gain = summary["metrics"]["score_gain"]
+    assert gain["ci_low"] <= gain["mean"] <= gain["ci_high"] and gain["chance"] == 0.0
     assert "control_score" in summary["metrics"]
+
+
+def test_intervention_flags_latents_whose_kl_missed_the_target(run):
+    with StubServer(lambda messages: "[EXPLANATION]: x") as stub:
+        config = load_config(run, intervention_overrides(stub, "intervention.target_kl=500"))
+        run_score(config)
+    scored = [r for r in records(config, "intervention").values() if r["score"] is not None]
+    assert scored and all(r["flags"] == ["kl_missed"] for r in scored)
+    summary = write_summary(config, config.run_dir / SCORES_DIR)["scorers"]["intervention"][HP]
+    assert summary["flags"] == {"kl_missed": len(scored)}
+
+
+def test_intervention_needs_its_control_and_prompts_that_fit_the_cache(run):
+    with pytest.raises(UserError, match="intervention.random_latent_control"):
+        load_config(run, ["scorers=[intervention]", "intervention.random_latent_control=false"])
+    with pytest.raises(UserError, match="intervention.prompt_tokens"):
+        load_config(run, ["scorers=[intervention]", "intervention.prompt_tokens=33"])
 
 
 def test_explanations_from_another_explain_config_are_refused(run):

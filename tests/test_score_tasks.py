@@ -6,6 +6,7 @@ Milliseconds each; the real-model test only has to show that the pieces run toge
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -151,14 +152,54 @@ def test_intruder_accuracy_and_probability_of_the_intruder():
 
 
 def placeholder_response(values: list[float]) -> LLMResponse:
-    """Prompt logprobs of a prefilled reply: `tok<TAB>`, then a `0` whose digit mass averages `values[i]`."""
+    """Prompt logprobs of a prefilled reply: `tok<TAB>`, then an `unknown` whose digit mass averages
+    `values[i]`."""
     positions: list[TokenLogprob | None] = [None, TokenLogprob("Excerpt", -1.0)]
     for value in values:
-        low, high = math.floor(value), math.ceil(value)
-        weight = value - low
-        top = {str(low): math.log(1 - weight + 1e-9)} | ({str(high): math.log(weight)} if high != low else {})
-        positions += [TokenLogprob("tok\t", -0.5), TokenLogprob("0", -1.0, top), TokenLogprob("\n", -0.1)]
+        positions += [TokenLogprob("tok\t", -0.5), value_position(value, "unknown"), TokenLogprob("\n", -0.1)]
     return LLMResponse("", prompt_logprobs=positions)
+
+
+def value_position(value: float, token: str) -> TokenLogprob:
+    """A prompt position holding `token` whose top alternatives put the mass of `value` on two digits."""
+    low, high = math.floor(value), math.ceil(value)
+    weight = value - low
+    top = {str(low): math.log(1 - weight + 1e-9)} | ({str(high): math.log(weight)} if high != low else {})
+    return TokenLogprob(token, -1.0, top)
+
+
+def copying_model_logprobs(reply: str, truth: list[float]) -> LLMResponse:
+    """A stub LM reading a prefilled simulation reply: at each value position it copies the previous line's
+    value when that is a digit, else it guesses the truth. Placeholder tokens are split as `\t`, `unknown`."""
+    positions: list[TokenLogprob | None] = [None]
+    previous: str | None = None
+    for line, true in zip(reply.split("\n"), truth, strict=True):
+        token, value = line.rsplit("\t", 1)
+        guess = float(previous) if previous is not None and previous.isdigit() else true
+        positions += [TokenLogprob(token, -1.0), TokenLogprob("\t", -0.1), value_position(guess, value)]
+        positions.append(TokenLogprob("\n", -0.1))
+        previous = value
+    return LLMResponse("", prompt_logprobs=positions)
+
+
+def test_simulation_placeholders_carry_no_value_to_copy():
+    """Bills et al.'s placeholder: with `0` on every line a copying model predicts 0 throughout (r collapses);
+    with `unknown` it has nothing to copy. Demonstrations with true activations come first."""
+    from autointerp.score.prompts import simulation_messages
+
+    pieces = ["We", " saw", " rain", " and", " more", " rain", " today"]
+    truth = [0.0, 0.0, 9.0, 0.0, 0.0, 8.0, 0.0]
+    messages = simulation_messages("rain", pieces, placeholders=True)
+    assert [m.role for m in messages][:5] == ["system", "user", "assistant", "user", "assistant"]
+    assert any(line.endswith("\t9") for line in messages[2].content.splitlines()), "real values shown"
+    reply = messages[-1].content
+    assert all(line.endswith("\tunknown") for line in reply.splitlines())
+    predicted = placeholder_predictions(copying_model_logprobs(reply, truth), len(pieces))
+    assert np.corrcoef(predicted, truth)[0, 1] == pytest.approx(1.0, abs=1e-3)
+    zeros = "\n".join(line.replace("\tunknown", "\t0") for line in reply.splitlines())
+    value_positions = copying_model_logprobs(zeros, truth).prompt_logprobs[3::4]
+    copied = [sum(int(d) * math.exp(lp) for d, lp in p.top.items()) for p in value_positions]
+    assert copied == pytest.approx([0.0] * len(pieces)), "with fake zeros a copying model predicts only 0"
 
 
 def test_simulation_reads_expected_values_at_placeholders_and_correlates():
@@ -223,3 +264,94 @@ def test_every_llm_scorer_builds_requests_and_survives_a_dead_server(name):
     assert outcome.error and "every example failed" in outcome.error
     headline = SCORERS[name].headline
     assert outcome.metrics.get(headline) is None
+
+
+def test_text_answers_get_no_probability_and_failures_are_counted_per_class():
+    """A digit read from the text (not in the top logprobs) is a prediction without a probability, so it
+    cannot tie in the AUROC; failures are counted for positives and negatives apart."""
+    task = ClassificationTask("detection", "e", items([1, 1, 0, 0, 0]), 1, np.random.default_rng(0), 64)
+    outcome = task.finish([answer(0.9), LLMResponse("1"), answer(0.2), LLMError("down"), answer(0.4)])
+    assert [e["probability"] for e in outcome.examples][:2] == [pytest.approx(0.9), None]
+    assert outcome.examples[1]["prediction"] == 1
+    metrics = outcome.metrics
+    assert metrics["n_text_answers"] == 1
+    assert (metrics["n_failed_positive"], metrics["n_failed_negative"]) == (0, 1)
+    assert metrics["auroc"] == pytest.approx(roc_auc_score([1, 0, 0], [0.9, 0.2, 0.4]))
+
+
+def test_pooled_simulation_correlation_is_scale_free_across_latents():
+    from autointerp.score.pooled import pooled_pearson
+
+    def latent(scale: float) -> list[dict]:
+        truth = np.array([0.0, 1.0, 0.5, 0.0])
+        return [{"activations": (truth * scale).tolist(), "predicted": (truth * 9).tolist()}]
+
+    assert pooled_pearson([latent(1.0), latent(1000.0)])["pearson"] == pytest.approx(1.0)
+
+
+def test_intruder_probability_has_the_same_chance_as_its_accuracy():
+    config = config_from_dict(
+        {"model": {"path": "m"}, "sparse_coder": {"path": "c"}, "scorer": {"intruder_size": 4}}
+    )
+    intruder = SCORERS["intruder"]
+    assert (
+        intruder.chance("mean_probability", 0.5, config) == intruder.chance("accuracy", 0.5, config) == 0.25
+    )
+
+
+def test_the_explanation_is_embedded_as_a_query_with_the_models_query_prompt():
+    from autointerp.embedding import Embedder
+    from autointerp.score.embedding import embedding_outcome
+
+    embed = Embedder()
+    scored = items([1, 0, 1, 0])
+    documents = embed([item.shown for item in scored])
+    embed.model.prompts = {"query": "query: ", "document": ""}  # as e5-style models define them
+    values = [e["value"] for e in embedding_outcome(embed, "rain words", scored).examples]
+    assert values == pytest.approx((documents @ embed(["query: rain words"])[0]).tolist(), abs=1e-5)
+    configured = [e["value"] for e in embedding_outcome(embed, "rain words", scored, "find: ").examples]
+    assert configured == pytest.approx((documents @ embed(["find: rain words"])[0]).tolist(), abs=1e-5)
+    assert values != pytest.approx((documents @ embed(["rain words"])[0]).tolist(), abs=1e-5)
+
+
+def random_response(request, rng: np.random.Generator) -> LLMResponse:
+    """What a scorer that ignores its input says: random digit probabilities at every position it is
+    asked about (the answer token, and each prompt token when prompt logprobs are asked for)."""
+
+    def position(token: str) -> TokenLogprob:
+        mass = rng.dirichlet(np.ones(10))
+        top = {str(d): math.log(p) for d, p in enumerate(mass)}
+        return TokenLogprob(token, math.log(rng.uniform(0.01, 1.0)), top)
+
+    first = position("x")
+    first = TokenLogprob(max(first.top, key=first.top.get), 0.0, first.top)
+    prompt = None
+    if request.params.prompt_logprobs is not None:
+        text = "".join(m.content for m in request.messages)
+        tokens = re.findall(r"\t|\n|[^\s]+|[ ]+", text)
+        # random alternatives only after a tab (where values are read); elsewhere a random logprob
+        prompt = [None] + [
+            position(t) if previous == "\t" else TokenLogprob(t, math.log(rng.uniform(0.01, 1.0)))
+            for previous, t in zip(["", *tokens], tokens, strict=False)
+        ]
+    return LLMResponse(first.token, logprobs=[first], prompt_logprobs=prompt)
+
+
+@pytest.mark.parametrize("name", [n for n, s in SCORERS.items() if s.phase in LLM_PHASES])
+def test_a_scorer_that_ignores_its_input_scores_chance(name):
+    """Every registered LLM scorer, answered at random for 200 latents: its headline averages to the
+    chance level its registry entry states (within 4 standard errors)."""
+    config = config_from_dict({"model": {"path": "m"}, "sparse_coder": {"path": "c"}})
+    scorer, rng = SCORERS[name], np.random.default_rng(7)
+    headlines = []
+    for latent in range(200):
+        examples = latent_examples()
+        target = Target(name, None, "h", latent, "an explanation", latent)
+        task = scorer.task(TaskInputs(config, target, examples, Texts()))
+        outcome = task.finish([random_response(request, rng) for request in task.requests])
+        headlines.append(outcome.metrics[scorer.headline])
+    chance = scorer.chance(scorer.headline, 0.5, config)
+    values = np.array([h for h in headlines if h is not None])
+    assert len(values) > 150
+    standard_error = values.std(ddof=1) / np.sqrt(len(values))
+    assert abs(values.mean() - chance) < 4 * standard_error + 0.005

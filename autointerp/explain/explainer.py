@@ -15,7 +15,12 @@ from autointerp.examples import Example, LatentExamples
 from autointerp.examples.recipe import explainer_view_key
 from autointerp.examples.render import ShownExample
 from autointerp.explain.parse import NEW_TURN, ParseError, parse_explanation
-from autointerp.explain.prompts import PROMPT_VERSION, build_messages, output_messages
+from autointerp.explain.prompts import (
+    PROMPT_VERSION,
+    build_messages,
+    demonstrated_explanations,
+    output_messages,
+)
 from autointerp.llm import LLMRequest, LLMResponse, SamplingParams, resolve_backend
 from autointerp.texts import TokenTexts
 
@@ -53,10 +58,16 @@ class Explainer:
         return LLMRequest(output_messages(prompts, continuations, promoted, self.cfg.reasoning), self.params)
 
     def parse(self, request: LLMRequest, response: LLMResponse) -> str:
-        """The explanation in `response` to `request`; raises ParseError when there is none."""
+        """The explanation in `response` to `request`; raises ParseError when there is none, or when what
+        stands there explains nothing (a lead-in ending in a colon, a copy of a demonstration)."""
         last = request.messages[-1]
         answer = last.content + response.text if last.role == "assistant" else response.text
-        return parse_explanation(answer, truncated=response.finish_reason == "length")
+        explanation = parse_explanation(answer, truncated=response.finish_reason == "length")
+        if explanation.rstrip().endswith(":"):
+            raise ParseError(f"the explanation is a lead-in with nothing after it: {explanation!r}")
+        if _normalised(explanation) in {_normalised(e) for e in demonstrated_explanations()}:
+            raise ParseError(f"the explanation copies a prompt demonstration: {explanation!r}")
+        return explanation
 
     @staticmethod
     def record_key(config: RunConfig, reader: CacheReader) -> dict[str, Any]:
@@ -82,6 +93,10 @@ class Explainer:
             "highlight_threshold": cfg.highlight_threshold,
             "prompt_version": PROMPT_VERSION,
         }
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.lower().strip(" .").split())
 
 
 def _shown(example: Example, texts: TokenTexts) -> ShownExample:

@@ -105,6 +105,11 @@ def build_messages(
     return tuple(messages)
 
 
+def demonstrated_explanations() -> list[str]:
+    """The explanations the few-shot demonstrations give (an answer that repeats one explains nothing)."""
+    return [answer.split(ANSWER_MARKER, 1)[1].strip() for *_, answer in _FEW_SHOT]
+
+
 def _user_turn(active: str, inactive: str, contrastive: bool) -> str:
     turn = f"Excerpts where the latent is active:\n{active}"
     if contrastive:

@@ -36,12 +36,22 @@ def first_token_choice(response: LLMResponse, digits: tuple[str, ...]) -> dict[s
 
     Raises AnswerError when neither the logprobs nor the text name one of the digits.
     """
+    soft = logprob_choice(response, digits)
+    return soft if soft is not None else text_choice(response, digits)
+
+
+def logprob_choice(response: LLMResponse, digits: tuple[str, ...]) -> dict[str, float] | None:
+    """Normalised probabilities of `digits` as the first answer token; None when the logprobs name none."""
     position = _first_word(response.logprobs or [])
-    if position is not None:
-        mass = digit_probabilities(position, digits)
-        total = sum(mass.values())
-        if total > 0:
-            return {digit: p / total for digit, p in mass.items()}
+    if position is None:
+        return None
+    mass = digit_probabilities(position, digits)
+    total = sum(mass.values())
+    return {digit: p / total for digit, p in mass.items()} if total > 0 else None
+
+
+def text_choice(response: LLMResponse, digits: tuple[str, ...]) -> dict[str, float]:
+    """Probability 1 for the first of `digits` in the text; AnswerError when it holds none."""
     found = next((c for c in response.text if c in digits), None)
     if found is None:
         shown = response.text.strip()[:40] or "an empty answer"

@@ -51,6 +51,8 @@ class Outcome:
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     """Scorer-specific fields added to the record (e.g. the intervention's promoted tokens)."""
+    flags: list[str] = field(default_factory=list)
+    """Caveats of a scored latent (e.g. `kl_missed`), counted per flag in the summary."""
 
 
 class ScoringTask:
@@ -100,6 +102,8 @@ class ScoreReport:
     phases: dict[str, float] = field(default_factory=dict)
     """Wall seconds of each phase (scorer LLM, surprisal, embedding, intervention), model loading included."""
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    """Caveats of the configured scorers, for the console."""
 
 
 def windows_digest(windows: list[tuple[int, int]]) -> str:

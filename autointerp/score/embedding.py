@@ -1,6 +1,7 @@
 """Embedding scoring: is the explanation closer to activating excerpts than to non-activating ones?
 
-The explanation is embedded as a query and each excerpt as a document; the score is the AUROC of their
+The explanation is embedded as a retrieval query (with the model's query prompt, as the paper does with
+stella) and each excerpt as a document; the score is the AUROC of their
 cosine similarity, activating vs non-activating. No LLM is involved.
 """
 
@@ -12,9 +13,12 @@ from autointerp.score.items import ScoredExample
 from autointerp.score.metrics import auroc
 
 
-def embedding_outcome(embed: Embedder, explanation: str, items: list[ScoredExample]) -> Outcome:
-    """Similarity of each excerpt to the explanation, and their AUROC."""
-    query = embed([explanation])[0]
+def embedding_outcome(
+    embed: Embedder, explanation: str, items: list[ScoredExample], query_prompt: str | None = None
+) -> Outcome:
+    """Similarity of each excerpt (a document) to the explanation (a query, with the model's query prompt
+    unless `query_prompt` is given), and their AUROC."""
+    query = embed([explanation], prompt=embed.query_prompt(query_prompt))[0]
     documents = embed([item.shown for item in items])
     values = [float(similarity) for similarity in documents @ query]
     for item, value in zip(items, values, strict=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -43,19 +43,32 @@ class SteeringEffect:
     clean: list[list[int]]
     """Greedy continuation token ids per prompt, unsteered."""
     steered: list[list[int]]
-    """Greedy continuation token ids per prompt, steered at every position."""
+    """Greedy continuation token ids per prompt, steered (at the positions `InterventionConfig.positions`
+    says)."""
     promoted: list[tuple[int, float]]
     """Tokens whose next-token log-probability rose most (mean over prompts), with the rise."""
 
 
 @contextmanager
-def added_to_output(module: nn.Module, vector: Tensor) -> Iterator[None]:
-    """Add `vector` to `module`'s output (its hidden-state element, if a tuple) at every position."""
+def added_to_output(
+    module: nn.Module, vector: Tensor, start: int = 0, stop: int | None = None
+) -> Iterator[None]:
+    """Add `vector` to `module`'s output (its hidden-state element, if a tuple) at positions
+    `start <= p < stop` (`stop` None: no end). Positions count on across the forward calls made inside the
+    block, so a prompt followed by cached one-token generation steps is steered where a full pass would be."""
+    seen = 0
 
     def hook(_module: nn.Module, _args: tuple, output: Tensor | tuple) -> Tensor | tuple:
-        if isinstance(output, tuple):
-            return (output[0] + vector, *output[1:])
-        return output + vector
+        nonlocal seen
+        hidden = output[0] if isinstance(output, tuple) else output
+        length = hidden.shape[-2]
+        lo, hi = max(start - seen, 0), length if stop is None else min(stop - seen, length)
+        seen += length
+        if lo < hi:
+            delta = torch.zeros_like(hidden)
+            delta[..., lo:hi, :] = vector
+            hidden = hidden + delta
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
     handle = module.register_forward_hook(hook)
     try:
@@ -74,16 +87,24 @@ class Steering:
         directions: Tensor,
         cfg: InterventionConfig,
         prompts: Tensor,
+        mean_norm: float | None = None,
     ):
         """`module_path`: the coder's module (directions are added to its output); `directions`:
         decoder rows `[num_latents, d]`; `prompts`: token ids `[n_prompts, prompt_tokens]` as the model
-        should read them (BOS first if it expects one)."""
+        should read them (BOS first if it expects one); `mean_norm`: the activation norm strengths are
+        multiples of (None: measured on these prompts)."""
         self.subject = subject
         self.module = find_module(subject.base_model, module_path)
         self.directions = directions
         self.cfg = cfg
         self.prompts = prompts.to(subject.device)
-        self.mean_norm = _mean_norm(ActivationReader(subject.base_model, [Tap(module_path)])(self.prompts))
+        if mean_norm is None:
+            mean_norm = _mean_norm(ActivationReader(subject.base_model, [Tap(module_path)])(self.prompts))
+        self.mean_norm = mean_norm
+        length = self.prompts.shape[1]
+        self.steered_positions = (length - 1, length) if cfg.positions == "last" else (1, None)
+        """Where the vector is added: the last prompt position, or every position after the first (BOS /
+        attention sink), generated tokens included."""
         self.clean_logprobs, self.clean = self._generate(None)
 
     @torch.inference_mode()
@@ -144,8 +165,12 @@ class Steering:
             strength = _next_strength(lo, hi, target)
         return best[0]
 
+    def steer(self, vector: Tensor) -> AbstractContextManager[None]:
+        """Add `vector` at the steered positions for the forward calls inside the block."""
+        return added_to_output(self.module, vector, *self.steered_positions)
+
     def _kl_at(self, vector: Tensor) -> float:
-        with added_to_output(self.module, vector):
+        with self.steer(vector):
             logits = self.subject.model(input_ids=self.prompts, use_cache=False, logits_to_keep=1).logits
         return _kl(self.clean_logprobs, logits[:, -1].float().log_softmax(-1))
 
@@ -153,7 +178,7 @@ class Steering:
     def _generate(self, vector: Tensor | None) -> tuple[Tensor, list[list[int]]]:
         """Next-token log-probabilities after the prompts `[n, vocab]`, and greedy continuations."""
         model = self.subject.model
-        with nullcontext() if vector is None else added_to_output(self.module, vector):
+        with nullcontext() if vector is None else self.steer(vector):
             out = model(input_ids=self.prompts, use_cache=True, logits_to_keep=1)
             first = out.logits[:, -1].float().log_softmax(-1)
             tokens = [first.argmax(-1)]

@@ -25,6 +25,22 @@ from autointerp.score.phases import ExampleSource
 from autointerp.score.writer import ScoreWriter
 from autointerp.subject import Subject, load_subject
 
+KL_MISS_FACTOR = 1.5
+"""A latent whose KL is off its target by more than this factor, either way, is flagged `kl_missed`."""
+
+
+def kl_missed(kl: float, target: float) -> bool:
+    """Whether the strength search ended far from the target KL (a capped or non-monotone latent)."""
+    return not target / KL_MISS_FACTOR <= kl <= target * KL_MISS_FACTOR
+
+
+@dataclass(frozen=True)
+class _Steerings:
+    score: Steering
+    """The scored prompts: the explanation's likelihood after their clean vs steered continuations."""
+    explain: Steering | None
+    """Other prompts, shown to the output-side explainer (None without output explanations)."""
+
 
 @dataclass
 class _Steered:
@@ -54,7 +70,7 @@ class _InterventionRun:
         self.config, self.source, self.writer = config, source, writer
         self.subject: Subject = load_subject(config.model)
         self.coders: dict[str, SparseCoder] = load_coders(config.sparse_coder, self.subject.base_model)
-        self.steerings: dict[str, Steering] = {}
+        self.steerings: dict[str, _Steerings] = {}
         self.explainer = Explainer(config.explainer)
         self.client: LLMClient | None = (
             make_client(config.explainer_llm) if config.intervention.output_explanations else None
@@ -75,50 +91,67 @@ class _InterventionRun:
             examples = self.source.scorable(target, self.writer)
             if examples is None:
                 continue
-            steering = self._steering(target.hookpoint)
+            steerings = self._steerings(target.hookpoint)
             try:
-                item = self._score_latent(steering, target)
+                item = self._score_latent(steerings.score, target)
             except Exception as exc:  # recorded for this latent; the run goes on
                 self.writer.fail(target, f"internal error: {exc!r}")
                 continue
             if self.client is None:
                 self.writer.write(target, item.outcome)
                 continue
-            task = asyncio.ensure_future(self._explain_output(self.client, item, steering))
+            task = asyncio.ensure_future(self._explain_output(self.client, item, steerings))
             asked.add(task)
             task.add_done_callback(asked.discard)
             await asyncio.sleep(0)  # let finished answers be written while the next latent is steered
         if asked:
             await asyncio.gather(*asked)
 
-    def _steering(self, hookpoint: str) -> Steering:
+    def _steerings(self, hookpoint: str) -> _Steerings:
+        """The hookpoint's scored prompts and, apart from them, the output-side explainer's prompts."""
         if hookpoint in self.steerings:
             return self.steerings[hookpoint]
         coder = self.coders[hookpoint]
         directions = coder.decoder_directions()
         if directions is None:
             raise UserError(f"intervention: the coder at {hookpoint} has no decoder directions to steer with")
+        cfg = self.config.intervention
         tokens = self.source.readers[hookpoint].tokens()
+        n_explain = cfg.n_explain_prompts if self.client is not None else 0
+        if tokens.shape[0] < cfg.n_prompts + n_explain:
+            raise UserError(
+                f"intervention: the cache of {hookpoint} holds {tokens.shape[0]} sequences, fewer than "
+                f"intervention.n_prompts + n_explain_prompts = {cfg.n_prompts + n_explain}: lower them"
+            )
         rng = rng_for(self.config.seed, hookpoint, "intervention-prompts")
-        count = min(self.config.intervention.n_prompts, tokens.shape[0])
-        rows = np.sort(rng.choice(tokens.shape[0], size=count, replace=False))
-        prompts = tokens[torch.as_tensor(rows), : self.config.intervention.prompt_tokens].long()
-        steering = Steering(self.subject, coder.module_path, directions, self.config.intervention, prompts)
-        self.steerings[hookpoint] = steering
-        return steering
+        rows = rng.choice(tokens.shape[0], size=cfg.n_prompts + n_explain, replace=False)
+        scored, explained = np.sort(rows[: cfg.n_prompts]), np.sort(rows[cfg.n_prompts :])
+        prompts = tokens[:, : cfg.prompt_tokens].long()
+        score = Steering(self.subject, coder.module_path, directions, cfg, prompts[torch.as_tensor(scored)])
+        explain = None
+        if n_explain:
+            explain_prompts = prompts[torch.as_tensor(explained)]
+            explain = Steering(
+                self.subject, coder.module_path, directions, cfg, explain_prompts, score.mean_norm
+            )
+        self.steerings[hookpoint] = _Steerings(score, explain)
+        return self.steerings[hookpoint]
 
     def _score_latent(self, steering: Steering, target: Target) -> _Steered:
         explanation = target.explanation or ""
         effect = steering.effect(target.latent)
         score, per_prompt = steering.explanation_score(effect, explanation)
-        metrics: dict[str, Any] = {"score": score, "kl": effect.kl, "strength": effect.strength}
-        other = None
-        if self.config.intervention.random_latent_control:
-            rng = rng_for(self.config.seed, target.hookpoint, target.latent, "intervention-control")
-            other = int(rng.integers(steering.directions.shape[0] - 1))
-            other += other >= target.latent
-            control = steering.effect(other)
-            metrics["control_score"] = steering.explanation_score(control, explanation)[0]
+        rng = rng_for(self.config.seed, target.hookpoint, target.latent, "intervention-control")
+        other = int(rng.integers(steering.directions.shape[0] - 1))
+        other += other >= target.latent
+        control = steering.explanation_score(steering.effect(other), explanation)[0]
+        metrics: dict[str, Any] = {
+            "score_gain": score - control,
+            "score": score,
+            "control_score": control,
+            "kl": effect.kl,
+            "strength": effect.strength,
+        }
         text = self.source.texts.text
         examples = [
             {
@@ -133,24 +166,32 @@ class _InterventionRun:
             )
         ]
         promoted = [{"token": text([token]), "rise": rise} for token, rise in effect.promoted]
+        flags = ["kl_missed"] if kl_missed(effect.kl, self.config.intervention.target_kl) else []
         extra = {"promoted": promoted, "control_latent": other}
-        return _Steered(target, effect, Outcome(metrics, examples, extra=extra))
+        return _Steered(target, effect, Outcome(metrics, examples, extra=extra, flags=flags))
 
-    async def _explain_output(self, client: LLMClient, item: _Steered, steering: Steering) -> None:
-        """Ask the explainer for the output-side explanation of one steered latent, score it, write it."""
+    async def _explain_output(self, client: LLMClient, item: _Steered, steerings: _Steerings) -> None:
+        """Ask the explainer what the latent makes the model write, from the steered continuations of the
+        explain prompts (never the scored ones); score its answer on the scored prompts; write the record."""
+        assert steerings.explain is not None  # made whenever there is an explainer client
+        shown = steerings.explain.effect(item.target.latent, strength=item.effect.strength)
         text = self.source.texts.text
+        prompts = [text(row.tolist()) for row in steerings.explain.prompts]
+        continuations = [text(tokens) for tokens in shown.steered]
         request = self.explainer.output_request(
-            [text(row.tolist()) for row in steering.prompts],
-            [text(tokens) for tokens in item.effect.steered],
-            [text([token]) for token, _ in item.effect.promoted],
+            prompts, continuations, [text([token]) for token, _ in shown.promoted]
         )
         extra = item.outcome.extra
+        extra["output_explainer_shown"] = [
+            {"prompt": prompt, "steered": steered}
+            for prompt, steered in zip(prompts, continuations, strict=True)
+        ]
         if self.fatal:
             extra["output_explanation_error"] = f"explainer unavailable: {self.fatal}"
         else:
             try:
                 result = await client.generate(request)
-                self._add_output_explanation(item, request, result, steering)
+                self._add_output_explanation(item, request, result, steerings.score)
             except LLMFatalError as exc:
                 self.fatal = self.fatal or str(exc)
                 extra["output_explanation_error"] = f"explainer unavailable: {exc}"

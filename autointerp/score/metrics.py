@@ -164,7 +164,6 @@ def chance_level(metric: str, positive_fraction: float = 0.5) -> float | None:
         "precision": p,
         "f1": 2 * p * 0.5 / (p + 0.5),
         "pearson": 0.0,
-        "score": 0.0,
     }
     return levels.get(metric)
 

@@ -39,6 +39,7 @@ class Plan:
         self.readers = {hp: CacheReader(cache_dir(config.run_dir, hp)) for hp in hookpoints}
         self.explanations = {hp: self._explanations(hp) for hp in hookpoints}
         scorers = [get_scorer(name) for name in config.scorers]
+        self.report.warnings = [warning for scorer in scorers for warning in scorer.warnings(config)]
         if not any(self.explanations.values()) and any(s.needs_explanation for s in scorers):
             raise UserError(
                 f"no explanations in {config.run_dir / EXPLANATIONS_DIR}: run `autointerp explain` first"

@@ -28,10 +28,16 @@ def pooled_auroc(examples: Examples) -> dict[str, Any]:
 
 
 def pooled_pearson(examples: Examples) -> dict[str, Any]:
-    """Pearson r of predicted and true activations over every simulated token."""
-    flat = [e for ex in examples for e in ex if e.get("predicted") is not None]
-    true = _concat(e["activations"] for e in flat)
-    predicted = _concat(e["predicted"] for e in flat)
+    """Pearson r of predicted and true activations over every simulated token, each latent's activations
+    divided by its largest (latents' scales differ by orders of magnitude; predictions are 0-9 anyway)."""
+    true: list[float] = []
+    predicted: list[float] = []
+    for ex in examples:
+        simulated = [e for e in ex if e.get("predicted") is not None]
+        activations = _concat(e["activations"] for e in simulated)
+        peak = max(activations, default=0.0)
+        true += [a / peak for a in activations] if peak > 0 else activations
+        predicted += _concat(e["predicted"] for e in simulated)
     return {"pearson": pearson(predicted, true) if len(true) > 1 else None}
 
 

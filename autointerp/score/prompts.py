@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from autointerp.llm.types import Message
 
-PROMPT_VERSION = "score-v3"
+PROMPT_VERSION = "score-v4"
 ANSWER_PREFILL = "Answer:"
 """Prefilled start of the scorer's reply: its next token is the answer digit."""
 INTRUDER_PREFILL = "Answer: Excerpt"
@@ -75,19 +75,70 @@ def intruder_messages(excerpts: Sequence[str], prefill: bool = True) -> tuple[Me
     return tuple(messages)
 
 
+SIMULATION_PLACEHOLDER = "unknown"
+"""What the prefilled reply holds where a value goes (Bills et al.): not a digit, so the model never sees a
+fake activation to copy."""
+
+# Demonstrations written for this project: (explanation, [(token, activation 0-9), ...]).
+_SIMULATION_FEW_SHOT: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
+    (
+        "Nouns for rain and other precipitation.",
+        (
+            ("We", 0),
+            (" waited", 0),
+            (" until", 0),
+            (" the", 0),
+            (" rain", 9),
+            (" stopped", 0),
+            (",", 0),
+            (" then", 0),
+            (" the", 0),
+            (" snow", 6),
+            (" began", 0),
+            (".", 0),
+        ),
+    ),
+    (
+        "Closing quotation marks that end quoted speech.",
+        (
+            ('"', 0),
+            ("Run", 0),
+            ('!"', 8),
+            (" shouted", 0),
+            (" the", 0),
+            (" guard", 0),
+            (",", 0),
+            (' "', 0),
+            ("now", 0),
+            ('."', 9),
+            (" Nobody", 0),
+            (" moved", 0),
+            (".", 0),
+        ),
+    ),
+)
+
+
 def simulation_messages(explanation: str, pieces: Sequence[str], placeholders: bool) -> tuple[Message, ...]:
-    """Simulation prompt; with `placeholders` the reply is prefilled with one `token<TAB>0` line per token,
-    whose `0` positions are read back as prompt logprobs ("all at once")."""
-    text = "".join(pieces)
+    """Simulation prompt ("all at once", Bills et al.): two demonstrations with their true activations,
+    then the excerpt. With `placeholders` the reply is prefilled with one `token<TAB>unknown` line per
+    token, and the model's distribution over digits at each placeholder is read from prompt logprobs."""
     system = _SIMULATION + ("" if placeholders else _SIMULATION_TEXT)
-    messages = [
-        Message("system", system),
-        Message("user", f"Explanation: {explanation}\n\nExcerpt: {text}"),
-    ]
+    messages = [Message("system", system)]
+    for shot_explanation, records in _SIMULATION_FEW_SHOT:
+        text = "".join(token for token, _ in records)
+        messages.append(Message("user", _simulation_turn(shot_explanation, text)))
+        lines = "\n".join(f"{simulation_token(token)}\t{value}" for token, value in records)
+        messages.append(Message("assistant", lines))
+    messages.append(Message("user", _simulation_turn(explanation, "".join(pieces))))
     if placeholders:
-        lines = "".join(f"{simulation_token(piece)}\t0\n" for piece in pieces)
-        messages.append(Message("assistant", lines.rstrip("\n")))
+        lines = "\n".join(f"{simulation_token(piece)}\t{SIMULATION_PLACEHOLDER}" for piece in pieces)
+        messages.append(Message("assistant", lines))
     return tuple(messages)
+
+
+def _simulation_turn(explanation: str, text: str) -> str:
+    return f"Explanation: {explanation}\n\nExcerpt: {text}"
 
 
 def simulation_token(piece: str) -> str:

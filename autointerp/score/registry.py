@@ -44,6 +44,10 @@ def _no_settings(config: RunConfig) -> dict[str, Any]:
     return {}
 
 
+def _no_warnings(config: RunConfig) -> list[str]:
+    return []
+
+
 def _default_chance(metric: str, positive_fraction: float, config: RunConfig) -> float | None:
     return chance_level(metric, positive_fraction)
 
@@ -68,6 +72,8 @@ class Scorer:
     pooled: Callable[[Examples], dict[str, Any]] = no_pooled
     chance: Callable[[str, float, RunConfig], float | None] = _default_chance
     """What a random guesser gets on a metric, given the positive fraction of the excerpts."""
+    warnings: Callable[[RunConfig], list[str]] = _no_warnings
+    """Caveats of this config for this scorer, printed with the score report (e.g. far from the paper)."""
 
 
 SCORERS: dict[str, Scorer] = {}
@@ -137,7 +143,7 @@ def _intruder_task(inputs: TaskInputs) -> ScoringTask:
 
 
 def _intruder_chance(metric: str, positive_fraction: float, config: RunConfig) -> float | None:
-    if metric == "accuracy":
+    if metric in ("accuracy", "mean_probability"):
         return 1 / config.scorer.intruder_size  # the intruder is one of intruder_size candidates
     return chance_level(metric, positive_fraction)
 
@@ -146,6 +152,15 @@ def _surprisal_task(inputs: TaskInputs) -> ScoringTask:
     items = detection_items(inputs.examples, inputs.texts)
     neutral = inputs.config.surprisal.neutral_prefix
     return SurprisalTask(inputs.explanation, items, neutral, inputs.texts)
+
+
+def _surprisal_warnings(config: RunConfig) -> list[str]:
+    if config.surprisal.model is not None:
+        return []
+    return [
+        "surprisal.model is not set, so the subject model reads the excerpts; the paper used a large base LM "
+        "(Llama-3.1-70B): a small model's surprisal AUROCs sit near 0.5 whatever the explanation"
+    ]
 
 
 def _surprisal_settings(config: RunConfig) -> dict[str, Any]:
@@ -159,7 +174,14 @@ def _surprisal_settings(config: RunConfig) -> dict[str, Any]:
 
 
 def _embedding_outcome(embedder: Embedder, inputs: TaskInputs) -> Outcome:
-    return embedding_outcome(embedder, inputs.explanation, detection_items(inputs.examples, inputs.texts))
+    items = detection_items(inputs.examples, inputs.texts)
+    return embedding_outcome(embedder, inputs.explanation, items, inputs.config.embedding.query_prompt)
+
+
+def _intervention_chance(metric: str, positive_fraction: float, config: RunConfig) -> float | None:
+    """The gain over a random latent's steering is 0 for an explanation that steering does not single out;
+    the raw scores have no known null (steered text shifts the likelihood of any explanation)."""
+    return 0.0 if metric == "score_gain" else None
 
 
 def _intervention_settings(config: RunConfig) -> dict[str, Any]:
@@ -201,7 +223,7 @@ register(
         "embedding",
         "auroc",
         "embedding",
-        settings=lambda c: {"embedding_model": c.embedding.model},
+        settings=lambda c: {"embedding_model": c.embedding.model, "query_prompt": c.embedding.query_prompt},
         embed=_embedding_outcome,
         pooled=pooled_auroc,
     )
@@ -213,16 +235,18 @@ register(
         "surprisal",
         settings=_surprisal_settings,
         task=_surprisal_task,
+        warnings=_surprisal_warnings,
         pooled=pooled_auroc,
     )
 )
 register(
     Scorer(
         "intervention",
-        "score",
+        "score_gain",  # score minus the random-latent control's: 0 when steering says nothing specific
         "intervention",
         controllable=False,  # it has its own random-latent control
         settings=_intervention_settings,
+        chance=_intervention_chance,
     )
 )
 register(

@@ -1,7 +1,8 @@
 """Simulation scoring (Bills et al. 2023): predict every token's activation from the explanation alone.
 
-"All at once": the scorer's reply is prefilled with one `token<TAB>0` line per token and the prompt
-logprobs at each `0` give a distribution over 0-9; the prediction is its expected value. Without prompt
+"All at once", as Bills et al.: after two demonstrations with true activations, the scorer's reply is
+prefilled with one `token<TAB>unknown` line per token, and the prompt logprobs where each placeholder begins
+give a distribution over 0-9; the prediction is its expected value. Without prompt
 logprobs the scorer writes the lines itself and the numbers are parsed. Score: Pearson r between predicted
 and true activations, pooled over the tokens of every scored excerpt (activating and not).
 """
@@ -15,7 +16,7 @@ from autointerp.score.answers import AnswerError, digit_probabilities
 from autointerp.score.base import Outcome, Result, ScoringTask
 from autointerp.score.items import ScoredExample
 from autointerp.score.metrics import pearson
-from autointerp.score.prompts import simulation_messages
+from autointerp.score.prompts import SIMULATION_PLACEHOLDER, simulation_messages
 from autointerp.score.tasks import TOP_LOGPROBS, all_failed, error_text
 from autointerp.texts import TokenTexts
 
@@ -85,15 +86,24 @@ def placeholder_predictions(response: LLMResponse, n: int) -> np.ndarray:
 
 
 def _placeholders(tokens: list[TokenLogprob | None]) -> list[TokenLogprob]:
+    """The positions where a placeholder begins: right after a tab (or as a token that merges the tab with
+    the placeholder's first characters). Their top alternatives are the model's guesses for the value."""
     found = []
     for previous, current in zip(tokens, tokens[1:], strict=False):
         if current is None:
             continue
-        merged = current.token.startswith("\t") and current.token.strip() == "0"
-        after_tab = previous is not None and previous.token.endswith("\t") and current.token.strip() == "0"
+        merged = current.token.startswith("\t") and _starts_placeholder(current.token[1:])
+        after_tab = (
+            previous is not None and previous.token.endswith("\t") and _starts_placeholder(current.token)
+        )
         if merged or after_tab:
             found.append(current)
     return found
+
+
+def _starts_placeholder(text: str) -> bool:
+    text = text.strip()
+    return bool(text) and SIMULATION_PLACEHOLDER.startswith(text)
 
 
 def text_predictions(response: LLMResponse, n: int) -> np.ndarray:

@@ -16,8 +16,6 @@ from autointerp.rundir import SUMMARY_JSON, SUMMARY_MD, cache_dir, write_json_at
 from autointerp.score.metrics import aggregate
 from autointerp.score.registry import get_scorer
 
-_COUNTS = ("n_examples", "n_failed", "n_positive", "n_negative", "n_tokens", "n_trials")
-
 
 def write_summary(config: RunConfig, scores_dir: Path) -> dict[str, Any]:
     """Summarise every scorer directory under `scores_dir` for the config's hookpoints; write both files."""
@@ -62,17 +60,28 @@ def summarize_records(records: list[dict[str, Any]], selected: int, config: RunC
         "failed": sum(1 for r in records if r.get("error")),
         "pending": selected - len(records),
         "failed_examples": int(sum(r["metrics"].get("n_failed", 0) or 0 for r in records)),
+        "flags": _flag_counts(scored),
         "metrics": metrics,
         "pooled": scorer.pooled(usable),
         "cost": _cost(records),
     }
 
 
+def _flag_counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    """Scored latents carrying each caveat flag (e.g. `kl_missed`)."""
+    counts: dict[str, int] = {}
+    for record in records:
+        for flag in record.get("flags") or []:
+            counts[flag] = counts.get(flag, 0) + 1
+    return counts
+
+
 def _metric_names(records: list[dict[str, Any]]) -> list[str]:
     names: dict[str, None] = {}
     for record in records:
         for name, value in record["metrics"].items():
-            if name not in _COUNTS and isinstance(value, (int, float)) and not isinstance(value, bool):
+            counted = name.startswith("n_")  # counts (n_examples, n_failed, ...) are not averaged as scores
+            if not counted and isinstance(value, (int, float)) and not isinstance(value, bool):
                 names[name] = None
     return list(names)
 

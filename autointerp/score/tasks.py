@@ -7,7 +7,13 @@ from typing import Any
 import numpy as np
 
 from autointerp.llm.types import LLMError, LLMRequest, SamplingParams
-from autointerp.score.answers import AnswerError, first_token_choice, parse_binary_list
+from autointerp.score.answers import (
+    AnswerError,
+    first_token_choice,
+    logprob_choice,
+    parse_binary_list,
+    text_choice,
+)
 from autointerp.score.base import Outcome, Result, ScoringTask
 from autointerp.score.items import IntruderTrial, ScoredExample
 from autointerp.score.metrics import binary_metrics
@@ -63,7 +69,11 @@ class ClassificationTask(ScoringTask):
         labels = [item.label for item in self.items]
         predictions = [item.prediction for item in self.items]
         probabilities = [item.probability for item in self.items] if self.single else None
-        metrics = binary_metrics(labels, predictions, probabilities)
+        metrics = binary_metrics(labels, predictions, probabilities) | failures_by_class(self.items)
+        if self.single:
+            metrics["n_text_answers"] = sum(
+                1 for item in self.items if item.prediction is not None and item.probability is None
+            )
         return Outcome(metrics, [item.to_dict() for item in self.items], all_failed(self.items))
 
 
@@ -71,9 +81,11 @@ def _read_group(group: list[ScoredExample], result: Result, single: bool) -> Non
     if isinstance(result, LLMError):
         raise result
     if single:
-        probability = first_token_choice(result, ("0", "1"))["1"]
-        group[0].probability = probability
+        soft = logprob_choice(result, ("0", "1"))
+        probability = (soft if soft is not None else text_choice(result, ("0", "1")))["1"]
         group[0].prediction = int(probability >= 0.5)
+        # a hard 0/1 read from the text would tie with every other in the AUROC: it gets no probability
+        group[0].probability = probability if soft is not None else None
         return
     for item, answer in zip(group, parse_binary_list(result.text, len(group)), strict=True):
         item.prediction = answer
@@ -109,6 +121,15 @@ class IntruderTask(ScoringTask):
             "n_failed": len(self.trials) - len(scored),
         }
         return Outcome(metrics, [t.to_dict() for t in self.trials], all_failed(self.trials))
+
+
+def failures_by_class(items: list[ScoredExample]) -> dict[str, int]:
+    """Failed examples among the positives and among the negatives (a class-dependent failure shows)."""
+    failed = [item for item in items if item.error is not None]
+    return {
+        "n_failed_positive": sum(1 for item in failed if item.label == 1),
+        "n_failed_negative": sum(1 for item in failed if item.label == 0),
+    }
 
 
 def error_text(exc: Exception) -> str:

@@ -68,6 +68,7 @@ class ScoreWriter:
             "usage": usage,
             "error": error,
             "skipped": skipped,
+            "flags": outcome.flags,
             "config_hash": config_hash(key),
             "config_key": key,
         }
