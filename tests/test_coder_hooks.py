@@ -16,9 +16,10 @@ from sae_lens.saes.sae import SAEMetadata
 from typer.testing import CliRunner
 
 from autointerp.cli import app
-from autointerp.coders import hookpoint_names, load_coders
+from autointerp.coders import hookpoint_names, load_coders, load_file_coder
 from autointerp.config import SparseCoderConfig
 from autointerp.errors import ConfigError
+from autointerp.rundir import CONFIG_FILE
 from autointerp.subject.hooknames import tap_for_tl_name
 from autointerp.subject.hooks import ActivationReader, Tap
 from tests.conftest import HIDDEN, write_config
@@ -152,6 +153,10 @@ def test_release_pattern_names_every_layer(tmp_path, hub_cache):
         path=(f"saelens:{RELEASE}/blocks.2.hook_resid_pre", f"hf:{REPO}/blocks.0.hook_resid_pre")
     )
     assert hookpoint_names(listed) == (names[2], names[0])
+    directions = load_file_coder(listed, names[0]).decoder_directions()  # explain and compare read these
+    torch.testing.assert_close(directions, coders[names[0]].decoder_directions())
+    with pytest.raises(ConfigError, match="sparse_coder.hookpoints.*lists 1 hookpoints for 3 coders"):
+        load_coders(SparseCoderConfig(path=cfg.path, hookpoints=("layers.0",)), llama(3).base_model)
 
 
 def test_missing_from_offline_cache_is_one_line(hub_cache):
@@ -189,10 +194,26 @@ def test_cache_offline_by_release_name(tmp_path, hub_cache, tiny_model_dir):
     config.write_text(yaml.safe_dump(data))
     result = CliRunner().invoke(app, ["cache", str(config)])
     assert result.exit_code == 0, result.output
-    assert "trained on 128-token contexts but cache.ctx_len is 32" in " ".join(result.output.split())
+    output = " ".join(result.output.split())
+    assert "trained on 128-token contexts but cache.ctx_len is 32" in output
+    assert "'center_writing_weights': True" in output  # the release's TransformerLens processing
     manifest = json.loads(
         (tmp_path / "run" / "cache" / "blocks.1.hook_resid_pre" / "manifest.json").read_text()
     )
     assert manifest["complete"] and manifest["num_latents"] == 48
     assert (manifest["coder"]["module_path"], manifest["coder"]["reads_input"]) == ("layers.1", True)
     assert manifest["stats"]["nnz"] > 0
+    saved = yaml.safe_load((tmp_path / "run" / CONFIG_FILE).read_text())  # what later stages and report read
+    assert saved["sparse_coder"]["hookpoints"] == ["blocks.1.hook_resid_pre"]
+
+
+def test_cache_offline_missing_coder_is_one_line_error(tmp_path, hub_cache, tiny_model_dir):
+    config = write_config(tmp_path / "config.yaml", tiny_model_dir, tmp_path)
+    data = yaml.safe_load(config.read_text())
+    data["sparse_coder"] = {"path": f"saelens:{RELEASE}/blocks.1.hook_resid_pre"}
+    config.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["cache", str(config)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: sparse_coder.path: saelens:gpt2-small-res-jb/blocks.1.hook_resid_pre")
+    assert "not in the local HF hub cache" in lines[0]

@@ -64,7 +64,7 @@ def register(fmt: Format) -> None:
 
 
 def _load_saelens(folder: Path, hookpoint: str, source: Source) -> SparseCoder:
-    return saelens.load(folder, hookpoint, source.scaling_factor)
+    return saelens.load(folder, hookpoint, source.scaling_factor, source.model_kwargs)
 
 
 def _load_gemmascope(folder: Path, hookpoint: str, source: Source) -> SparseCoder:

@@ -77,8 +77,13 @@ def hook_info(cfg: dict[str, Any]) -> HookInfo:
     )
 
 
-def load(folder: Path, hookpoint: str, scaling_factor: float | None = None) -> DenseCoder:
-    """Load an SAE Lens coder; `scaling_factor` is a release's `norm_scaling_factor`, if any."""
+def load(
+    folder: Path,
+    hookpoint: str,
+    scaling_factor: float | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> DenseCoder:
+    """Load an SAE Lens coder; a release may add `norm_scaling_factor` and `model_from_pretrained_kwargs`."""
     cfg = read_cfg(folder)
     architecture = _architecture(cfg, folder)
     weights = {name: t for name, t in load_file(folder / WEIGHTS_FILE).items()}
@@ -96,6 +101,12 @@ def load(folder: Path, hookpoint: str, scaling_factor: float | None = None) -> D
     if architecture in ("batchtopk", "matryoshka_batchtopk"):
         _batchtopk_as_jumprelu(weights, cfg)
     hook = hook_info(cfg)
+    processing = {**(cfg.get("model_from_pretrained_kwargs") or {}), **(model_kwargs or {})}
+    if processing:
+        hook.notes.append(
+            f"{folder}: the coder was trained on a TransformerLens model loaded with {processing}, whose "
+            "activations differ from the HF model's (e.g. centred writing weights): encodings are approximate"
+        )
     _fold_normalization(weights, spec, cfg, folder, scaling_factor, hook)
     kept = {name: weights[name] for name in WEIGHT_NAMES if name in weights}
     if spec.activation != "jumprelu":

@@ -51,6 +51,8 @@ class Source:
     """Format fixed by a release's conversion function; None = detect from the files."""
     scaling_factor: float | None = None
     """The release's `norm_scaling_factor` (folded when the coder uses expected_average_only_in)."""
+    model_kwargs: dict[str, Any] | None = None
+    """The release's `model_from_pretrained_kwargs`: TransformerLens processing the coder was trained with."""
 
     @property
     def location(self) -> str:
@@ -153,6 +155,7 @@ def _saelens_sources(path: str) -> list[Source]:
             subfolder=str(saes[i]["path"]),
             format=CONVERSIONS[conversion],
             scaling_factor=saes[i].get("norm_scaling_factor"),
+            model_kwargs=(entry.get("config_overrides") or {}).get("model_from_pretrained_kwargs"),
         )
         for i in ids
     ]
