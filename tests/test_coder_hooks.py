@@ -22,6 +22,7 @@ from autointerp.errors import ConfigError
 from autointerp.rundir import CONFIG_FILE
 from autointerp.subject.hooknames import tap_for_tl_name
 from autointerp.subject.hooks import ActivationReader, Tap
+from tests.coder_factories import write_gemma_scope_2
 from tests.conftest import HIDDEN, write_config
 from tests.hub_cache import put_folder
 
@@ -123,6 +124,26 @@ def test_contradicting_hookpoint_is_refused(tmp_path):
         "layers.1",
         True,
     )
+
+
+def test_gemma_scope_2_transcoder_placed_on_gemma3(tmp_path):
+    """`hf_hook_point_in` (the pre-MLP norm's output) is the MLP's input: `layers.1.mlp` is accepted."""
+    model = gemma3()
+    write_gemma_scope_2(tmp_path / "transcoder", HIDDEN, 48, transcoder=True, seed=1)
+    cfg = SparseCoderConfig(path=str(tmp_path / "transcoder"))
+    (coder,) = load_coders(cfg, model.base_model).values()
+    assert (coder.hookpoint, coder.module_path) == (
+        "blocks.1.ln2.hook_normalized",
+        "layers.1.pre_feedforward_layernorm",
+    )
+    ours = read(model, [Tap(coder.module_path, coder.reads_input), Tap("layers.1.mlp", True)])
+    torch.testing.assert_close(*ours.values())
+    (same,) = load_coders(
+        SparseCoderConfig(path=cfg.path, hookpoints=("layers.1.mlp",)), model.base_model
+    ).values()
+    assert (same.module_path, same.reads_input) == ("layers.1.mlp", True)
+    with pytest.raises(ConfigError, match="reads the output of layers.1.post_feedforward_layernorm"):
+        load_coders(SparseCoderConfig(path=cfg.path, hookpoints=("blocks.1.hook_mlp_out",)), model.base_model)
 
 
 @pytest.fixture

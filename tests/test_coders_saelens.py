@@ -33,6 +33,7 @@ from autointerp.coders import load_coders
 from autointerp.coders.base import SparseActivations
 from autointerp.config import SparseCoderConfig
 from autointerp.errors import ConfigError
+from tests.coder_factories import write_gemma_scope_2
 from tests.hub_cache import put_folder
 
 D_IN, D_SAE, TOKENS = 32, 64, 40
@@ -231,33 +232,6 @@ def local_shapes(cache: Path):
     return shapes
 
 
-def write_gemma_scope_2(folder: Path, transcoder: bool, seed: int) -> dict[str, torch.Tensor]:
-    """`params.safetensors` + `config.json` as in huggingface.co/google/gemma-scope-2-270m-pt
-    (key names and config fields as SAE Lens's `gemma_3` loader reads them)."""
-    gen = torch.Generator().manual_seed(seed)
-    params = {
-        "w_enc": torch.randn(D_IN, D_SAE, generator=gen) / D_IN**0.5,
-        "w_dec": torch.randn(D_SAE, D_IN, generator=gen) / D_SAE**0.5,
-        "b_enc": torch.randn(D_SAE, generator=gen) * 0.2,
-        "b_dec": torch.randn(D_IN, generator=gen) * 0.2,
-        "threshold": torch.rand(D_SAE, generator=gen) * 0.4,
-    }
-    config = {"architecture": "jump_relu", "model_name": "gemma-v3-270m-pt", "width": D_SAE, "l0": 10}
-    if transcoder:
-        params["affine_skip_connection"] = torch.randn(D_IN, D_IN, generator=gen) * 0.1
-        config.update(
-            hf_hook_point_in="model.layers.1.pre_feedforward_layernorm.output",
-            hf_hook_point_out="model.layers.1.post_feedforward_layernorm.output",
-            affine_connection=True,
-        )
-    else:
-        config["hf_hook_point_in"] = "model.layers.1.output"
-    folder.mkdir(parents=True)
-    save_file(params, folder / "params.safetensors")
-    (folder / "config.json").write_text(json.dumps(config))
-    return params
-
-
 @pytest.mark.parametrize(
     ("release", "sae_id", "subfolder", "transcoder"),
     [
@@ -277,7 +251,7 @@ def write_gemma_scope_2(folder: Path, transcoder: bool, seed: int) -> dict[str, 
     ids=["resid_post", "affine_skip_transcoder"],
 )
 def test_gemma_scope_2(tmp_path, hub_cache, monkeypatch, model, x, release, sae_id, subfolder, transcoder):
-    write_gemma_scope_2(tmp_path / "files", transcoder, seed=3)
+    write_gemma_scope_2(tmp_path / "files", D_IN, D_SAE, transcoder, seed=3)
     put_folder(hub_cache, "google/gemma-scope-2-270m-pt", subfolder, tmp_path / "files")
     monkeypatch.setattr(pretrained_sae_loaders, "get_safetensors_tensor_shapes", local_shapes(hub_cache))
     reference = SAE.from_pretrained(release, sae_id)

@@ -83,28 +83,38 @@ def _layer(location: str) -> int | None:
 
 
 def _gemma3_hook(location: str, raw: dict[str, object], transcoder: bool) -> HookInfo:
-    """Hook names of a Gemma Scope 2 folder: `hf_hook_point_in`, else SAE Lens's folder-name rules."""
-    layer = _layer(location)
-    hook_name = hf_name = None
-    if layer is not None:
-        kinds = (
-            ("transcoder", f"blocks.{layer}.ln2.hook_normalized", f"model.layers.{layer}.mlp.input"),
-            ("resid_post", f"blocks.{layer}.hook_resid_post", f"model.layers.{layer}.output"),
-            ("attn_out", f"blocks.{layer}.attn.hook_z", f"model.layers.{layer}.self_attn.o_proj.input"),
-            (
-                "mlp_out",
-                f"blocks.{layer}.hook_mlp_out",
-                f"model.layers.{layer}.post_feedforward_layernorm.output",
-            ),
+    """Hook names of a Gemma Scope 2 folder: from `hf_hook_point_in`, else by SAE Lens's folder-name rules."""
+    given = str(raw["hf_hook_point_in"]) if raw.get("hf_hook_point_in") else None
+    match = re.search(r"layers\.(\d+)\.", given or "")
+    layer = int(match.group(1)) if match else _layer(location)
+    hook_name, hf_name = None, given
+    for kind, tl_name, hf in _gemma3_kinds(layer) if layer is not None else ():
+        by_config = given is not None and (given == hf or (kind == "transcoder" and transcoder))
+        by_name = (
+            given is None and ((kind == "transcoder") == transcoder) and (transcoder or kind in location)
         )
-        for kind, tl_name, hf in kinds:
-            if (kind == "transcoder" and transcoder) or (not transcoder and kind in location):
-                hook_name, hf_name = tl_name, hf
-                break
-    hf_name = (
-        str(raw.get("hf_hook_point_in") or hf_name) if (raw.get("hf_hook_point_in") or hf_name) else None
-    )
+        if by_config or by_name:
+            hook_name, hf_name = tl_name, given or hf
+            break
     return HookInfo(hook_name=hook_name, hf_hook_name=hf_name, context_size=CONTEXT_SIZE, prepend_bos=True)
+
+
+def _gemma3_kinds(layer: int) -> tuple[tuple[str, str, str], ...]:
+    """(folder kind, TransformerLens name, HF hook point): SAE Lens `_infer_gemma_3_raw_cfg_dict`."""
+    return (
+        (
+            "transcoder",
+            f"blocks.{layer}.ln2.hook_normalized",
+            f"model.layers.{layer}.pre_feedforward_layernorm.output",
+        ),
+        ("resid_post", f"blocks.{layer}.hook_resid_post", f"model.layers.{layer}.output"),
+        ("attn_out", f"blocks.{layer}.attn.hook_z", f"model.layers.{layer}.self_attn.o_proj.input"),
+        (
+            "mlp_out",
+            f"blocks.{layer}.hook_mlp_out",
+            f"model.layers.{layer}.post_feedforward_layernorm.output",
+        ),
+    )
 
 
 def _gemma2_hook_name(location: str) -> str | None:
