@@ -22,7 +22,7 @@ from autointerp.errors import ConfigError
 from autointerp.rundir import CONFIG_FILE
 from autointerp.subject.hooknames import tap_for_tl_name
 from autointerp.subject.hooks import ActivationReader, Tap
-from tests.coder_factories import write_gemma_scope_2
+from tests.coder_factories import random_sae_weights, write_gemma_scope_2, write_gemmascope
 from tests.conftest import HIDDEN, write_config
 from tests.hub_cache import put_folder
 
@@ -178,6 +178,25 @@ def test_release_pattern_names_every_layer(tmp_path, hub_cache):
     torch.testing.assert_close(directions, coders[names[0]].decoder_directions())
     with pytest.raises(ConfigError, match="sparse_coder.hookpoints.*lists 1 hookpoints for 3 coders"):
         load_coders(SparseCoderConfig(path=cfg.path, hookpoints=("layers.0",)), llama(3).base_model)
+
+
+def test_gemma_scope_release(tmp_path, hub_cache):
+    """A `gemma_2` release: params.npz read by our loader, hook named from the repo (SAE Lens's rule)."""
+    w = random_sae_weights(HIDDEN, 48)
+    write_gemmascope(tmp_path / "npz", w)
+    put_folder(
+        hub_cache, "google/gemma-scope-2b-pt-res", "layer_0/width_16k/average_l0_105", tmp_path / "npz"
+    )
+    cfg = SparseCoderConfig(path="saelens:gemma-scope-2b-pt-res-canonical/layer_0/width_16k/canonical")
+    assert hookpoint_names(cfg) == ("blocks.0.hook_resid_post",)
+    (coder,) = load_coders(cfg, llama().base_model).values()
+    assert (coder.module_path, coder.reads_input) == ("layers.0", False)
+    x = torch.randn(10, HIDDEN, generator=torch.Generator().manual_seed(2))
+    pre = x @ w["W_enc"] + w["b_enc"]
+    acts = coder.encode(x)
+    expected = (pre.relu() * (pre > w["threshold"]))[acts.rows, acts.latents]
+    torch.testing.assert_close(acts.values, expected)
+    assert len(acts.values) == int(((pre > w["threshold"]) & (pre > 0)).sum()) > 0
 
 
 def test_missing_from_offline_cache_is_one_line(hub_cache):

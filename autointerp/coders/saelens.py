@@ -107,13 +107,12 @@ def load(
             f"{folder}: the coder was trained on a TransformerLens model loaded with {processing}, whose "
             "activations differ from the HF model's (e.g. centred writing weights): encodings are approximate"
         )
-    _fold_normalization(weights, spec, cfg, folder, scaling_factor, hook)
+    folded = _fold_normalization(weights, spec, cfg, folder, scaling_factor, hook)
     kept = {name: weights[name] for name in WEIGHT_NAMES if name in weights}
     if spec.activation != "jumprelu":
         kept.pop("threshold", None)
-    return DenseCoder(
-        hookpoint, kept, spec, file_fingerprint("saelens", folder, CFG_FILE, WEIGHTS_FILE), hook
-    )
+    fingerprint = {**file_fingerprint("saelens", folder, CFG_FILE, WEIGHTS_FILE), **folded}
+    return DenseCoder(hookpoint, kept, spec, fingerprint, hook)
 
 
 def _architecture(cfg: dict[str, Any], folder: Path) -> str:
@@ -160,8 +159,10 @@ def _fold_normalization(
     folder: Path,
     scaling_factor: float | None,
     hook: HookInfo,
-) -> None:
-    """Fold `expected_average_only_in` / `covariance_whitening` statistics, as SAE Lens does on loading."""
+) -> dict[str, object]:
+    """Fold `expected_average_only_in` / `covariance_whitening` statistics, as SAE Lens does on loading.
+
+    Returns what identifies the folded statistics, for the coder's fingerprint."""
     mode = cfg["normalize_activations"]
     scaler = json.loads((folder / SCALER_FILE).read_text()) if (folder / SCALER_FILE).is_file() else {}
     if mode == "expected_average_only_in":
@@ -172,8 +173,9 @@ def _fold_normalization(
                 "is known (none in the release directory or activation_scaler.json); activations are "
                 "encoded unscaled, as SAE Lens does"
             )
-            return
+            return {}
         fold_scaling_factor(weights, float(factor))
+        return {"norm_scaling_factor": float(factor)}
     elif mode == "covariance_whitening":
         if spec.transcoder or not (folder / WHITENING_FILE).is_file():
             raise ConfigError(
@@ -182,3 +184,5 @@ def _fold_normalization(
                 "(or is a transcoder): save the SAE with the whitening folded in",
             )
         fold_whitening(weights, spec, load_file(folder / WHITENING_FILE))
+        return {"whitening_bytes": (folder / WHITENING_FILE).stat().st_size}
+    return {}
