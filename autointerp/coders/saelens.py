@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from autointerp.coders.base import HookInfo, file_fingerprint
-from autointerp.coders.dense import DenseCoder, EncoderSpec, fold_scaling_factor, fold_whitening
+from autointerp.coders.dense import DenseCoder, EncoderSpec, RunTimeNorm, fold_scaling_factor, fold_whitening
 from autointerp.errors import ConfigError
 
 CFG_FILE = "cfg.json"
@@ -85,8 +85,8 @@ def load(
 ) -> DenseCoder:
     """Load an SAE Lens coder; a release may add `norm_scaling_factor` and `model_from_pretrained_kwargs`."""
     cfg = read_cfg(folder)
-    architecture = _architecture(cfg, folder)
-    weights = {name: t for name, t in load_file(folder / WEIGHTS_FILE).items()}
+    architecture = _checked_architecture(cfg, folder)
+    weights = load_file(folder / WEIGHTS_FILE)
     if "log_threshold" in weights:
         weights["threshold"] = weights.pop("log_threshold").exp()
     spec = EncoderSpec(
@@ -115,7 +115,8 @@ def load(
     return DenseCoder(hookpoint, kept, spec, fingerprint, hook)
 
 
-def _architecture(cfg: dict[str, Any], folder: Path) -> str:
+def _checked_architecture(cfg: dict[str, Any], folder: Path) -> str:
+    """The architecture, after refusing what this loader cannot encode faithfully."""
     architecture = cfg["architecture"]
     if architecture not in ACTIVATIONS:
         raise ConfigError(
@@ -137,7 +138,7 @@ def _architecture(cfg: dict[str, Any], folder: Path) -> str:
     return architecture
 
 
-def _run_time_norm(mode: str) -> Any:
+def _run_time_norm(mode: str) -> RunTimeNorm:
     return mode if mode in ("constant_norm_rescale", "layer_norm") else "none"
 
 
