@@ -197,11 +197,18 @@ def test_pre_6_config(tmp_path, model, x):
     )
 
 
-def test_unsupported_architecture(tmp_path, model):
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"architecture": "temporal"}, "'temporal'; supported: standard"),
+        ({"metadata": {"hook_name": "blocks.1.attn.hook_z", "hook_head_index": 2}}, "one attention head"),
+    ],
+)
+def test_unsupported_files(tmp_path, model, change, message):
     build("standard").save_model(tmp_path)
     cfg = json.loads((tmp_path / "cfg.json").read_text())
-    (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "architecture": "temporal"}))
-    with pytest.raises(ConfigError, match="sparse_coder.path.*'temporal'; supported: standard"):
+    (tmp_path / "cfg.json").write_text(json.dumps({**cfg, **change}))
+    with pytest.raises(ConfigError, match=f"sparse_coder.path.*{message}"):
         load_ours(tmp_path, model)
 
 
@@ -293,3 +300,16 @@ def test_llama_scope(tmp_path, hub_cache, model, x):
     with torch.no_grad():
         assert_same(coder.encode(x), reference.encode(x))
     assert (coder.hookpoint, coder.module_path) == ("blocks.0.hook_resid_post", "layers.0")
+
+
+def test_hook_z_sae_reads_the_attention_output_projection_input(tmp_path, model, x):
+    """A `reshape_activations: hook_z` SAE: SAE Lens flattens [heads, d_head]; HF's o_proj input is flat."""
+    sae_cls, cfg_cls = get_sae_class("standard")
+    metadata = SAEMetadata(hook_name="blocks.1.attn.hook_z")
+    sae = sae_cls(cfg_cls(d_in=D_IN, d_sae=D_SAE, reshape_activations="hook_z", metadata=metadata))
+    randomize(sae, seed=7)
+    sae.save_model(tmp_path)
+    coder = load_ours(tmp_path, model)
+    assert (coder.module_path, coder.reads_input) == ("layers.1.self_attn.o_proj", True)
+    with torch.no_grad():
+        assert_same(coder.encode(x), SAE.load_from_disk(tmp_path).encode(x.reshape(TOKENS, 4, 8)))
