@@ -78,6 +78,10 @@ def _guard(action: Callable[[], T]) -> T:
 
 def _setup(config_path: Path, overrides: list[str] | None, shard: str | None) -> tuple[RunConfig, ShardSpec]:
     config = load_config(config_path, overrides or [])
+    if not config.sparse_coder.hookpoints:
+        from autointerp.coders import with_hookpoints  # reads the coders' configs: only when needed
+
+        config = with_hookpoints(config)
     spec = ShardSpec.parse(shard) if shard else ShardSpec.from_env()
     return config, spec
 

@@ -19,7 +19,7 @@ import yaml
 
 from autointerp.errors import ConfigError
 
-CoderFormat = Literal["auto", "sparsify", "saelens", "gemmascope", "neurons", "topk-neurons"]
+CoderFormat = Literal["auto", "sparsify", "saelens", "gemmascope", "llamascope", "neurons", "topk-neurons"]
 FORMATS_WITHOUT_PATH = ("neurons", "topk-neurons")
 
 
@@ -94,12 +94,14 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SparseCoderConfig:
-    path: str = ""
-    """Local folder or HF hub repo; for several hookpoints, the folder holding one subfolder per hookpoint."""
+    path: str | tuple[str, ...] = ""
+    """Local folder or HF hub repo (one coder, or one subfolder per hookpoint); `saelens:<release>/<sae_id>`
+    (sae_id may be a `*` pattern); `hf:<org>/<repo>/<folder>`; or a list of saelens: / hf: / folder paths."""
     format: CoderFormat = "auto"
-    """Coder file format; `auto` detects sparsify, SAE Lens and Gemma Scope folders."""
-    hookpoints: tuple[str, ...] = ("layers.6",)
-    """Module paths relative to the base model (`model.model` of *ForCausalLM), e.g. `layers.6.mlp`."""
+    """Coder file format; `auto` detects sparsify, SAE Lens, Gemma Scope (1 and 2) and Llama Scope folders."""
+    hookpoints: tuple[str, ...] = ()
+    """Module paths relative to the base model (`model.model` of *ForCausalLM), e.g. `layers.6.mlp`, or
+    TransformerLens hook names (`blocks.6.hook_resid_pre`); empty = each coder's own hook name."""
     k: int = 32
     """Neurons kept per token (`topk-neurons` only)."""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -111,8 +113,10 @@ class SparseCoderConfig:
                 "sparse_coder.train.enabled",
                 f"trains sparsify coders, but sparse_coder.format is {self.format!r}: use sparsify or auto",
             )
-        if not self.hookpoints:
+        if not self.hookpoints and (self.format in FORMATS_WITHOUT_PATH or self.train.enabled):
             raise ConfigError("sparse_coder.hookpoints", "needs at least one hookpoint, e.g. [layers.6]")
+        if self.train.enabled and not isinstance(self.path, str):
+            raise ConfigError("sparse_coder.train.enabled", "trains into one folder: give a single path")
         if len(set(self.hookpoints)) != len(self.hookpoints):
             raise ConfigError("sparse_coder.hookpoints", "lists a hookpoint twice")
         if self.format not in FORMATS_WITHOUT_PATH and not self.path:

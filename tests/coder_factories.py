@@ -1,4 +1,4 @@
-"""Writers of small random coder folders in the SAE Lens and Gemma Scope layouts, for tests."""
+"""Writers of small random coder folders in the Gemma Scope (1 and 2) layouts, for tests."""
 
 from __future__ import annotations
 
@@ -22,29 +22,34 @@ def random_sae_weights(d_in: int, d_sae: int, seed: int = 0) -> dict[str, torch.
     }
 
 
-def write_saelens(folder: Path, weights: dict[str, torch.Tensor], **cfg: object) -> Path:
-    """A folder as `sae_lens.SAE.save_model` writes it (cfg.json + sae_weights.safetensors)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    d_in, d_sae = weights["W_enc"].shape
-    full_cfg = {
-        "d_in": d_in,
-        "d_sae": d_sae,
-        "dtype": "float32",
-        "device": "cpu",
-        "apply_b_dec_to_input": True,
-        "normalize_activations": "none",
-        "reshape_activations": "none",
-        "metadata": {"sae_lens_version": "6.54.12", "hook_name": "blocks.1.hook_resid_post"},
-        "architecture": "standard",
-        **cfg,
-    }
-    save_file({name: t.contiguous() for name, t in weights.items()}, folder / "sae_weights.safetensors")
-    (folder / "cfg.json").write_text(json.dumps(full_cfg))
-    return folder
-
-
 def write_gemmascope(folder: Path, weights: dict[str, torch.Tensor]) -> Path:
     """A folder holding `params.npz` as published by Gemma Scope."""
     folder.mkdir(parents=True, exist_ok=True)
     np.savez(folder / "params.npz", **{name: t.numpy() for name, t in weights.items()})
     return folder
+
+
+def write_gemma_scope_2(folder: Path, d_in: int, d_sae: int, transcoder: bool, seed: int) -> None:
+    """`params.safetensors` + `config.json` as in huggingface.co/google/gemma-scope-2-270m-pt
+    (key names and config fields as SAE Lens's `gemma_3` loader reads them)."""
+    gen = torch.Generator().manual_seed(seed)
+    params = {
+        "w_enc": torch.randn(d_in, d_sae, generator=gen) / d_in**0.5,
+        "w_dec": torch.randn(d_sae, d_in, generator=gen) / d_sae**0.5,
+        "b_enc": torch.randn(d_sae, generator=gen) * 0.2,
+        "b_dec": torch.randn(d_in, generator=gen) * 0.2,
+        "threshold": torch.rand(d_sae, generator=gen) * 0.4,
+    }
+    config = {"architecture": "jump_relu", "model_name": "gemma-v3-270m-pt", "width": d_sae, "l0": 10}
+    if transcoder:
+        params["affine_skip_connection"] = torch.randn(d_in, d_in, generator=gen) * 0.1
+        config.update(
+            hf_hook_point_in="model.layers.1.pre_feedforward_layernorm.output",
+            hf_hook_point_out="model.layers.1.post_feedforward_layernorm.output",
+            affine_connection=True,
+        )
+    else:
+        config["hf_hook_point_in"] = "model.layers.1.output"
+    folder.mkdir(parents=True)
+    save_file(params, folder / "params.safetensors")
+    (folder / "config.json").write_text(json.dumps(config))

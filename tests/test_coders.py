@@ -1,4 +1,5 @@
-"""Coder loaders against the sparsify library, the SAE Lens / Gemma Scope formulas and hand-made neurons."""
+"""Coder loaders against the sparsify library, the Gemma Scope formula and hand-made neurons (SAE Lens:
+test_coders_saelens.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from autointerp.coders import FORMATS, Format, load_coders, register
 from autointerp.coders.base import SparseActivations
 from autointerp.config import SparseCoderConfig
 from autointerp.errors import ConfigError
-from tests.coder_factories import random_sae_weights, write_gemmascope, write_saelens
+from tests.coder_factories import random_sae_weights, write_gemmascope
 
 D_IN, N_LATENTS = 32, 64
 
@@ -88,50 +89,6 @@ def test_single_hookpoint_folder_and_fingerprint(tmp_path, model, x):
     assert first["format"] == "sparsify" and coder.module_path == "layers.0.mlp"
     save_sparsify(tmp_path, seed=5)
     assert load_coders(cfg, model.model)["layers.0.mlp"].fingerprint() != first
-
-
-def saelens_reference(w: dict[str, torch.Tensor], x: torch.Tensor, arch: str, k: int = 5) -> torch.Tensor:
-    pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
-    if arch == "standard":
-        return pre.relu()
-    if arch == "jumprelu":
-        return torch.where(pre > w["threshold"], pre, torch.zeros_like(pre)).relu()
-    kth = pre.topk(k, dim=-1).values[:, -1:]
-    return torch.where(pre >= kth, pre, torch.zeros_like(pre)).relu()
-
-
-@pytest.mark.parametrize("arch", ["standard", "jumprelu", "topk"])
-def test_saelens(tmp_path, model, x, arch):
-    w = random_sae_weights(D_IN, N_LATENTS)
-    weights = w if arch == "jumprelu" else {n: t for n, t in w.items() if n != "threshold"}
-    write_saelens(tmp_path / "layers.1", weights, architecture=arch, **({"k": 5} if arch == "topk" else {}))
-    coder = load_one(tmp_path, model)
-    expected = saelens_reference(w, x, arch)
-    assert torch.allclose(dense(coder.encode(x), 20, N_LATENTS), expected, atol=1e-5)
-    assert (coder.reads_input, coder.num_latents, coder.d_in) == (False, N_LATENTS, D_IN)
-    if arch == "jumprelu":
-        pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
-        assert ((pre > 0) & (expected == 0)).sum() > 10, "thresholds must gate some positive pre-activations"
-
-
-def test_saelens_legacy_topk_config(tmp_path, model, x):
-    w = {n: t for n, t in random_sae_weights(D_IN, N_LATENTS).items() if n != "threshold"}
-    legacy = {"architecture": None, "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 5}}
-    coder = load_one(write_saelens(tmp_path, w, **legacy), model)
-    assert torch.allclose(dense(coder.encode(x), 20, N_LATENTS), saelens_reference(w, x, "topk"), atol=1e-5)
-
-
-@pytest.mark.parametrize(
-    ("cfg", "message"),
-    [
-        ({"normalize_activations": "layer_norm"}, "not supported"),
-        ({"architecture": "transcoder"}, "transcod"),
-    ],
-)
-def test_saelens_unsupported(tmp_path, model, cfg, message):
-    write_saelens(tmp_path / "layers.1", random_sae_weights(D_IN, N_LATENTS), **cfg)
-    with pytest.raises(ConfigError, match=message):
-        load_one(tmp_path, model)
 
 
 def test_gemmascope(tmp_path, model, x):

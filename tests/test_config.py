@@ -15,7 +15,7 @@ def test_defaults_match_the_documented_ones():
     config = config_from_dict(MINIMAL)
     assert config.cache.n_tokens == 10_000_000 and config.cache.ctx_len == 256
     assert config.cache.activation_dtype == "float32" and config.cache.latents_per_shard == 8192
-    assert config.sparse_coder.hookpoints == ("layers.6",) and config.sparse_coder.format == "auto"
+    assert config.sparse_coder.hookpoints == () and config.sparse_coder.format == "auto"
     assert config.dataset.split == "train" and config.dataset.text_column == "text"
     assert str(config.run_dir) == "runs/run"
 
@@ -53,7 +53,12 @@ def test_invalid_values_name_their_key(data, key):
 
 
 def test_neuron_formats_need_no_path():
-    config = config_from_dict({"model": {"path": "m"}, "sparse_coder": {"format": "topk-neurons", "k": 8}})
+    config = config_from_dict(
+        {
+            "model": {"path": "m"},
+            "sparse_coder": {"format": "topk-neurons", "k": 8, "hookpoints": ["layers.6.mlp"]},
+        }
+    )
     assert config.sparse_coder.k == 8
 
 

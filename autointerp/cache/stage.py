@@ -23,7 +23,7 @@ from safetensors.numpy import save_file as save_numpy
 from autointerp.cache.merge import merge_parts
 from autointerp.cache.parts import PartBuffer, PartPlan, write_part
 from autointerp.cache.tokens import count_sequences, link_or_copy, read_tokens, write_tokens
-from autointerp.coders import load_coders
+from autointerp.coders import load_coders, with_hookpoints
 from autointerp.coders.base import SparseCoder
 from autointerp.config import RunConfig, dump_config
 from autointerp.corpus import iter_documents, iter_sequences, special_token_ids
@@ -84,8 +84,10 @@ def run_cache(
 ) -> CacheReport:
     """Cache every hookpoint of `config`; with a partial `shard`, compute only that task's parts."""
     report = CacheReport()
+    config = with_hookpoints(config)
     subject = load_subject(config.model)
     coders = load_coders(config.sparse_coder, subject.base_model)
+    report.warnings.extend(_training_mismatches(config, subject, coders))
     reader = ActivationReader(
         subject.base_model, [Tap(c.module_path, c.reads_input) for c in coders.values()]
     )
@@ -139,6 +141,29 @@ def _check_widths(subject: Subject, reader: ActivationReader, coders: dict[str, 
                 f"{name}: the coder expects width {coder.d_in} but the {side} of {coder.module_path!r} "
                 f"has width {width}; check the hookpoint or the sparse coder",
             )
+
+
+def _training_mismatches(config: RunConfig, subject: Subject, coders: dict[str, SparseCoder]) -> list[str]:
+    """Where a coder's recorded training context differs from this cache's, plus its loading notes."""
+    prepends_bos = subject.tokenizer.bos_token_id is not None
+    found = []
+    for name, coder in coders.items():
+        hook = coder.hook
+        if hook is None:
+            continue
+        if hook.context_size is not None and hook.context_size != config.cache.ctx_len:
+            found.append(
+                f"{name}: the coder was trained on {hook.context_size}-token contexts but cache.ctx_len is "
+                f"{config.cache.ctx_len}; its activations may be off-distribution"
+            )
+        if hook.prepend_bos is not None and hook.prepend_bos != prepends_bos:
+            found.append(
+                f"{name}: the coder was trained {'with' if hook.prepend_bos else 'without'} a BOS token "
+                f"but the cache's sequences {'start with' if prepends_bos else 'have'} "
+                f"{'BOS' if prepends_bos else 'none'}"
+            )
+        found.extend(hook.notes)
+    return found
 
 
 def _cache_key(config: RunConfig, subject: Subject, coder: SparseCoder) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,6 +38,20 @@ class SparseActivations:
         return SparseActivations(rows, latents, acts[rows, latents])
 
 
+@dataclass
+class HookInfo:
+    """Where a coder was trained, as its files say (names are None when they do not say)."""
+
+    hook_name: str | None = None
+    """TransformerLens hook name, e.g. `blocks.6.hook_resid_pre`."""
+    hf_hook_name: str | None = None
+    """HF module path, optionally ending in `.input` / `.output`, e.g. `model.layers.6.output`."""
+    context_size: int | None = None
+    prepend_bos: bool | None = None
+    notes: list[str] = field(default_factory=list)
+    """Caveats found while loading, shown as warnings by the cache stage."""
+
+
 class SparseCoder(ABC):
     """A sparse coder (or neuron basis) attached to one module of the subject model."""
 
@@ -49,6 +63,8 @@ class SparseCoder(ABC):
     """True when the coder reads the module's input (transcoders, neurons) rather than its output."""
     num_latents: int
     d_in: int
+    hook: HookInfo | None = None
+    """Where the coder's files say it was trained, when they say."""
 
     @abstractmethod
     def encode(self, x: Tensor) -> SparseActivations:

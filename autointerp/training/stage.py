@@ -77,7 +77,9 @@ def ensure_coders(config: RunConfig, force: bool = False, progress: ProgressFn |
             "is false: the coders at sparse_coder.path are read, not trained; set it to true to train them",
         )
     report = TrainReport()
-    root = Path(config.sparse_coder.path).expanduser()
+    path = config.sparse_coder.path
+    assert isinstance(path, str)  # the config refuses training into several paths
+    root = Path(path).expanduser()
     todo = [hp for hp in config.sparse_coder.hookpoints if _needs_training(config, root, hp, force, report)]
     if todo:
         _require_sparsify()
