@@ -128,7 +128,8 @@ def run_score(
     return report
 
 
-_EXPLANATION_FIELDS = ("explanation", "error", "skipped")
+_EXPLANATION_FIELDS = ("explanation", "error", "skipped", "source")
+"""`source` marks an imported explanation (autointerp/interop/imports.py): no explain config, no examples."""
 _SCORE_FIELDS = ("explanation",)
 _EXAMPLE_ONLY_KEYS = {"examples.n_test", "examples.n_negative"}
 """Explain-key fields that only shape the test set: explanations made with other values stay valid."""
@@ -166,7 +167,7 @@ class _Plan:
         records = _light_explanations(directory, hp)
         key = explain_key(self.config, self.readers[hp])
         expected = config_hash(key)
-        if any(r["config_hash"] != expected for r in records.values()):
+        if any(r["config_hash"] != expected and not r.get("source") for r in records.values()):
             stale = stale_record(directory, hp, expected) or {}
             changed = set(changed_keys(stale.get("config_key", {}), key)) - _EXAMPLE_ONLY_KEYS
             if changed or not stale.get("config_key"):
@@ -443,6 +444,7 @@ def skip_reason(target: Target, examples: LatentExamples, plan: _Plan) -> tuple[
     if (
         record
         and not target.control
+        and not record.get("source")  # imported: the explainer's examples are unknown
         and record["shown"] != windows_digest([(e.sequence, e.start) for e in examples.explain])
     ):
         return None, (
