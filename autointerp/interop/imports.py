@@ -292,9 +292,10 @@ def _latent(value: Any, path: Path, where: str) -> int:
 
 
 def _batch_files(path: Path) -> list[Path]:
-    inner = path / "explanations"
-    folder = inner if inner.is_dir() else path
-    return sorted(folder.glob("batch-*.jsonl.gz"), key=lambda p: _batch_number(p.name))
+    """`batch-<n>.jsonl.gz` in `path`, else every `explanations/batch-<n>.jsonl.gz` below it (an export
+    folder: `<modelId>/<sourceId>/explanations/`)."""
+    files = list(path.glob("batch-*.jsonl.gz")) or list(path.glob("**/explanations/batch-*.jsonl.gz"))
+    return sorted(files, key=lambda p: (str(p.parent), _batch_number(p.name)))
 
 
 def _batch_number(name: str) -> int:
