@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ _KIND_WORDS = {"res": "res", "mlp": "mlp", "attn": "att"}
 def export_neuronpedia(run: RunData, out: Path, options: ExportOptions) -> None:
     """Features, activations, explanations and explanation scores of every hookpoint, plus lookup rows."""
     model_id = options.model_id or _model_id(run.model)
-    created = datetime.now(UTC).isoformat()
+    created = datetime.now(timezone.utc).isoformat()
     lookups: dict[str, dict[str, dict[str, Any]]] = {}
     for hookpoint in run.hookpoints:
         source_id = source_id_for(hookpoint, options.source_set)
