@@ -159,6 +159,18 @@ def test_neuronpedia_explanations_scored_like_the_tools_own(run, tmp_path):
     assert "explanations" not in json.loads((config.run_dir / "summary.json").read_text())
     assert (set_dir / "cache").resolve() == (config.run_dir / "cache").resolve()
     assert cli("report", str(set_dir)).exit_code == 0, "an imported set is a run directory like any other"
+    compared = cli("compare", str(config.run_dir), str(set_dir), "--out", str(tmp_path / "cmp"))
+    assert compared.exit_code == 0, compared.output
+    assert rows[0]["layer"].startswith("0-")
+    rows[0]["description"] = "a changed explanation"
+    write_gz_jsonl(path, rows)
+    with StubServer(answers_by_hash) as stub:
+        again = import_explanations(config, path)
+        overrides = [*stub_overrides(stub), "scorers=[detection]"]
+        report = run_score(load_config(again.config.run_dir / "config.yaml", overrides))
+    tally = report.tallies[("detection", HP)]
+    assert tally.scored + tally.failed + tally.skipped == 1, "only the changed explanation is scored again"
+    assert tally.already_done == len(expected) - 1
 
 
 def _table_csv(config, folder: Path) -> Path:
