@@ -242,13 +242,18 @@ def test_import_errors_are_one_line_and_write_nothing(run, tmp_path):
     assert "'7-res-jb' does not map" in result.output and "--map-hookpoint 7-res-jb=" in result.output
     assert not (config.run_dir / "imports").exists()
     mapped = import_explanations(config, path, mapping={"7-res-jb": "layers.1"})
-    assert read_records(mapped.config.run_dir / "explanations", "layers.1")[3]["explanation"] == "x"
+    written = mapped.config.run_dir / "explanations" / "layers.1.jsonl"
+    assert read_records(written.parent, "layers.1")[3]["explanation"] == "x"
+    stamp = written.stat().st_mtime_ns
+    import_explanations(config, path, mapping={"7-res-jb": "layers.1"})
+    assert written.stat().st_mtime_ns == stamp, "the same import again rewrites nothing"
     twice = write_gz_jsonl(tmp_path / "twice.jsonl.gz", rows + rows)
     with pytest.raises(UserError, match="latent 3 of layers.1 is explained twice .line 1 and line 2"):
         import_explanations(config, twice, mapping={"7-res-jb": "layers.1"})
     outside = write_gz_jsonl(tmp_path / "outside.jsonl.gz", [rows[0] | {"layer": "1-res-x", "index": "96"}])
     with pytest.raises(UserError, match="latent 96 is out of range: layers.1 has 96 latents"):
         import_explanations(config, outside)
+    assert not (config.run_dir / "imports" / "outside").exists(), "checked before anything is written"
     odd = tmp_path / "odd.jsonl"
     odd.write_text(json.dumps({"foo": 1}) + "\n")
     with pytest.raises(UserError, match="pass --explanations-format"):

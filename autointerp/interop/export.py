@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from autointerp.errors import UserError
+from autointerp.interop.folders import replacing
 from autointerp.interop.rundata import RunData
 
 EXPORT_DIR = "export"
@@ -56,27 +53,15 @@ def run_export(
         raise UserError(f"run directory {run_dir} does not exist: pass the out_dir of a run")
     run = RunData(run_dir)
     target = out or run_dir / EXPORT_DIR / fmt
-    with replaced_dir(target) as tmp:
+    _check_replaceable(target)
+    with replacing(target) as tmp:
         _exporters()[fmt](run, tmp, options or ExportOptions())
         (tmp / MARKER).write_text(json.dumps({"format": fmt, "run": str(run_dir.resolve())}) + "\n")
     return target
 
 
-@contextmanager
-def replaced_dir(target: Path) -> Iterator[Path]:
-    """A temporary folder beside `target`, renamed onto it when the block succeeds (an earlier export there
-    is replaced); on failure nothing under `target` changes."""
+def _check_replaceable(target: Path) -> None:
+    """An export replaces an empty folder or an earlier export, never anything else."""
     replaceable = target.is_dir() and (not any(target.iterdir()) or (target / MARKER).is_file())
     if target.exists() and not replaceable:
         raise UserError(f"--out: {target} exists and is not an earlier export: choose another folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        yield tmp
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

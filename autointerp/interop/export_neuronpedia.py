@@ -92,7 +92,6 @@ class _Rows:
                 "createdAt": self.created,
                 "maxActApprox": float(stats["max_activation"][latent]),
                 "frac_nonzero": float(stats["firing_count"][latent]) / tokens if tokens else 0.0,
-                "hookName": self.hookpoint,
             }
 
     def activations(self) -> Iterator[dict[str, Any]]:

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +29,7 @@ from typing import Any, Literal
 from autointerp.cache import CacheReader
 from autointerp.config import RunConfig, dump_config
 from autointerp.errors import UserError
+from autointerp.interop.folders import replacing
 from autointerp.interop.hookpoints import HookpointMapper
 from autointerp.rundir import (
     CACHE_DIR,
@@ -238,24 +239,17 @@ def _json_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
         with opener(path, "rt", encoding="utf-8") as f:
-            head = f.read(1)
-            while head.isspace():
-                head = f.read(1)
-            if head == "[":
-                for i, record in enumerate(json.loads(head + f.read()), start=1):
+            head = f.read(4096).lstrip()
+            f.seek(0)
+            if head.startswith("["):
+                for i, record in enumerate(json.load(f), start=1):
                     yield f"item {i}", _mapping(record, path, f"item {i}")
                 return
-            for number, line in enumerate(_lines(head, f), start=1):
+            for number, line in enumerate(f, start=1):
                 if line.strip():
                     yield f"line {number}", _mapping(json.loads(line), path, f"line {number}")
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         raise UserError(f"--explanations: {path} is not JSON Lines or a JSON array ({exc})") from None
-
-
-def _lines(head: str, f: Iterable[str]) -> Iterator[str]:
-    first = head + next(iter(f), "") if head else ""
-    yield first
-    yield from f
 
 
 def _csv_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -364,25 +358,43 @@ def _write_set(
     source: dict[str, Any],
     without_explanation: int,
 ) -> None:
-    set_dir = set_config.run_dir
-    readers = {hp: CacheReader(cache_dir(config.run_dir, hp)) for hp in config.sparse_coder.hookpoints}
-    _link_cache(config.run_dir, set_dir)
-    out = set_dir / EXPLANATIONS_DIR
+    """Every record is built (and checked) first; then the explanations folder is swapped in whole."""
+    texts = {}
     for hookpoint in config.sparse_coder.hookpoints:
         rows = by_hookpoint.get(hookpoint, {})
-        reader = readers[hookpoint]
+        reader = CacheReader(cache_dir(config.run_dir, hookpoint))
         stats = reader.stats() if rows else {}
         records = [_record(hookpoint, row, reader, stats, source) for _, row in sorted(rows.items())]
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        for stale in out.glob(f"{hookpoint}.shard-*-of-*.jsonl"):
-            stale.unlink()
-        write_text_atomic(out / f"{hookpoint}.jsonl", text)
+        texts[f"{hookpoint}.jsonl"] = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    set_dir = set_config.run_dir
+    _link_cache(config.run_dir, set_dir)
+    _replace_folder(set_dir / EXPLANATIONS_DIR, texts)
     counts = {hp: len(rows) for hp, rows in by_hookpoint.items()}
     write_json_atomic(
         set_dir / IMPORT_FILE,
         {"source": source, "imported": counts, "without_explanation": without_explanation},
     )
     write_text_atomic(set_dir / CONFIG_FILE, dump_config(set_config))
+
+
+def _replace_folder(folder: Path, files: dict[str, str]) -> None:
+    """Make `folder` hold exactly `files` (name -> text), swapped in whole. A folder that holds them already
+    (another array task imported the same file) is left as it is."""
+    if _holds(folder, files):
+        return
+    try:
+        with replacing(folder) as tmp:
+            for name, text in files.items():
+                (tmp / name).write_text(text, encoding="utf-8")
+    except UserError:
+        if not _holds(folder, files):
+            raise
+
+
+def _holds(folder: Path, files: dict[str, str]) -> bool:
+    if not folder.is_dir() or {p.name for p in folder.iterdir()} != set(files):
+        return False
+    return all((folder / name).read_text(encoding="utf-8") == text for name, text in files.items())
 
 
 def _link_cache(run_dir: Path, set_dir: Path) -> None:
