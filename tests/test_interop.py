@@ -468,6 +468,13 @@ def test_saebench_export_matches_saebenchs_schema(run, tmp_path):
     latent_3 = data["eval_result_unstructured"]["3"]
     assert latent_3["predictions"] == [1, 2, 3] and latent_3["correct seqs"] == [1, 2, 3, 4]
     assert latent_3["score"] == pytest.approx(fractions[3])
+    raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+    raw["sparse_coder"] |= {"path": "saelens:my-release/layer_0/width_96", "hookpoints": [HP]}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(raw))
+    (named,) = run_export(run_dir, "saebench", tmp_path / "sb").glob("*_eval_results.json")
+    assert named.name == "my-release_layer_0_width_96_eval_results.json"
+    data = json.loads(named.read_text())
+    assert (data["sae_lens_release_id"], data["sae_lens_id"]) == ("my-release", "layer_0/width_96")
 
 
 def test_saebench_export_refuses_another_protocol_and_keeps_the_old_export(run, tmp_path):

@@ -1,5 +1,6 @@
 """SAEBench's autointerp result file (`sae_bench/evals/autointerp/eval_output.py`, v0.6.0), one per hookpoint:
-`<out>/<release>_<sae_id>_eval_results.json` with release `autointerp-<run name>` and the hookpoint as sae id.
+`<out>/<release>_<sae_id>_eval_results.json`, with SAE Lens's release and id for a `saelens:<release>/<id>`
+coder, else release `autointerp-<run name>` and the hookpoint as id.
 
 Only a run made with SAEBench's protocol is exported: 10 top + 5 importance-weighted examples explained;
 2 top + 2 importance-weighted + 10 random sequences of 21 tokens (buffer 10 around the peak) scored in one
@@ -85,9 +86,20 @@ def export_saebench(run: RunData, out: Path, options: ExportOptions) -> None:
         results = latent_results(run, hookpoint)
         if not results:
             continue
-        release = f"autointerp-{run.name}"
-        name = f"{release}_{hookpoint}_eval_results.json".replace("/", "_")
-        (out / name).write_text(json.dumps(eval_output(run, hookpoint, release, results), indent=2) + "\n")
+        release, sae_id = sae_lens_ids(run, hookpoint)
+        name = f"{release}_{sae_id}_eval_results.json".replace("/", "_")  # SAEBench's get_results_filepath
+        data = eval_output(run, hookpoint, (release, sae_id), results)
+        (out / name).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def sae_lens_ids(run: RunData, hookpoint: str) -> tuple[str, str]:
+    """(release, sae id): SAE Lens's when the coder was loaded as `saelens:<release>/<sae_id>` (one
+    hookpoint), else `autointerp-<run name>` and the hookpoint."""
+    path = str((run.raw.get("sparse_coder") or {}).get("path") or "")
+    if path.startswith("saelens:") and "/" in path and len(run.hookpoints) == 1:
+        release, _, sae_id = path.removeprefix("saelens:").partition("/")
+        return release, sae_id
+    return f"autointerp-{run.name}", hookpoint
 
 
 def latent_results(run: RunData, hookpoint: str) -> dict[str, dict[str, Any]]:
@@ -120,7 +132,7 @@ def _logs(examples: list[dict[str, Any]]) -> str:
 
 
 def eval_output(
-    run: RunData, hookpoint: str, release: str, results: dict[str, dict[str, Any]]
+    run: RunData, hookpoint: str, ids: tuple[str, str], results: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
     """The AutoInterpEvalOutput object as SAEBench writes it (`asdict` of its pydantic dataclass)."""
     scores = np.array([r["score"] for r in results.values()], dtype=float)
@@ -137,8 +149,8 @@ def eval_output(
         },
         "eval_result_details": [],
         "sae_bench_commit_hash": "not run by SAEBench: exported by autointerp",
-        "sae_lens_id": hookpoint,
-        "sae_lens_release_id": release,
+        "sae_lens_id": ids[1],
+        "sae_lens_release_id": ids[0],
         "sae_lens_version": None,
         "sae_cfg_dict": {
             "d_sae": run.cache(hookpoint).num_latents,
