@@ -281,6 +281,8 @@ def _import(cfg: RunConfig, path: Path, fmt: str | None, name: str | None, pairs
     console.print(f"imported {result.format} explanations into {result.config.run_dir}: {counts}")
     if result.without_explanation:
         console.print(f"[yellow]note:[/] {result.without_explanation:,} rows had no explanation")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     return result.config
 
 

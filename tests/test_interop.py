@@ -230,6 +230,18 @@ def test_every_format_is_detected_and_imports_the_same_explanations(run, tmp_pat
     }
     assert imported == own_explanations(config)
     assert result.config.latents.indices == tuple(sorted({latent for _, latent in imported}))
+    assert result.warnings == []
+
+
+def test_records_from_another_cache_are_imported_with_a_warning(run, tmp_path):
+    config = load_config(run)
+    path = _own_jsonl(config, tmp_path)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in records:
+        record["config_key"]["cache"] = "0123456789abcdef"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = import_explanations(config, tmp_path / "own.jsonl")
+    assert len(result.warnings) == 2 and "made on another cache (0123456789abcdef" in result.warnings[0]
 
 
 def test_import_errors_are_one_line_and_write_nothing(run, tmp_path):

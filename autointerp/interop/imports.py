@@ -78,6 +78,7 @@ class ImportResult:
     """Hookpoint -> explanations imported."""
     without_explanation: int
     """Rows with an empty explanation (or a failed one in this tool's records), left out."""
+    warnings: list[str] = field(default_factory=list)
 
 
 def import_explanations(
@@ -102,7 +103,7 @@ def import_explanations(
     set_config = _set_config(config, set_dir, by_hookpoint)
     _write_set(config, set_config, by_hookpoint, source, len(empty))
     counts = {hp: len(latents) for hp, latents in by_hookpoint.items()}
-    return ImportResult(set_config, fmt, counts, len(empty))
+    return ImportResult(set_config, fmt, counts, len(empty), _cache_warnings(config, by_hookpoint))
 
 
 def import_provenance(run_dir: Path) -> dict[str, Any] | None:
@@ -126,7 +127,7 @@ def detect_format(path: Path) -> str:
             return "neuronpedia"
         if _delphi_files(path):
             return "delphi"
-        if sorted(path.glob("*.jsonl")):
+        if _autointerp_files(path):
             return "autointerp"
         raise UserError(
             f"--explanations: cannot tell the format of folder {path} (no delphi *_latent<i>.txt files, no "
@@ -177,11 +178,19 @@ def content_sha256(path: Path) -> str:
 # --- readers -------------------------------------------------------------------------------------------
 
 
+def _autointerp_files(path: Path) -> list[Path]:
+    """A run's `explanations/*.jsonl`, given the run or that folder."""
+    inner = path / "explanations"
+    return sorted((inner if inner.is_dir() else path).glob("*.jsonl"))
+
+
 def _autointerp_rows(path: Path) -> Iterator[Row]:
-    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
-    for file in files:
+    for file in _autointerp_files(path) if path.is_dir() else [path]:
         for where, record in _json_records(file):
             fields = {"explainer": record.get("explainer")} if record.get("explainer") else {}
+            cache = (record.get("config_key") or {}).get("cache")
+            if cache:
+                fields["cache"] = cache
             yield Row(
                 _required(record, ("hookpoint",), file, where, optional=True),
                 _latent(_required(record, ("latent",), file, where), file, where),
@@ -335,6 +344,20 @@ def _assign(rows: list[Row], mapper: HookpointMapper, path: Path) -> dict[str, d
             )
         latents[row.latent] = row
     return result
+
+
+def _cache_warnings(config: RunConfig, by_hookpoint: dict[str, dict[int, Row]]) -> list[str]:
+    """This tool's records name the cache they were made on: another cache may mean other latents."""
+    warnings = []
+    for hookpoint, rows in by_hookpoint.items():
+        ours = CacheReader(cache_dir(config.run_dir, hookpoint)).manifest.get("config_hash")
+        theirs = {row.fields["cache"] for row in rows.values() if "cache" in row.fields} - {ours}
+        if theirs:
+            warnings.append(
+                f"explanations of {hookpoint} were made on another cache ({', '.join(sorted(theirs))}, this "
+                f"run's is {ours}): latent indices match only if the model and sparse coder are the same"
+            )
+    return warnings
 
 
 def _set_name(name: str | None, path: Path) -> str:
