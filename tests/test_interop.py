@@ -241,7 +241,8 @@ def test_records_from_another_cache_are_imported_with_a_warning(run, tmp_path):
         record["config_key"]["cache"] = "0123456789abcdef"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     result = import_explanations(config, tmp_path / "own.jsonl")
-    assert len(result.warnings) == 2 and "made on another cache (0123456789abcdef" in result.warnings[0]
+    assert len(result.warnings) == len(result.counts) >= 1
+    assert "made on another cache (0123456789abcdef" in result.warnings[0]
 
 
 def test_import_errors_are_one_line_and_write_nothing(run, tmp_path):
