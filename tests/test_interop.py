@@ -94,7 +94,7 @@ def own_explanations(config) -> dict[tuple[str, int], str]:
 
 
 def human_explanations(config) -> list[dict]:
-    """Hand-written explanations for the explained latents of both hookpoints, Neuronpedia-style rows."""
+    """Hand-written explanations for the latents the run explained, as Neuronpedia rows."""
     names = {"layers.0.mlp": "0-mlp-handmade", "layers.1": "1-res-jb"}
     return [
         {"modelId": "tiny", "layer": names[hp], "index": str(latent), "description": f"human text {latent}"}
@@ -121,7 +121,8 @@ def test_neuronpedia_explanations_scored_like_the_tools_own(run, tmp_path):
     scores them on the same test examples as the run's own explanations; the summary says disjointness is
     unchecked; the run's own explanations and scores are untouched."""
     config = load_config(run)
-    rows = human_explanations(config)
+    silent = {"modelId": "tiny", "layer": "1-res-jb", "index": "0", "description": "never fires"}
+    rows = [*human_explanations(config), silent]
     path = write_gz_jsonl(tmp_path / "np-rows.jsonl.gz", rows)
     own_files = {p: p.read_bytes() for p in config.run_dir.rglob("*.jsonl")}
     with StubServer(answers_by_hash) as stub:
@@ -139,6 +140,8 @@ def test_neuronpedia_explanations_scored_like_the_tools_own(run, tmp_path):
         assert record["source"]["format"] == "neuronpedia" and record["source"]["sha256"] == sha
         assert record["source"]["name"] == "0-mlp-handmade"
         assert record["source"]["fields"]["typeName"] == "human"
+    (never,) = read_records(set_dir / "scores" / "detection", "layers.1").values()
+    assert never["explanation"] == "never fires" and never["skipped"].startswith("too few activations")
     imported = read_records(set_dir / "scores" / "detection", HP)
     theirs = read_records(config.run_dir / "scores" / "detection", HP)
     assert set(imported) == set(expected)
