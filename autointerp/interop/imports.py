@@ -184,16 +184,22 @@ def _autointerp_files(path: Path) -> list[Path]:
     return sorted((inner if inner.is_dir() else path).glob("*.jsonl"))
 
 
+def _in_folder(path: Path, file: Path, where: str) -> str:
+    """`where` with the file's name when `path` is a folder of several files."""
+    return f"{file.relative_to(path)} {where}" if path.is_dir() else where
+
+
 def _autointerp_rows(path: Path) -> Iterator[Row]:
     for file in _autointerp_files(path) if path.is_dir() else [path]:
-        for where, record in _json_records(file):
+        for line, record in _json_records(file):
+            where = _in_folder(path, file, line)
             fields = {"explainer": record.get("explainer")} if record.get("explainer") else {}
             cache = (record.get("config_key") or {}).get("cache")
             if cache:
                 fields["cache"] = cache
             yield Row(
-                _required(record, ("hookpoint",), file, where, optional=True),
-                _latent(_required(record, ("latent",), file, where), file, where),
+                _required(record, ("hookpoint",), path, where, optional=True),
+                _latent(_required(record, ("latent",), path, where), path, where),
                 record.get("explanation") or "",
                 where,
                 fields,
@@ -216,16 +222,17 @@ def _delphi_rows(path: Path) -> Iterator[Row]:
 def _neuronpedia_rows(path: Path) -> Iterator[Row]:
     files = _batch_files(path) if path.is_dir() else [path]
     for file in files:
-        for where, record in _json_records(file):
+        for line, record in _json_records(file):
+            where = _in_folder(path, file, line)
             fields = {
                 key: record[key]
                 for key in ("modelId", "typeName", "explanationModelName", "authorId", "id")
                 if record.get(key) is not None
             }
             yield Row(
-                str(_required(record, ("layer",), file, where)),
-                _latent(_required(record, ("index",), file, where), file, where),
-                record.get("description") or "",
+                str(_required(record, ("layer",), path, where)),
+                _latent(_required(record, ("index",), path, where), path, where),
+                str(record.get("description") or ""),
                 where,
                 fields,
             )
