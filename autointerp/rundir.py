@@ -41,6 +41,12 @@ COMPARE_DIR = "compare"
 COMPARE_HEATMAP = "similarity_matrix.png"
 COMPARE_DISTRIBUTIONS = "explanation_similarity.png"
 TRAINING_FILE = "training.json"
+IMPORTS_DIR = "imports"
+"""`imports/<name>/`: a run directory of imported explanations, sharing this run's cache."""
+IMPORT_FILE = "import.json"
+"""Beside imported explanations: where they came from."""
+EXPORT_DIR = "export"
+"""`export/<format>/`: the run in another tool's format (`autointerp export`)."""
 """Beside a trained coder: the settings it was trained with and its FVU."""
 
 

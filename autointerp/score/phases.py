@@ -98,6 +98,7 @@ def skip_reason(target: Target, examples: LatentExamples, plan: Plan) -> tuple[s
     if (
         record
         and not target.control
+        and not record.get("source")  # imported: the explainer's examples are unknown
         and record["shown"] != windows_digest([(e.sequence, e.start) for e in examples.explain])
     ):
         return None, (

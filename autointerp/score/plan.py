@@ -23,7 +23,8 @@ from autointerp.score.registry import get_scorer
 
 CONTROL = "random_explanation"
 """The control that scores each latent with another latent's explanation."""
-_EXPLANATION_FIELDS = ("explanation", "error", "skipped")
+_EXPLANATION_FIELDS = ("explanation", "error", "skipped", "source")
+"""`source` marks an imported explanation (autointerp/interop/imports.py): no explain config, no examples."""
 _SCORE_FIELDS = ("explanation",)
 
 
@@ -62,7 +63,7 @@ class Plan:
         records = _light_explanations(directory, hp)
         key = Explainer.record_key(self.config, self.readers[hp])
         expected = config_hash(key)
-        if any(r["config_hash"] != expected for r in records.values()):
+        if any(r["config_hash"] != expected and not r.get("source") for r in records.values()):
             stale = stale_record(directory, hp, expected) or {}
             fix = "run `autointerp explain --force` first, or restore the config"
             refuse_stale(stale.get("config_key"), key, f"explanations of {hp}", fix)

@@ -11,6 +11,7 @@ import numpy as np
 from autointerp.cache import CacheReader
 from autointerp.config import RunConfig
 from autointerp.examples import select_latents
+from autointerp.interop.imports import import_provenance
 from autointerp.records import read_records
 from autointerp.rundir import SUMMARY_JSON, SUMMARY_MD, cache_dir, write_json_atomic, write_text_atomic
 from autointerp.score.metrics import aggregate
@@ -19,7 +20,9 @@ from autointerp.score.registry import get_scorer
 
 def write_summary(config: RunConfig, scores_dir: Path) -> dict[str, Any]:
     """Summarise every scorer directory under `scores_dir` for the config's hookpoints; write both files."""
-    summary = {"scorers": summarize(config, scores_dir)}
+    summary: dict[str, Any] = {"scorers": summarize(config, scores_dir)}
+    if provenance := import_provenance(config.run_dir):
+        summary["explanations"] = provenance
     write_json_atomic(config.run_dir / SUMMARY_JSON, summary)
     write_text_atomic(config.run_dir / SUMMARY_MD, summary_markdown(summary))
     return summary
@@ -146,6 +149,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "gets. Skipped latents (too few activations, not explained) and failed latents (no usable answer) "
         "are counted, never scored; `pending` latents have no record yet."
     )
+    if "explanations" in summary:
+        note += "\n\n" + summary["explanations"]["note"]
     return "# Scores\n\n" + "\n".join(lines) + "\n\n" + note + "\n"
 
 

@@ -1,0 +1,96 @@
+"""A finished run directory as exporters read it: config, explanations, scores, cache statistics, tokens."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autointerp.cache import CacheReader
+from autointerp.config import RunConfig, load_config
+from autointerp.errors import UserError
+from autointerp.records import read_records
+from autointerp.rundir import CONFIG_FILE, EXPLANATIONS_DIR, IMPORT_FILE, SCORES_DIR, cache_dir, read_json
+from autointerp.score.registry import get_scorer
+from autointerp.texts import TokenTexts, load_tokenizer
+
+
+class RunData:
+    """Reads one run directory; everything is read on first use and kept."""
+
+    def __init__(self, run_dir: Path):
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise UserError(f"{run_dir} has no {CONFIG_FILE}: pass a run directory made by `autointerp`")
+        self.run_dir = run_dir
+        try:
+            self.raw: dict[str, Any] = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
+        except yaml.YAMLError:
+            raise UserError(f"{run_dir / CONFIG_FILE} is not valid YAML") from None
+
+    @functools.cached_property
+    def config(self) -> RunConfig:
+        return load_config(self.run_dir / CONFIG_FILE)
+
+    @property
+    def name(self) -> str:
+        return str(self.raw.get("name") or self.run_dir.name)
+
+    @property
+    def model(self) -> str:
+        return str((self.raw.get("model") or {}).get("path") or "")
+
+    @property
+    def hookpoints(self) -> list[str]:
+        return list((self.raw.get("sparse_coder") or {}).get("hookpoints") or [])
+
+    @functools.cached_property
+    def imported(self) -> dict[str, Any] | None:
+        """The import record (`import.json`) of an imported explanation set, else None."""
+        path = self.run_dir / IMPORT_FILE
+        return read_json(path) if path.is_file() else None
+
+    @functools.cache  # noqa: B019 - one RunData per export, kept for its whole life
+    def explanations(self, hookpoint: str) -> dict[int, dict[str, Any]]:
+        return read_records(self.run_dir / EXPLANATIONS_DIR, hookpoint)
+
+    @functools.cached_property
+    def scorers(self) -> list[str]:
+        """Score folders (`detection`, `fuzzing.random_explanation`, ...) holding records, sorted."""
+        root = self.run_dir / SCORES_DIR
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.jsonl")))
+
+    @functools.cache  # noqa: B019
+    def scores(self, scorer: str, hookpoint: str) -> dict[int, dict[str, Any]]:
+        return read_records(self.run_dir / SCORES_DIR / scorer, hookpoint)
+
+    @functools.cache  # noqa: B019
+    def cache(self, hookpoint: str) -> CacheReader:
+        return CacheReader(cache_dir(self.run_dir, hookpoint))
+
+    @functools.cache  # noqa: B019
+    def stats(self, hookpoint: str) -> dict[str, Any]:
+        return self.cache(hookpoint).stats()
+
+    def num_tokens(self, hookpoint: str) -> int:
+        reader = self.cache(hookpoint)
+        return reader.num_sequences * reader.ctx_len
+
+    @functools.cached_property
+    def texts(self) -> TokenTexts:
+        return TokenTexts(load_tokenizer(self.model))
+
+    def latents(self, hookpoint: str) -> list[int]:
+        """Every latent with an explanation or a score record, sorted."""
+        found = set(self.explanations(hookpoint))
+        for scorer in self.scorers:
+            found |= set(self.scores(scorer, hookpoint))
+        return sorted(found)
+
+
+def headline(scorer_dir: str) -> str:
+    """The headline metric of a score folder (`fuzzing.random_explanation` -> fuzzing's)."""
+    return get_scorer(scorer_dir.split(".")[0]).headline
