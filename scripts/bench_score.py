@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -29,15 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-from bench_explain import free_port, machine, start_server, stop_group  # noqa: E402
+import benchlib
 
 VARIANTS = (("vllm", 1), ("vllm", 5), ("openai", 1), ("openai", 5))
 BOOTSTRAP = 1000
@@ -55,27 +46,29 @@ def overrides(
         f"scorer.backend={backend}",
         f"scorer.examples_per_prompt={protocol}",
     ]
-    return out + ([f"scorer.base_url={base_url}", "explainer.max_retries=0"] if backend == "openai" else [])
+    return out + ([f"scorer.base_url={base_url}", "scorer.max_retries=0"] if backend == "openai" else [])
 
 
 def child(args: argparse.Namespace) -> None:
     """One variant in this process: run_score with a timed client start; write the figures as JSON."""
-    import autointerp.score.stage as stage
-    from autointerp.config import load_config
+    import autointerp.score.phases as phases
+    from autointerp.config import LLMSettings, load_config
+    from autointerp.llm import LLMClient
+    from autointerp.score.stage import run_score
 
     spec = json.loads(Path(args.spec).read_text())
     config = load_config(spec["config"], spec["overrides"])
     timing: dict[str, float] = {}
-    make_client = stage.make_client
+    make_client = phases.make_client
 
-    def timed(cfg: Any) -> Any:
+    def timed(settings: LLMSettings) -> LLMClient:
         started = time.perf_counter()
-        client = make_client(cfg)
+        client = make_client(settings)
         timing["start"] = time.perf_counter() - started
         return client
 
-    stage.make_client = timed
-    report = stage.run_score(config)
+    phases.make_client = timed  # the scorer LLM phase looks make_client up in its own module
+    report = run_score(config)
     Path(args.result).write_text(json.dumps(figures(config, report, timing.get("start", 0.0))))
 
 
@@ -144,7 +137,7 @@ def prepare(args: argparse.Namespace) -> Path:
             "--set",
             f"latents.sample={args.latents}",
         ]
-        subprocess.run(command, check=True, cwd=REPO)
+        subprocess.run(command, check=True, cwd=benchlib.REPO)
     from autointerp.config import load_config
 
     return load_config(args.config).run_dir.resolve()
@@ -165,28 +158,16 @@ def run_variant(args, source: Path, work: Path, backend: str, protocol: int, bas
     spec = {"config": str(args.config), "overrides": overrides(args, run_dir, backend, protocol, base_url)}
     (run_dir / "spec.json").write_text(json.dumps(spec))
     result = run_dir / "result.json"
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        "--spec",
-        str(run_dir / "spec.json"),
-        "--result",
-        str(result),
-    ]
+    arguments = [__file__, "--child", "--spec", str(run_dir / "spec.json"), "--result", str(result)]
     print(f"running {name} ...", flush=True)
-    with open(run_dir / "log.txt", "w") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
-    if code != 0 or not result.is_file():
-        print(f"  {name} failed (exit {code}); see {run_dir / 'log.txt'}")
-        return None
-    return {"backend": backend, "protocol": protocol, **json.loads(result.read_text())}
+    measured = benchlib.run_child(arguments, result, run_dir / "log.txt", name)
+    return None if measured is None else {"backend": backend, "protocol": protocol, **measured}
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = ["backend", "per prompt", "scorer", "latents", "start s", "s/latent", "prompt tok/latent"]
     header += ["cached", "out tok/latent", "parse failures", "CI width bal.acc", "CI width AUROC", "bal.acc"]
-    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    table = []
     for row in rows:
         for scorer in ("detection", "fuzzing"):
             s = row[scorer]
@@ -197,26 +178,24 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                 f"{s['cached_tokens'] / max(s['prompt_tokens'], 1):.0%}",
                 f"{s['completion_tokens'] / n:.1f}",
             ]
-            cells += [s["parse_failures"], _fmt(s["ci_width_balanced_accuracy"]), _fmt(s["ci_width_auroc"])]
-            cells += [_fmt(s["mean_balanced_accuracy"])]
-            print("| " + " | ".join(str(c) for c in cells) + " |")
+            cells += [s["parse_failures"]]
+            cells += [benchlib.fmt(s[key], ".3f") for key in ("ci_width_balanced_accuracy", "ci_width_auroc")]
+            cells += [benchlib.fmt(s["mean_balanced_accuracy"], ".3f")]
+            table.append(cells)
+    benchlib.print_markdown(header, table)
     print(
         "\ns/latent: scoring wall time (both scorers share the engine) / latents / 2, engine start excluded."
     )
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=REPO / "configs" / "demo.yaml")
+    parser.add_argument("--config", type=Path, default=benchlib.REPO / "configs" / "demo.yaml")
     parser.add_argument(
         "--latents", type=int, default=10, help="latents sampled (the demo's sample is reused)"
     )
     parser.add_argument("--n-test", type=int, default=20, help="activating and non-activating examples each")
-    parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench-score")
+    parser.add_argument("--work", type=Path, default=benchlib.REPO / "runs" / "bench-score")
     parser.add_argument("--variants", nargs="+", default=[f"{b}-{p}" for b, p in VARIANTS])
     parser.add_argument("--kv-cache-gib", type=int, default=2)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -226,7 +205,9 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    print(f"machine: {machine()}")
+    benchlib.exit_on_termination()
+    machine = benchlib.machine(benchlib.vllm())
+    print(f"machine: {machine}")
     source = prepare(args)
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -240,10 +221,11 @@ def main() -> None:
             from autointerp.config import load_config
             from autointerp.modelpath import resolve_model_path
 
-            model = load_config(args.config).explainer.model
-            port = free_port()
-            server, seconds = start_server(
-                resolve_model_path(model, "explainer.model"),
+            model = load_config(args.config).scorer_llm.model
+            port = benchlib.free_port()
+            server, seconds = benchlib.start_server(
+                resolve_model_path(model, "scorer.model"),
+                model,
                 port,
                 args.kv_cache_gib,
                 args.work / "server.log",
@@ -256,9 +238,9 @@ def main() -> None:
             ]
         finally:
             if server is not None:
-                stop_group(server)
+                benchlib.stop_group(server)
     print_table(rows)
-    (args.work / "results.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+    (args.work / "results.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
