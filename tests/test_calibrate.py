@@ -134,9 +134,11 @@ def test_an_oracle_scorer_reaches_one_and_separates(oracle_run):
     )
     assert "separates true from shuffled" in (directory / "calibration.md").read_text()
     assert "<table" in (directory / "calibration.html").read_text()
+    assert not any(line.startswith("warning") for line in report.result["headline"])
     assert (directory / "truth" / "report" / "index.html").is_file()
 
 
+@pytest.mark.slow
 def test_a_scorer_answering_at_random_sits_at_chance_and_cannot_separate(config_path, tmp_path):
     report, _ = calibrate(config_path, coin, tmp_path / "run")
     for scorer in ("detection", "fuzzing"):
@@ -149,6 +151,7 @@ def test_a_scorer_answering_at_random_sits_at_chance_and_cannot_separate(config_
     assert "CANNOT separate true from shuffled explanations" in text
 
 
+@pytest.mark.slow
 def test_a_finished_calibration_reruns_without_llm_calls(config_path, tiny_model_dir, oracle_run):
     out_dir, report = oracle_run
     again, calls = calibrate(config_path, Oracle(tiny_model_dir), out_dir)

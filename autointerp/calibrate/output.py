@@ -43,9 +43,22 @@ def scorer_rows(result: dict[str, Any]) -> list[dict[str, str]]:
         for name, label in CONDITION_LABELS.items():
             row[label] = _mean_ci(r["conditions"][name])
         row["true - shuffled"] = _difference(r["separation"])
-        row["significant"] = "yes" if (r["separation"] or {}).get("significant") else "no"
+        separation = r["separation"] or {}
+        row["significant"] = (
+            "-" if separation.get("mean") is None else "yes" if separation["significant"] else "no"
+        )
         row["verdict"] = r["verdict"]
         rows.append(row)
+    return rows
+
+
+def auroc_rows(result: dict[str, Any]) -> list[dict[str, str]]:
+    """AUROC per condition for the scorers whose headline is another metric (detection, fuzzing)."""
+    rows = []
+    for scorer, r in result["scorers"].items():
+        if "auroc" in r:
+            cells = {label: _mean_ci(r["auroc"][name]) for name, label in CONDITION_LABELS.items()}
+            rows.append({"scorer": scorer, "metric": "auroc", "chance": "0.500", **cells})
     return rows
 
 
@@ -84,6 +97,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = ["# Calibration: can the scorers tell a true explanation from a wrong one?", ""]
     lines += [f"- {line}" for line in result["headline"]]
     lines += ["", "## Scorers", "", _md_table(scorer_rows(result)), "", NOTE, ""]
+    if auroc_rows(result):
+        lines += ["AUROC of the scorer's P(yes), where it has one:", "", _md_table(auroc_rows(result)), ""]
     lines += ["## Explainer", "", _similarity_text(result["explainer_similarity"]), ""]
     lines += ["## Planted latents", "", _md_table(probe_rows(result)), ""]
     lines += [_planted_text(result), ""]
@@ -94,6 +109,8 @@ def html_page(result: dict[str, Any]) -> str:
     parts = ["<h1>Calibration: can the scorers tell a true explanation from a wrong one?</h1>"]
     parts.append("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in result["headline"]) + "</ul>")
     parts += ["<h2>Scorers</h2>", _html_table(scorer_rows(result)), f'<p class="muted">{esc(NOTE)}</p>']
+    if auroc_rows(result):
+        parts += ["<p>AUROC of the scorer's P(yes), where it has one:</p>", _html_table(auroc_rows(result))]
     parts += ["<h2>Explainer</h2>", f"<p>{esc(_similarity_text(result['explainer_similarity']))}</p>"]
     pairs = result["explainer_similarity"].get("pairs") or []
     if pairs:
@@ -120,7 +137,7 @@ def _html_table(rows: list[dict[str, str]]) -> str:
         return "<p>none</p>"
     cells = []
     for row in rows:
-        verdict_class = ' class="problem"' if row.get("significant") == "no" else ""
+        verdict_class = ' class="problem"' if "NOT" in row.get("verdict", "") else ""
         tds = "".join(
             f"<td{verdict_class if key == 'verdict' else ''}>{esc(value)}</td>" for key, value in row.items()
         )

@@ -137,7 +137,7 @@ def fit_planted(config: RunConfig, settings: PlantSettings) -> tuple[PlantedWeig
         "hookpoint": settings.hookpoint,
         "fit_sequences": n_fit,
         "fit_tokens": len(labels),
-        "fit_tokens_sha256": _digest(fit),
+        "fit_tokens_sha256": tokens_digest(fit),
         "latents": latents,
         "dropped": dropped,
     }
@@ -158,7 +158,8 @@ def _corpus_tokens(config: RunConfig, tokenizer) -> torch.Tensor:
     return torch.from_numpy(np.stack(rows))
 
 
-def _digest(tokens: torch.Tensor) -> str:
+def tokens_digest(tokens: torch.Tensor) -> str:
+    """A short hash of int32 token rows (to check the cache holds the sequences the probes were fitted on)."""
     return hashlib.sha256(np.ascontiguousarray(tokens.numpy(), dtype=np.int32).tobytes()).hexdigest()[:16]
 
 

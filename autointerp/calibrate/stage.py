@@ -20,7 +20,7 @@ from typing import Any
 from autointerp.cache import CacheReader, run_cache
 from autointerp.calibrate.analysis import explainer_similarity, heldout_quality, scorer_results
 from autointerp.calibrate.output import write_outputs
-from autointerp.calibrate.plant import PlantSettings, ensure_planted_coder
+from autointerp.calibrate.plant import PlantSettings, ensure_planted_coder, tokens_digest
 from autointerp.calibrate.runs import (
     CODER_DIR,
     EXPLAINER_RUN,
@@ -114,4 +114,9 @@ def _result(
         "explainer_similarity": similarity,
     }
     result["headline"] = [f"{scorer}: {r['verdict']}" for scorer, r in scorers.items()]
+    if tokens_digest(reader.tokens(0, planted["fit_sequences"])) != planted["fit_tokens_sha256"]:
+        result["headline"].append(
+            "warning: the cache's first sequences differ from those the probes were fitted on, so the "
+            "held-out precision and recall may include fitting text (rerun with --force)"
+        )
     return result
