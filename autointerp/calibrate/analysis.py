@@ -12,14 +12,14 @@ import numpy as np
 from autointerp.cache import CacheReader
 from autointerp.calibrate.classes import BUILTIN_CLASSES, token_labels
 from autointerp.calibrate.plant import precision_recall
-from autointerp.calibrate.runs import EXPLANATION_FREE
+from autointerp.calibrate.runs import EXPLAINER_RUN, EXPLANATION_FREE, TRUTH_RUN
 from autointerp.calibrate.stats import ALPHA, mean_ci, paired_difference, unpaired_difference
 from autointerp.records import read_records
+from autointerp.score import SCORES_DIR
 
 CONTROL_SUFFIX = ".random_explanation"
 """The score stage's folder of the random-explanation control: `scores/<scorer>.random_explanation/`."""
 SECOND_METRIC = "auroc"
-CONDITIONS = ("true", "shuffled", "explainer", "explainer_noise")
 
 
 def heldout_quality(reader: CacheReader, planted: dict[str, Any], piece: Callable[[int], str]) -> list[dict]:
@@ -59,10 +59,10 @@ def scorer_results(
     results = {}
     for scorer in scorers:
         records = {
-            "true": _records(runs["truth"], scorer, hookpoint, probes),
-            "shuffled": _records(runs["truth"], scorer + CONTROL_SUFFIX, hookpoint, probes),
-            "explainer": _records(runs["explainer"], scorer, hookpoint, probes),
-            "explainer_noise": _records(runs["explainer"], scorer, hookpoint, noise),
+            "true": _records(runs[TRUTH_RUN], scorer, hookpoint, probes),
+            "shuffled": _records(runs[TRUTH_RUN], scorer + CONTROL_SUFFIX, hookpoint, probes),
+            "explainer": _records(runs[EXPLAINER_RUN], scorer, hookpoint, probes),
+            "explainer_noise": _records(runs[EXPLAINER_RUN], scorer, hookpoint, noise),
         }
         summary = _summary_of(summaries, scorer, hookpoint)
         headline = summary.get("headline") or "score"
@@ -160,7 +160,7 @@ def explainer_similarity(
 
 
 def _records(run_dir: Path, name: str, hookpoint: str, latents: list[int]) -> dict[int, dict[str, Any]]:
-    records = read_records(run_dir / "scores" / name, hookpoint)
+    records = read_records(run_dir / SCORES_DIR / name, hookpoint)
     return {latent: records[latent] for latent in latents if latent in records}
 
 

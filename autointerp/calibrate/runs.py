@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.config import RunConfig, config_from_dict
-from autointerp.records import read_records
-from autointerp.rundir import CACHE_DIR, write_text_atomic
+from autointerp.records import read_records, records_file
+from autointerp.rundir import CACHE_DIR, WHOLE, write_text_atomic
 
 EXPLAINER_RUN = "explainer"
 TRUTH_RUN = "truth"
@@ -65,5 +65,5 @@ def write_truth_records(
             written += 1
         record["explainer"] = {**(record.get("explainer") or {}), "model": TRUTH_MODEL}
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    write_text_atomic(truth.run_dir / EXPLANATIONS_DIR / f"{hookpoint}.jsonl", "".join(lines))
+    write_text_atomic(records_file(truth.run_dir / EXPLANATIONS_DIR, hookpoint, WHOLE), "".join(lines))
     return written
