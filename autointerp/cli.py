@@ -384,6 +384,89 @@ def run(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: F
 
 
 @app.command()
+def calibrate(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    hookpoint: Annotated[
+        str | None, typer.Option(help="Hookpoint to plant latents at; default the first configured one.")
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated built-in token classes to plant (default all), e.g. digits,comma."
+        ),
+    ] = None,
+    noise: Annotated[int, typer.Option(help="Random-direction noise latents planted beside the probes.")] = 4,
+    fit_fraction: Annotated[
+        float,
+        typer.Option(help="Fraction of the cached sequences the probes are fitted on (the rest check them)."),
+    ] = 0.25,
+) -> None:
+    """Check the configured scorers and explainer on planted latents whose true explanation is known."""
+    from autointerp.calibrate import PlantSettings, classes_named, run_calibrate, scorer_rows
+
+    def action() -> None:
+        cfg = load_config(config, set_ or [])
+        names = [name.strip() for name in classes.split(",") if name.strip()] if classes else None
+        settings = PlantSettings(
+            hookpoint or cfg.sparse_coder.hookpoints[0], classes_named(names), noise, fit_fraction
+        )
+        with _Steps() as steps:
+            report = run_calibrate(cfg, settings, force=force, step=steps)
+        columns = (
+            "scorer",
+            "metric",
+            "chance",
+            "true explanations",
+            "shuffled true explanations",
+            "explainer's explanations",
+            "true - shuffled",
+            "significant",
+        )
+        table = Table(title=f"calibrate: {report.directory / 'calibration.md'}")
+        for column in columns:
+            table.add_column(column)
+        for row in scorer_rows(report.result):
+            table.add_row(*(row[column] for column in columns))
+        Console().print(table)
+        for line in report.result["headline"]:
+            style = "yellow" if "CANNOT" in line or "NOT" in line else "green"
+            console.print(f"[{style}]{escape(line)}[/]")
+        console.print(f"report: {escape(str(report.directory / 'calibration.html'))}")
+
+    _guard(action)
+
+
+class _Steps:
+    """One progress bar per calibration step, each closed when the next one starts."""
+
+    UNITS = {"cache": "tokens", "explain": "latents"}
+
+    def __init__(self) -> None:
+        self.current: _StageProgress | None = None
+
+    def __call__(self, name: str) -> Callable[..., None] | None:
+        self.close()
+        if name == "plant":
+            console.print("calibrate: fitting the planted probes (or reusing them)")
+            return None
+        self.current = _StageProgress(name, self.UNITS.get(name, "records"), show_tokens=name == "explain")
+        return self.current.advance
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.__exit__()
+            self.current = None
+
+    def __enter__(self) -> _Steps:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
     """Render the static HTML report of a run: latent table, summary, plots, one page per latent."""
     from autointerp.report import write_report

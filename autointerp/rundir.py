@@ -46,6 +46,8 @@ IMPORTS_DIR = "imports"
 IMPORT_FILE = "import.json"
 """Beside imported explanations: where they came from."""
 EXPORT_DIR = "export"
+CALIBRATION_DIR = "calibration"
+"""`calibration/`: the planted coder, its two runs and `calibration.json` / `.md` / `.html`."""
 """`export/<format>/`: the run in another tool's format (`autointerp export`)."""
 """Beside a trained coder: the settings it was trained with and its FVU."""
 
