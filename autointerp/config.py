@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from autointerp.errors import ConfigError
+from autointerp.presets import PRESETS, merge_under, preset_defaults
 
 CoderFormat = Literal["auto", "sparsify", "saelens", "gemmascope", "llamascope", "neurons", "topk-neurons"]
 FORMATS_WITHOUT_PATH = ("neurons", "topk-neurons")
@@ -290,8 +291,9 @@ def _check_llm_keys(section: str, values: Any) -> None:
 
 @dataclass(frozen=True)
 class ExplainerConfig:
-    kind: Literal["default", "contrastive"] = "default"
-    """`contrastive` also shows non-activating examples to the explainer."""
+    kind: Literal["default", "contrastive", "saebench"] = "default"
+    """`contrastive` also shows non-activating examples to the explainer; `saebench` is SAEBench's explainer
+    prompt and answer format ("This neuron activates on ...")."""
     backend: LLMBackend = "vllm"
     """vLLM in-process engine, any OpenAI-compatible server (`base_url`), local transformers, or `auto`
     (vllm when installed, else transformers)."""
@@ -358,7 +360,7 @@ class ExplainerConfig:
 
 
 ScorerName = Literal[
-    "detection", "fuzzing", "simulation", "embedding", "surprisal", "intervention", "intruder"
+    "detection", "fuzzing", "simulation", "embedding", "surprisal", "intervention", "intruder", "saebench"
 ]
 """The scorers `scorers:` accepts; equal to the names in `autointerp.score.registry.SCORERS` (tested)."""
 
@@ -496,6 +498,9 @@ class RunConfig:
     """The sparse coders (or neuron baselines) to explain, one per hookpoint."""
     name: str = "run"
     """Run name; the default output folder is `runs/<name>`."""
+    preset: str | None = None
+    """A published protocol whose values are the defaults of every key this config leaves unset: `paper`
+    (Paulo et al. / delphi) or `saebench` (SAEBench's autointerp); docs/presets.md lists them."""
     out_dir: str | None = None
     """Run directory; default `runs/<name>`."""
     seed: int = 0
@@ -623,7 +628,12 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Validate a plain mapping into a RunConfig."""
+    """Validate a plain mapping into a RunConfig; a `preset` fills in every key the mapping leaves unset."""
+    preset = data.get("preset")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError("preset", f"unknown preset {preset!r}; one of {', '.join(PRESETS)} (or null)")
+        data = merge_under(preset_defaults(preset), data)
     return _build(RunConfig, data, "")
 
 

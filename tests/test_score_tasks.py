@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -350,8 +351,79 @@ def test_a_scorer_that_ignores_its_input_scores_chance(name):
         task = scorer.task(TaskInputs(config, target, examples, Texts()))
         outcome = task.finish([random_response(request, rng) for request in task.requests])
         headlines.append(outcome.metrics[scorer.headline])
-    chance = scorer.chance(scorer.headline, 0.5, config)
+    positive = np.mean([e.label for e in latent_task_items(name, config)])
+    chance = scorer.chance(scorer.headline, positive, config)
     values = np.array([h for h in headlines if h is not None])
     assert len(values) > 150
     standard_error = values.std(ddof=1) / np.sqrt(len(values))
-    assert abs(values.mean() - chance) < 4 * standard_error + 0.005
+    if name == "saebench":  # its chance is the best answer that ignores the input ("None"); others do worse
+        assert values.mean() < chance + 4 * standard_error
+    else:
+        assert abs(values.mean() - chance) < 4 * standard_error + 0.005
+
+
+def latent_task_items(name: str, config) -> list:
+    """The labelled items one latent's task scores (for its positive fraction)."""
+    task = SCORERS[name].task(
+        TaskInputs(config, Target(name, None, "h", 0, "e", 0), latent_examples(), Texts())
+    )
+    return getattr(task, "items", None) or [item for trial in task.trials for item in trial.items]
+
+
+def test_saebench_scoring_lists_indices_and_scores_the_fraction_right():
+    from autointerp.score.saebench import SAEBenchTask
+
+    task = SAEBenchTask("rain words", items([1, 1, 0, 0, 0, 0]), Texts(), np.random.default_rng(3))
+    (request,) = task.requests
+    assert "this neuron fires on rain words." in request.messages[1].content
+    positives = [i for i, item in enumerate(task.items, start=1) if item.label == 1]
+    right = task.finish([LLMResponse(", ".join(map(str, positives)))])
+    assert right.metrics["score"] == 1.0 and right.error is None
+    none = SAEBenchTask("x", items([1, 1, 0, 0, 0, 0]), Texts(), np.random.default_rng(3)).finish(
+        [LLMResponse("None")]
+    )
+    assert none.metrics["score"] == pytest.approx(4 / 6), "answering None classifies the negatives right"
+    assert SCORERS["saebench"].chance("score", 2 / 6, None) == pytest.approx(4 / 6)
+    unreadable = SAEBenchTask("x", items([1, 0]), Texts(), np.random.default_rng(3)).finish(
+        [LLMResponse("maybe the first")]
+    )
+    assert unreadable.error and unreadable.metrics["score"] is None
+
+
+def test_saebench_prompts_are_saebenchs_own():
+    """The explainer and scorer prompts, rendered for the same inputs, equal those in SAEBench's source."""
+    import ast
+    import importlib.util
+    from types import SimpleNamespace
+
+    from autointerp import saebench_protocol as protocol
+
+    spec = importlib.util.find_spec("sae_bench")
+    if spec is None or spec.submodule_search_locations is None:
+        pytest.skip("sae-bench is not installed")
+    source = Path(spec.submodule_search_locations[0], "evals", "autointerp", "main.py").read_text()
+    functions = {f.name: f for f in ast.walk(ast.parse(source)) if isinstance(f, ast.FunctionDef)}
+
+    def prompt(function: str, name: str, env: dict) -> str:
+        parts = [
+            node.value
+            for node in ast.walk(functions[function])
+            if isinstance(node, (ast.Assign, ast.AugAssign))
+            and getattr(node.targets[0] if isinstance(node, ast.Assign) else node.target, "id", "") == name
+        ]
+        # the generation prompt adds its demos in an `if use_demos_in_explanation` branch (the default)
+        return "".join(eval(compile(ast.Expression(p), "<saebench>", "eval"), env) for p in parts[:2])
+
+    documents = ["a <<b>> c", "d <<e>>"]
+    env = {"self": SimpleNamespace(cfg=SimpleNamespace(n_ex_for_scoring=2)), "example_response_str": "1"}
+    generation = protocol.generation_messages(documents)
+    assert generation[0].content == prompt("get_generation_prompts", "SYSTEM_PROMPT", env)
+    assert generation[1].content == prompt(
+        "get_generation_prompts", "USER_PROMPT", env | {"examples_as_str": "1. a <<b>> c\n2. d <<e>>"}
+    )
+    scoring = protocol.scoring_messages("x", ["a", "b"], 1, seed=0)
+    example = scoring[0].content.split('might look like "')[1].split('"')[0]
+    env["example_response_str"] = example
+    assert scoring[0].content == prompt("get_scoring_prompts", "SYSTEM_PROMPT", env)
+    assert protocol.parse_predictions("1, 3 and 4.") == [1, 3, 4] and protocol.parse_predictions("None") == []
+    assert protocol.parse_explanation("This neuron activates on rain words.") == "rain words"

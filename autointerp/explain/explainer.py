@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from autointerp import saebench_protocol as saebench
 from autointerp.cache import CacheReader
 from autointerp.config import ExplainerConfig, RunConfig
 from autointerp.examples import Example, LatentExamples
@@ -32,14 +33,18 @@ class Explainer:
 
     def __init__(self, cfg: ExplainerConfig):
         self.cfg = cfg
-        self.params = SamplingParams(
-            temperature=cfg.temperature,
-            max_tokens=cfg.max_tokens,
-            stop=(NEW_TURN,) if cfg.reasoning else ("\n",),
-        )
+        stop = () if cfg.kind == "saebench" else (NEW_TURN,) if cfg.reasoning else ("\n",)
+        self.params = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens, stop=stop)
 
     def request(self, examples: LatentExamples, texts: TokenTexts) -> LLMRequest:
         """Explain one latent from its explainer view (and its negatives, for the contrastive kind)."""
+        if self.cfg.kind == "saebench":
+            cutoff = self.cfg.highlight_threshold * examples.max_activation
+            documents = [
+                saebench.render(texts.pieces(e.tokens), (e.activations > cutoff).tolist())
+                for e in examples.explain
+            ]
+            return LLMRequest(saebench.generation_messages(documents), self.params)
         messages = build_messages(
             [_shown(e, texts) for e in examples.explain],
             examples.max_activation,
@@ -60,6 +65,11 @@ class Explainer:
     def parse(self, request: LLMRequest, response: LLMResponse) -> str:
         """The explanation in `response` to `request`; raises ParseError when there is none, or when what
         stands there explains nothing (a lead-in ending in a colon, a copy of a demonstration)."""
+        if self.cfg.kind == "saebench":
+            explanation = saebench.parse_explanation(response.text)
+            if not explanation:
+                raise ParseError("the answer holds no explanation after 'activates on'")
+            return explanation
         last = request.messages[-1]
         answer = last.content + response.text if last.role == "assistant" else response.text
         explanation = parse_explanation(answer, truncated=response.finish_reason == "length")

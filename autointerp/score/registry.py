@@ -28,6 +28,7 @@ from autointerp.score.pooled import (
     pooled_classification,
     pooled_pearson,
 )
+from autointerp.score.saebench import SAEBenchTask
 from autointerp.score.simulation import SimulationTask
 from autointerp.score.surprisal import SurprisalTask
 from autointerp.score.tasks import ClassificationTask, IntruderTask
@@ -260,5 +261,30 @@ register(
         task=_intruder_task,
         pooled=pooled_accuracy,
         chance=_intruder_chance,
+    )
+)
+
+
+def _saebench_task(inputs: TaskInputs) -> ScoringTask:
+    items = detection_items(inputs.examples, inputs.texts)
+    return SAEBenchTask(inputs.explanation, items, inputs.texts, inputs.rng("order"))
+
+
+def _majority_chance(metric: str, positive_fraction: float, config: RunConfig) -> float | None:
+    """SAEBench's baseline: answering "None" classifies every non-activating sequence right."""
+    if metric in ("score", "accuracy"):
+        return 1 - positive_fraction
+    return chance_level(metric, positive_fraction)
+
+
+register(
+    Scorer(
+        "saebench",
+        "score",
+        "scorer_llm",
+        settings=_scorer_llm,
+        task=_saebench_task,
+        pooled=pooled_classification,
+        chance=_majority_chance,
     )
 )
