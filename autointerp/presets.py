@@ -5,6 +5,7 @@ Every value carries its source, so `docs/presets.md` and the tests can say where
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,3 +62,18 @@ def merge_under(defaults: dict[str, Any], data: dict[str, Any]) -> dict[str, Any
         else:
             merged[key] = value
     return merged
+
+
+def presets_markdown() -> str:
+    """docs/presets.md: every preset's values with their sources."""
+    lines = [
+        "# Presets: published protocols by name",
+        "",
+        "`preset: NAME` in a run config sets every value below as the default of its key; keys the",
+        "config sets itself win. This page is written by `python scripts/write_presets_doc.py` from",
+        "`autointerp/presets.py` (a test checks that it is up to date).",
+    ]
+    for name, values in PRESETS.items():
+        lines += ["", f"## `{name}`", "", "| key | value | source |", "|---|---|---|"]
+        lines += [f"| `{item.key}` | `{json.dumps(item.value)}` | {item.source} |" for item in values]
+    return "\n".join(lines) + "\n"
