@@ -45,6 +45,14 @@ ShardOpt = Annotated[
     typer.Option(help="Do task I of N (0-based), e.g. 0/4; default from SLURM_ARRAY_TASK_ID/COUNT."),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace outputs made with a different config.")]
+RetryOpt = Annotated[
+    bool,
+    typer.Option(
+        "--retry-unparseable",
+        help="Also redo latents whose answers could not be read or whose requests were rejected "
+        "(latents that failed for a transient reason are always redone).",
+    ),
+]
 
 
 @app.callback()
@@ -192,14 +200,20 @@ def _print_train_report(report) -> None:
 
 
 @app.command()
-def explain(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: ForceOpt = False) -> None:
+def explain(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    shard: ShardOpt = None,
+    force: ForceOpt = False,
+    retry_unparseable: RetryOpt = False,
+) -> None:
     """Explain the selected latents with an explainer LLM."""
     from autointerp.explain import run_explain
 
     def action() -> None:
         cfg, spec = _setup(config, set_, shard)
         with _StageProgress("explain", "latents", show_tokens=True) as progress:
-            report = run_explain(cfg, spec, force=force, progress=progress.advance)
+            report = run_explain(cfg, spec, force, progress.advance, retry_unparseable)
         _print_explain_report(cfg, report)
 
     _guard(action)
@@ -214,13 +228,22 @@ def _print_explain_report(cfg: RunConfig, report) -> None:
         "failed",
         "skipped",
         "done before",
+        "retried",
         "prompt tok",
         "cached tok",
         "out tok",
     ):
         table.add_column(column)
     for name, t in report.tallies.items():
-        counts = (t.explained, t.failed, t.skipped, t.already_done, t.prompt_tokens, t.cached_tokens)
+        counts = (
+            t.explained,
+            t.failed,
+            t.skipped,
+            t.already_done,
+            t.retried,
+            t.prompt_tokens,
+            t.cached_tokens,
+        )
         table.add_row(name, *(f"{v:,}" for v in (*counts, t.completion_tokens)))
     Console().print(table)
 
@@ -263,6 +286,7 @@ def score(
         list[str] | None,
         typer.Option(help="Map a hookpoint name of the file onto one of the config: FROM=TO (repeatable)."),
     ] = None,
+    retry_unparseable: RetryOpt = False,
 ) -> None:
     """Score the explanations with every configured scorer; write scores/ and summary.json/.md."""
 
@@ -270,7 +294,7 @@ def score(
         cfg, spec = _setup(config, set_, shard)
         if explanations is not None:
             cfg = _import(cfg, explanations, explanations_format, explanations_name, map_hookpoint)
-        _score(cfg, spec, force)
+        _score(cfg, spec, force, retry_unparseable)
 
     _guard(action)
 
@@ -290,12 +314,12 @@ def _import(cfg: RunConfig, path: Path, fmt: str | None, name: str | None, pairs
     return result.config
 
 
-def _score(cfg: RunConfig, spec: ShardSpec, force: bool) -> None:
+def _score(cfg: RunConfig, spec: ShardSpec, force: bool, retry_unparseable: bool = False) -> None:
     from autointerp.rundir import SCORES_DIR, SUMMARY_MD
     from autointerp.score import run_score, summary_rows, write_summary
 
     with _StageProgress("score", "records") as progress:
-        report = run_score(cfg, spec, force=force, progress=progress.advance)
+        report = run_score(cfg, spec, force, progress.advance, retry_unparseable)
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     _print_score_report(cfg, report)
@@ -308,11 +332,20 @@ def _score(cfg: RunConfig, spec: ShardSpec, force: bool) -> None:
 
 def _print_score_report(cfg: RunConfig, report) -> None:
     table = Table(title=f"score: {cfg.run_dir} ({report.seconds:.0f} s)")
-    columns = ("scorer", "hookpoint", "scored", "failed", "skipped", "done before", "not explained")
+    columns = (
+        "scorer",
+        "hookpoint",
+        "scored",
+        "failed",
+        "skipped",
+        "done before",
+        "retried",
+        "not explained",
+    )
     for column in (*columns, "prompt tok", "cached tok", "out tok"):
         table.add_column(column)
     for (name, hp), t in report.tallies.items():
-        counts = (t.scored, t.failed, t.skipped, t.already_done, t.not_explained)
+        counts = (t.scored, t.failed, t.skipped, t.already_done, t.retried, t.not_explained)
         tokens = (t.prompt_tokens, t.cached_tokens, t.completion_tokens)
         table.add_row(name, hp, *(f"{v:,}" for v in (*counts, *tokens)))
     Console().print(table)
@@ -358,7 +391,13 @@ def compare(
 
 
 @app.command()
-def run(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: ForceOpt = False) -> None:
+def run(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    shard: ShardOpt = None,
+    force: ForceOpt = False,
+    retry_unparseable: RetryOpt = False,
+) -> None:
     """Run every stage of a config in order: cache, explain, score, then the HTML report."""
     from autointerp.cache import run_cache
     from autointerp.explain import run_explain
@@ -374,9 +413,9 @@ def run(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: F
             console.print("next: merge the cache with a run without --shard once every shard has finished")
             return
         with _StageProgress("explain", "latents", show_tokens=True) as progress:
-            explained = run_explain(cfg, spec, force=force, progress=progress.advance)
+            explained = run_explain(cfg, spec, force, progress.advance, retry_unparseable)
         _print_explain_report(cfg, explained)
-        _score(cfg, spec, force)
+        _score(cfg, spec, force, retry_unparseable)
         if spec.is_whole:
             console.print(f"report: {write_report(cfg.run_dir)}")
 

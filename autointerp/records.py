@@ -2,14 +2,16 @@
 
 A stage writes one object per latent to `<dir>/<hookpoint>.jsonl`, or, as task I of N, to
 `<dir>/<hookpoint>.shard-I-of-N.jsonl`, so no two tasks ever write the same file. Readers merge every
-file of a hookpoint. Each line is flushed and fsynced as soon as it is written; a torn last line (a kill
-mid-write) is ignored and that latent is redone.
+file of a hookpoint; a latent redone later (a retried failure) has a later record, whose `written` time
+wins. Each line is flushed and fsynced as soon as it is written; a torn last line (a kill mid-write) is
+ignored and that latent is redone.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,14 +51,16 @@ def iter_records(path: Path) -> Iterator[dict[str, Any]]:
 def read_records(
     directory: Path, hookpoint: str, fields: tuple[str, ...] | None = None
 ) -> dict[int, dict[str, Any]]:
-    """Latent -> record, merged over the whole-run file and every shard file; with `fields`, only those
-    keys (plus `latent` and `config_hash`) are kept, which bounds memory at scale."""
+    """Latent -> its latest record (by `written`), merged over the whole-run file and every shard file; with
+    `fields`, only those keys (plus `latent`, `config_hash` and `written`) are kept, which bounds memory."""
     records: dict[int, dict[str, Any]] = {}
     for path in hookpoint_files(directory, hookpoint):
         for record in iter_records(path):
             if fields is not None:
-                record = {name: record.get(name) for name in ("latent", "config_hash", *fields)}
-            records[int(record["latent"])] = record
+                record = {name: record.get(name) for name in ("latent", "config_hash", "written", *fields)}
+            latent = int(record["latent"])
+            if latent not in records or (record.get("written") or 0) >= (records[latent].get("written") or 0):
+                records[latent] = record
     return records
 
 
@@ -94,7 +98,9 @@ class RecordWriter:
         self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        """Append one record, stamped with when it was `written` (a redone latent's later record wins)."""
+        stamped = {**record, "written": round(time.time(), 6)}
+        self.file.write(json.dumps(stamped, ensure_ascii=False) + "\n")
         self.file.flush()
         os.fsync(self.file.fileno())
 

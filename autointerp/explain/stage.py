@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from autointerp.cache import CacheReader
 from autointerp.config import RunConfig, dump_config
@@ -45,6 +46,8 @@ class HookpointTally:
     failed: int = 0
     skipped: int = 0
     already_done: int = 0
+    retried: int = 0
+    """Finished latents redone because they had failed (transient failures, or any with retry_unparseable)."""
     prompt_tokens: int = 0
     cached_tokens: int = 0
     completion_tokens: int = 0
@@ -65,12 +68,20 @@ class _Job:
 
 
 def run_explain(
-    config: RunConfig, shard: ShardSpec = WHOLE, force: bool = False, progress: ProgressFn | None = None
+    config: RunConfig,
+    shard: ShardSpec = WHOLE,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    retry_unparseable: bool = False,
 ) -> ExplainReport:
-    """Explain this task's share of the selected latents of every hookpoint."""
+    """Explain this task's share of the selected latents of every hookpoint.
+
+    Latents recorded before are kept, except those whose request failed for a transient reason (redone);
+    with `retry_unparseable` also those whose answer could not be read or whose request was rejected.
+    """
     if not config.explainer.model:
         raise config.explainer_llm.missing("model", "a hub id, local folder, .gguf file or package:NAME")
-    run = _ExplainRun(config, shard, progress)
+    run = _ExplainRun(config, shard, progress, retry_unparseable)
     todo = run.plan(force)
     if not any(todo.values()):
         return run.report
@@ -88,8 +99,13 @@ def run_explain(
 class _ExplainRun:
     """One task's explain run: what is left to do, the LLM client, the record writers and the tallies."""
 
-    def __init__(self, config: RunConfig, shard: ShardSpec, progress: ProgressFn | None):
+    def __init__(
+        self, config: RunConfig, shard: ShardSpec, progress: ProgressFn | None, retry_unparseable: bool
+    ):
         self.config, self.shard, self.progress = config, shard, progress
+        self.retry_unparseable = retry_unparseable
+        self.refresh: set[tuple[str, int]] = set()
+        """Latents retried for an answer that could not be used: asked again, not answered from the cache."""
         self.explainer = Explainer(config.explainer)
         self.out_dir = config.run_dir / EXPLANATIONS_DIR
         hookpoints = config.sparse_coder.hookpoints
@@ -110,9 +126,20 @@ class _ExplainRun:
             check_config(done, key, config_hash(key), f"explanations of {hp} in {self.out_dir}")
             latents = select_latents(self.config.latents, reader.num_latents, self.config.seed, hp)
             mine = [latent for i, latent in enumerate(latents) if self.shard.owns(i)]
-            todo[hp] = [latent for latent in mine if latent not in done]
-            self.report.tallies[hp] = HookpointTally(already_done=len(mine) - len(todo[hp]))
+            retry = {latent for latent in mine if latent in done and self._retries(done[latent])}
+            self.refresh |= {
+                (hp, latent) for latent in retry if done[latent].get("error_kind") != "transient"
+            }
+            todo[hp] = [latent for latent in mine if latent not in done or latent in retry]
+            tally = HookpointTally(already_done=len(mine) - len(todo[hp]), retried=len(retry))
+            self.report.tallies[hp] = tally
         return todo
+
+    def _retries(self, record: dict[str, Any]) -> bool:
+        kind = record.get("error_kind")
+        if kind is None and str(record.get("error") or "").startswith("llm error"):
+            kind = "transient"  # recorded before failures had kinds
+        return kind == "transient" or (self.retry_unparseable and kind in ("rejected", "parse"))
 
     async def explain(self, todo: dict[str, list[int]]) -> None:
         """Submit every latent's request; record each latent as its answer arrives."""
@@ -153,6 +180,8 @@ class _ExplainRun:
             for latent in latents:
                 examples = builders[hookpoint].build(latent)
                 request = None if examples.skipped else self.explainer.request(examples, texts)
+                if request is not None and self.client is not None and (hookpoint, latent) in self.refresh:
+                    self.client.refresh.add(request.key(self.client.model))
                 yield _Job(hookpoint, examples, request)
 
     def _advance(self, total: int, result: LLMResponse | LLMError | None) -> None:
@@ -162,7 +191,7 @@ class _ExplainRun:
 
     def _record(self, job: _Job, result: LLMResponse | LLMError | None) -> None:
         """Record one latent: its explanation, or why there is none."""
-        explanation, error = self._outcome(job, result)
+        explanation, error, error_kind = self._outcome(job, result)
         self._tally(job, result, error)
         key = self.keys[job.hookpoint]
         model = self.client.model if self.client else self.config.explainer.model
@@ -172,6 +201,7 @@ class _ExplainRun:
                 "hookpoint": job.hookpoint,
                 "explanation": explanation,
                 "error": error,
+                "error_kind": error_kind,
                 "skipped": job.examples.skipped,
                 "num_activations": job.examples.num_activations,
                 "max_activation": job.examples.max_activation,
@@ -187,17 +217,19 @@ class _ExplainRun:
             }
         )
 
-    def _outcome(self, job: _Job, result: LLMResponse | LLMError | None) -> tuple[str | None, str | None]:
-        """(explanation, error) of one latent's answer."""
+    def _outcome(
+        self, job: _Job, result: LLMResponse | LLMError | None
+    ) -> tuple[str | None, str | None, str | None]:
+        """(explanation, error, error kind) of one latent's answer; the kind says what a rerun retries."""
         if job.examples.skipped or result is None:
-            return None, None
+            return None, None, None
         if isinstance(result, LLMError):
-            return None, f"llm error: {result}"
+            return None, f"llm error: {result}", str(getattr(result, "kind", "transient"))
         assert job.request is not None
         try:
-            return self.explainer.parse(job.request, result), None
+            return self.explainer.parse(job.request, result), None, None
         except ParseError as exc:
-            return None, f"unparseable answer: {exc}"
+            return None, f"unparseable answer: {exc}", "parse"
 
     def _tally(self, job: _Job, result: LLMResponse | LLMError | None, error: str | None) -> None:
         tally = self.report.tallies[job.hookpoint]

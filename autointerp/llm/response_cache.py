@@ -78,7 +78,8 @@ def _read(path: Path) -> dict[str, LLMResponse]:
 class CachedClient(LLMClient):
     """Answers a request from the cache when its key (`request.key(model)`) is there, else asks `client`.
 
-    Failures are not cached. `hits` and `misses` count the requests answered each way.
+    Failures are not cached. `hits` and `misses` count the requests answered each way; a request whose key
+    is in `refresh` is asked again (its cached answer could not be used) and its new answer cached.
     """
 
     def __init__(self, client: LLMClient, cache: ResponseCache):
@@ -88,10 +89,11 @@ class CachedClient(LLMClient):
         self.max_in_flight = client.max_in_flight
         self.hits = 0
         self.misses = 0
+        self.refresh: set[str] = set()
 
     async def generate(self, request: LLMRequest) -> LLMResponse:
         key = request.key(self.model)
-        cached = self.cache.get(key)
+        cached = None if key in self.refresh else self.cache.get(key)
         if cached is not None:
             self.hits += 1
             return cached

@@ -53,6 +53,19 @@ class Outcome:
     """Scorer-specific fields added to the record (e.g. the intervention's promoted tokens)."""
     flags: list[str] = field(default_factory=list)
     """Caveats of a scored latent (e.g. `kl_missed`), counted per flag in the summary."""
+    failures: dict[str, int] = field(default_factory=dict)
+    """Failed examples by kind (`transient`, `rejected`, `parse`): a rerun redoes a latent with transient
+    failures, and the others on request."""
+
+    @property
+    def error_kind(self) -> str | None:
+        """Why the latent has no score, as a rerun reads it: `transient` when any example failed for a
+        transient reason, else the failures' kind, `internal` for an error of this tool."""
+        if self.error is None:
+            return None
+        if self.failures.get("transient"):
+            return "transient"
+        return next(iter(self.failures), "internal")
 
 
 class ScoringTask:
@@ -89,6 +102,8 @@ class ScorerTally:
     failed: int = 0
     skipped: int = 0
     already_done: int = 0
+    retried: int = 0
+    """Finished latents redone because they had failed (transient failures, or any with retry_unparseable)."""
     not_explained: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0

@@ -27,6 +27,8 @@ class ScoredExample:
     probability: float | None = None
     value: float | None = None
     error: str | None = None
+    error_kind: str | None = None
+    """`transient`, `rejected` or `parse` (see `score.tasks.failure_kind`), with `error`."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +82,7 @@ class IntruderTrial:
     prediction: int | None = None
     probability: float | None = None
     error: str | None = None
+    error_kind: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {

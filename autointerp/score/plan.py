@@ -25,16 +25,19 @@ CONTROL = "random_explanation"
 """The control that scores each latent with another latent's explanation."""
 _EXPLANATION_FIELDS = ("explanation", "error", "skipped", "source")
 """`source` marks an imported explanation (autointerp/interop/imports.py): no explain config, no examples."""
-_SCORE_FIELDS = ("explanation",)
+_SCORE_FIELDS = ("explanation", "error_kind", "failures")
+RETRIED_ON_REQUEST = frozenset({"rejected", "parse", "internal"})
+"""Failure kinds a rerun redoes only with `retry_unparseable` (the same model will likely fail again)."""
 
 
 class Plan:
     """What is left to score: targets grouped by scorer, the usable explanations, the cache readers."""
 
-    def __init__(self, config: RunConfig, shard: ShardSpec, force: bool):
+    def __init__(self, config: RunConfig, shard: ShardSpec, force: bool, retry_unparseable: bool = False):
         if force and not shard.is_whole:
             raise UserError("--force with --shard would delete other tasks' scores: run with --force alone")
         self.config = config
+        self.retry_unparseable = retry_unparseable
         self.report = ScoreReport()
         hookpoints = config.sparse_coder.hookpoints
         self.readers = {hp: CacheReader(cache_dir(config.run_dir, hp)) for hp in hookpoints}
@@ -89,7 +92,11 @@ class Plan:
             if target is None:
                 tally.not_explained += 1
             elif latent in done and done[latent]["explanation"] == target.explanation:
-                tally.already_done += 1
+                if needs_retry(done[latent], self.retry_unparseable):
+                    tally.retried += 1
+                    self.targets.setdefault(scorer, []).append(target)
+                else:
+                    tally.already_done += 1
             else:
                 self.targets.setdefault(scorer, []).append(target)
 
@@ -115,6 +122,15 @@ class Plan:
         """Every target of the scorers that run in `phase`, ordered so consecutive ones share examples."""
         targets = [t for name, ts in self.targets.items() if get_scorer(name).phase == phase for t in ts]
         return sorted(targets, key=lambda t: (t.hookpoint, t.latent))
+
+
+def needs_retry(record: dict[str, Any], retry_unparseable: bool) -> bool:
+    """Whether a finished record is redone: a latent that failed, or lost examples, for a transient reason
+    (server down, timeouts); with `retry_unparseable` also unreadable answers and rejected requests."""
+    kinds = set(record.get("failures") or {})
+    if record.get("error_kind"):
+        kinds.add(record["error_kind"])
+    return "transient" in kinds or (retry_unparseable and bool(kinds & RETRIED_ON_REQUEST))
 
 
 def score_key(config: RunConfig, reader: CacheReader, scorer: str, control: str | None) -> dict[str, Any]:

@@ -9,10 +9,11 @@ import numpy as np
 
 from autointerp.llm.types import LLMError, LLMRequest, SamplingParams
 from autointerp.saebench_protocol import parse_predictions, prediction_max_tokens, render, scoring_messages
+from autointerp.score.answers import AnswerError
 from autointerp.score.base import Outcome, Result, ScoringTask
 from autointerp.score.items import ScoredExample
 from autointerp.score.metrics import binary_metrics
-from autointerp.score.tasks import all_failed
+from autointerp.score.tasks import all_failed, failure_counts, mark_failed
 from autointerp.texts import TokenTexts
 
 
@@ -35,13 +36,12 @@ class SAEBenchTask(ScoringTask):
         (result,) = results
         predicted = None if isinstance(result, LLMError) else parse_predictions(result.text)
         if predicted is None:
-            error = (
-                f"llm error: {result}"
-                if isinstance(result, LLMError)
-                else (f"unreadable answer: {result.text.strip()[:60]!r} is not a list of indices or None")
+            unreadable = AnswerError(
+                f"{getattr(result, 'text', '').strip()[:60]!r} lists no indices nor None"
             )
+            failure = result if isinstance(result, LLMError) else unreadable
             for item in self.items:
-                item.error = error
+                mark_failed(item, failure)
         else:
             for index, item in enumerate(self.items, start=1):
                 item.prediction = int(index in predicted)
@@ -49,4 +49,5 @@ class SAEBenchTask(ScoringTask):
         predictions = [item.prediction for item in self.items]
         metrics = binary_metrics(labels, predictions)
         metrics["score"] = metrics["accuracy"]  # SAEBench's name for the fraction classified right
-        return Outcome(metrics, [item.to_dict() for item in self.items], all_failed(self.items))
+        examples = [item.to_dict() for item in self.items]
+        return Outcome(metrics, examples, all_failed(self.items), failures=failure_counts(self.items))

@@ -17,7 +17,7 @@ from autointerp.score.base import Outcome, Result, ScoringTask
 from autointerp.score.items import ScoredExample
 from autointerp.score.metrics import pearson
 from autointerp.score.prompts import SIMULATION_PLACEHOLDER, simulation_messages
-from autointerp.score.tasks import TOP_LOGPROBS, all_failed, error_text
+from autointerp.score.tasks import TOP_LOGPROBS, all_failed, failure_counts, mark_failed
 from autointerp.texts import TokenTexts
 
 DIGITS = tuple(str(d) for d in range(10))
@@ -47,7 +47,7 @@ class SimulationTask(ScoringTask):
                 reader = placeholder_predictions if self.use_logprobs else text_predictions
                 self.predicted[i] = reader(result, n)
             except (AnswerError, LLMError) as exc:
-                item.error = error_text(exc)
+                mark_failed(item, exc)
         scored = [i for i, p in enumerate(self.predicted) if p is not None]
         true = np.concatenate([self.items[i].example.activations for i in scored]) if scored else np.zeros(0)
         predicted = np.concatenate([self.predicted[i] for i in scored]) if scored else np.zeros(0)
@@ -67,7 +67,7 @@ class SimulationTask(ScoringTask):
         error = all_failed(self.items)
         if error is None and metrics["pearson"] is None:
             error = "pearson undefined: predictions or activations are constant"
-        return Outcome(metrics, examples, error)
+        return Outcome(metrics, examples, error, failures=failure_counts(self.items))
 
 
 def placeholder_predictions(response: LLMResponse, n: int) -> np.ndarray:

@@ -20,12 +20,20 @@ from autointerp.score.writer import ProgressFn, ScoreWriter
 
 
 def run_score(
-    config: RunConfig, shard: ShardSpec = WHOLE, force: bool = False, progress: ProgressFn | None = None
+    config: RunConfig,
+    shard: ShardSpec = WHOLE,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    retry_unparseable: bool = False,
 ) -> ScoreReport:
-    """Score this task's share of the selected latents with every configured scorer."""
+    """Score this task's share of the selected latents with every configured scorer.
+
+    Latents recorded before are kept, except those that failed for a transient reason (redone); with
+    `retry_unparseable` also those whose answers could not be read or whose requests were rejected.
+    """
     if not config.scorers:
         raise UserError("scorers is empty: list at least one, e.g. scorers: [detection, fuzzing, embedding]")
-    plan = Plan(config, shard, force)
+    plan = Plan(config, shard, force, retry_unparseable)
     if not plan.targets:
         return plan.report
     write_text_atomic(config.run_dir / CONFIG_FILE, dump_config(config))

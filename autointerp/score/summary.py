@@ -61,6 +61,7 @@ def summarize_records(records: list[dict[str, Any]], selected: int, config: RunC
         "scored": len(scored),
         "skipped": sum(1 for r in records if r.get("skipped")),
         "failed": sum(1 for r in records if r.get("error")),
+        "failed_by_kind": _failure_kinds(records),
         "pending": selected - len(records),
         "failed_examples": int(sum(r["metrics"].get("n_failed", 0) or 0 for r in records)),
         "flags": _flag_counts(scored),
@@ -68,6 +69,16 @@ def summarize_records(records: list[dict[str, Any]], selected: int, config: RunC
         "pooled": scorer.pooled(usable),
         "cost": _cost(records),
     }
+
+
+def _failure_kinds(records: list[dict[str, Any]]) -> dict[str, int]:
+    """Failed latents by why (`transient`: a rerun retries them; the others on request)."""
+    counts: dict[str, int] = {}
+    for record in records:
+        if record.get("error"):
+            kind = record.get("error_kind") or "unknown"
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
 
 
 def _flag_counts(records: list[dict[str, Any]]) -> dict[str, int]:

@@ -13,7 +13,7 @@ from autointerp.score.answers import AnswerError
 from autointerp.score.base import Outcome, Result, ScoringTask
 from autointerp.score.items import ScoredExample
 from autointerp.score.metrics import auroc
-from autointerp.score.tasks import all_failed, error_text
+from autointerp.score.tasks import all_failed, failure_counts, mark_failed
 from autointerp.texts import TokenTexts
 
 _TEMPLATE = "Description of the text below: {description}\n\nText:\n{text}"
@@ -36,7 +36,7 @@ class SurprisalTask(ScoringTask):
             try:
                 item.value = likelihood_gain(explained, neutral)
             except (AnswerError, LLMError) as exc:
-                item.error = error_text(exc)
+                mark_failed(item, exc)
         scored = [(item.label, item.value) for item in self.items if item.value is not None]
         metrics = {
             "auroc": auroc([label for label, _ in scored], [value for _, value in scored]),
@@ -48,7 +48,8 @@ class SurprisalTask(ScoringTask):
         error = all_failed(self.items)
         if error is None and metrics["auroc"] is None:
             error = "auroc undefined: activating or non-activating excerpts missing"
-        return Outcome(metrics, [item.to_dict() for item in self.items], error)
+        examples = [item.to_dict() for item in self.items]
+        return Outcome(metrics, examples, error, failures=failure_counts(self.items))
 
 
 def likelihood_gain(explained: Result, neutral: Result) -> float:

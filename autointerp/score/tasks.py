@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -65,7 +66,7 @@ class ClassificationTask(ScoringTask):
                 _read_group(group, result, self.single)
             except (AnswerError, LLMError) as exc:
                 for item in group:
-                    item.error = error_text(exc)
+                    mark_failed(item, exc)
         labels = [item.label for item in self.items]
         predictions = [item.prediction for item in self.items]
         probabilities = [item.probability for item in self.items] if self.single else None
@@ -74,7 +75,8 @@ class ClassificationTask(ScoringTask):
             metrics["n_text_answers"] = sum(
                 1 for item in self.items if item.prediction is not None and item.probability is None
             )
-        return Outcome(metrics, [item.to_dict() for item in self.items], all_failed(self.items))
+        examples = [item.to_dict() for item in self.items]
+        return Outcome(metrics, examples, all_failed(self.items), failures=failure_counts(self.items))
 
 
 def _read_group(group: list[ScoredExample], result: Result, single: bool) -> None:
@@ -109,7 +111,7 @@ class IntruderTask(ScoringTask):
                     raise result
                 probabilities = first_token_choice(result, digits)
             except (AnswerError, LLMError) as exc:
-                trial.error = error_text(exc)
+                mark_failed(trial, exc)
                 continue
             trial.prediction = int(max(probabilities, key=lambda digit: probabilities[digit])) - 1
             trial.probability = probabilities[digits[trial.intruder]]
@@ -120,7 +122,8 @@ class IntruderTask(ScoringTask):
             "n_trials": len(scored),
             "n_failed": len(self.trials) - len(scored),
         }
-        return Outcome(metrics, [t.to_dict() for t in self.trials], all_failed(self.trials))
+        examples = [t.to_dict() for t in self.trials]
+        return Outcome(metrics, examples, all_failed(self.trials), failures=failure_counts(self.trials))
 
 
 def failures_by_class(items: list[ScoredExample]) -> dict[str, int]:
@@ -134,6 +137,30 @@ def failures_by_class(items: list[ScoredExample]) -> dict[str, int]:
 
 def error_text(exc: Exception) -> str:
     return f"llm error: {exc}" if isinstance(exc, LLMError) else f"unreadable answer: {exc}"
+
+
+def failure_kind(exc: Exception) -> str:
+    """`transient` (the server could not answer now: a rerun retries it), or `rejected` / `parse` (the same
+    request would likely fail again: retried on request); an unreadable answer is `parse`."""
+    if isinstance(exc, LLMError):
+        return str(getattr(exc, "kind", "transient"))
+    return "parse"
+
+
+def mark_failed(item: ScoredExample | IntruderTrial, exc: Exception) -> None:
+    """Record on an item why it has no verdict."""
+    item.error = error_text(exc)
+    item.error_kind = failure_kind(exc)
+
+
+def failure_counts(items: Sequence[ScoredExample | IntruderTrial]) -> dict[str, int]:
+    """Failed items by kind."""
+    counts: dict[str, int] = {}
+    for item in items:
+        if item.error is not None:
+            kind = item.error_kind or "parse"
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
 
 
 def all_failed(items: list[Any]) -> str | None:

@@ -35,7 +35,7 @@ class ScoreWriter:
         self._write(target, outcome, usage, error=error, score=None if error else score)
 
     def fail(self, target: Target, error: str) -> None:
-        """Record a latent that could not be scored, and why."""
+        """Record a latent that could not be scored, and why (an error of this tool or of its inputs)."""
         self._write(target, Outcome(error=error), None, error=error, score=None)
 
     def skip(self, target: Target, reason: str) -> None:
@@ -67,6 +67,8 @@ class ScoreWriter:
             "examples": outcome.examples,
             "usage": usage,
             "error": error,
+            "error_kind": None if error is None else outcome.error_kind or "internal",
+            "failures": outcome.failures,
             "skipped": skipped,
             "flags": outcome.flags,
             "config_hash": config_hash(key),
