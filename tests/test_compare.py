@@ -420,6 +420,8 @@ def test_explaining_the_partners_gives_matched_pairs_explained_on_both_sides(tmp
         "latents": {"sample": 12, "min_activations": 1},
         "examples": {"window": 8, "n_explain": 6, "n_test": 10, "n_negative": 10, "n_explain_negative": 3},
         "explainer": {"backend": "openai", "model": "stub-model", "base_url": "http://unused"},
+        "scorers": ["embedding"],
+        "controls": {"random_explanation": False},
     }
     configs = []
     for name, seed in (("a", 1), ("b", 2)):
@@ -444,8 +446,9 @@ def test_explaining_the_partners_gives_matched_pairs_explained_on_both_sides(tmp
         assert "partners-a.txt" in first.output and "partners-b.txt" in first.output
         for name, config in zip("ab", configs, strict=True):
             partners = f"latents.indices_file={out / f'partners-{name}.txt'}"
-            result = runner.invoke(app, ["explain", str(config), "--set", url, "--set", partners])
-            assert result.exit_code == 0, result.output
+            for stage in ("explain", "score"):
+                result = runner.invoke(app, [stage, str(config), "--set", url, "--set", partners])
+                assert result.exit_code == 0, result.output
     records = [read_records(tmp_path / name / "explanations", "layers.0.mlp") for name in "ab"]
     for name, by_latent in zip("ab", records, strict=True):
         (listed,) = read_latent_file(out / f"partners-{name}.txt").values()
@@ -455,3 +458,7 @@ def test_explaining_the_partners_gives_matched_pairs_explained_on_both_sides(tmp
     (after,) = second.pairs
     assert len(after.similarity.values) >= pair["explained_pairs_with_partners"] - skipped
     assert len(after.similarity.values) >= 20 > pair["similarity"]["n"]
+    scores = [read_records(tmp_path / name / "scores" / "embedding", "layers.0.mlp") for name in "ab"]
+    unscored = sum(1 for by_latent in scores for r in by_latent.values() if r["score"] is None)
+    (test,) = second.interpretability.paired_tests
+    assert test["scorer"] == "embedding" and test["n"] >= len(after.similarity.values) - unscored

@@ -60,7 +60,7 @@ def run_compare(
     out = out_dir or runs[0].run_dir / COMPARE_DIR
     partners = partner_latents(runs, [(p.a, p.b, p.matching) for p in pairs])
     few = [pair for pair in pairs if len(pair.similarity.values) < MIN_PAIRS]
-    notes += [_few_pairs_note(pair) for pair in few]
+    notes += [_few_pairs_note(pair) for pair in few if pair.a.explanations or pair.b.explanations]
     helps = any(pair.reachable > len(pair.similarity.values) for pair in few)
     commands = [
         command
