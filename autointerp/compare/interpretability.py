@@ -126,7 +126,7 @@ def few_pairs_warning(n: int, what: str) -> str | None:
     """A warning for a statistic over fewer than MIN_PAIRS pairs; None from MIN_PAIRS on."""
     if n >= MIN_PAIRS:
         return None
-    return f"the {what} runs on only {n} pairs (fewer than {MIN_PAIRS}): not reliable"
+    return f"{what} over only {n} pairs (fewer than {MIN_PAIRS}): not reliable"
 
 
 def scorer_agreement(label: str, scores: Scores) -> list[dict[str, Any]]:
