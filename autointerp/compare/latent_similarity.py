@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from autointerp.compare.matching import IDENTITY, Matching
 from autointerp.score.metrics import aggregate
 
+_NULL_SALT = 0x6E756C6C
 NULL_DESCRIPTIONS = {
     "decoder cosine": "the same matching against random Gaussian decoder directions",
     "activation correlation": "the same matching against the second run's activations shifted along tokens",
@@ -51,8 +52,9 @@ class LatentSimilarity:
 
 
 def random_decoder(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    """Gaussian directions [num_latents, d]: a coder unrelated to any other."""
-    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+    """Gaussian directions [num_latents, d]: a coder unrelated to any other (its stream is salted, so it never
+    equals a matrix drawn with the bare seed)."""
+    return np.random.default_rng([seed, _NULL_SALT]).standard_normal(shape, dtype=np.float32)
 
 
 def shifted_activations(acts: sp.csr_array, ctx_len: int) -> sp.csr_array:
