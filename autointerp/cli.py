@@ -385,6 +385,10 @@ def compare(
             console.print(f"[yellow]note:[/] {escape(note)}")
         for table in headline_tables(report):
             Console().print(table)
+        if report.next_commands:
+            console.print("next: explain the matched partners, then compare again:")
+            for command in report.next_commands:
+                Console().print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
         console.print(f"wrote {escape(str(report.out_dir))}")
 
     _guard(action)

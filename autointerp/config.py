@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from autointerp.errors import ConfigError
+from autointerp.latentfile import read_latent_file
 from autointerp.presets import PRESETS, merge_under, preset_defaults
 
 CoderFormat = Literal["auto", "sparsify", "saelens", "gemmascope", "llamascope", "neurons", "topk-neurons"]
@@ -177,14 +178,22 @@ class CacheConfig:
 class LatentsConfig:
     indices: tuple[int, ...] | str | None = None
     """Latents to work on per hookpoint: a list like [0, 5, 17] or ranges like "0:1000" or "0:10,50:60"."""
+    indices_file: str | None = None
+    """Instead of `indices`: a text file of latents, optionally per `[hookpoint]` section (see
+    autointerp/latentfile.py); `compare` writes such files of matched partners to explain."""
     sample: int | None = 100
-    """With `indices` null: a seeded random sample of this many latents per hookpoint; null = all."""
+    """With `indices` and `indices_file` null: a seeded random sample of this many latents per hookpoint;
+    null = all."""
     min_activations: int = 200
     """Latents firing on fewer tokens are listed as skipped ("too few activations"), never dropped."""
 
     def __post_init__(self) -> None:
         if isinstance(self.indices, str):
             parse_latent_ranges(self.indices)
+        if self.indices_file is not None:
+            if self.indices is not None:
+                raise ConfigError("latents.indices_file", "set either latents.indices or this, not both")
+            read_latent_file(self.indices_file)
         if self.sample is not None and self.sample < 1:
             raise ConfigError("latents.sample", f"must be at least 1 or null, got {self.sample}")
         if self.min_activations < 1:

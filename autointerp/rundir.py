@@ -40,6 +40,7 @@ REPORT_PLOTS_DIR = "plots"
 COMPARE_DIR = "compare"
 COMPARE_HEATMAP = "similarity_matrix.png"
 COMPARE_DISTRIBUTIONS = "explanation_similarity.png"
+COMPARE_LATENT_HEATMAP = "latent_similarity_matrix.png"
 TRAINING_FILE = "training.json"
 IMPORTS_DIR = "imports"
 """`imports/<name>/`: a run directory of imported explanations, sharing this run's cache."""
@@ -79,6 +80,11 @@ def records_shards_glob(hookpoint: str) -> str:
 def explain_stats_file_name(suffix: str = "") -> str:
     """`explanations/stats.json`, or `stats.shard-I-of-N.json` for an array task."""
     return f"stats{suffix}.json"
+
+
+def compare_partners_file(name: str) -> str:
+    """`compare/partners-<run name>.txt`: a run's latents to explain, a `latents.indices_file`."""
+    return f"partners-{name}.txt"
 
 
 def response_cache_file_name(task: str) -> str:

@@ -10,13 +10,19 @@ import numpy as np
 import pytest
 import yaml
 from cache_factory import write_synthetic_cache
+from conftest import HIDDEN, write_config
+from openai_stub import StubServer
 from scipy.optimize import linear_sum_assignment
 from typer.testing import CliRunner
 
+from autointerp.cache import run_cache
 from autointerp.cli import app
 from autointerp.compare import run_compare
 from autointerp.compare.matching import assign, match_activations, match_decoders, top_k_candidates
+from autointerp.config import load_config
 from autointerp.errors import UserError
+from autointerp.latentfile import read_latent_file
+from autointerp.records import read_records
 from autointerp.rundir import MANIFEST_FILE, cache_dir, read_json, write_json_atomic
 
 SEQUENCES, CTX_LEN, WIDTH = 8, 16, 16
@@ -34,6 +40,7 @@ EXPLANATIONS = [
 LATENTS = len(EXPLANATIONS)
 
 
+EXPLAINED = {"error": None, "skipped": None}
 SCORE_RECORD = {"control": None, "metrics": {}, "examples": [], "usage": None, "error": None, "skipped": None}
 
 
@@ -65,22 +72,27 @@ def make_run(
     hookpoint: str = HOOKPOINT,
     scores: dict[str, list[float]] | None = None,
     config: bool = False,
+    explained: list[int] | None = None,
 ) -> Path:
-    """A run directory with a finished cache, explanations and (optionally) scores and config.yaml."""
+    """A run directory with a finished cache, explanations (of `explained`, default all) and (optionally)
+    scores (of the latents in order) and config.yaml."""
     run_dir = root / name
     hp_dir = cache_dir(run_dir, hookpoint)
-    write_synthetic_cache(hp_dir, coder["tokens"], coder["acts"], LATENTS, 16, coder["decoder"])
+    num_latents = coder["acts"].shape[1]
+    shard = max(16, num_latents // 4)
+    write_synthetic_cache(hp_dir, coder["tokens"], coder["acts"], num_latents, shard, coder["decoder"])
     manifest = read_json(hp_dir / MANIFEST_FILE)
     write_json_atomic(hp_dir / MANIFEST_FILE, {**manifest, "config_hash": f"hash-{name}-{hookpoint}"})
+    latents = range(len(coder["explanations"])) if explained is None else explained
     explanations = [
-        {"latent": i, "hookpoint": hookpoint, "explanation": text, "error": None, "skipped": None}
-        for i, text in enumerate(coder["explanations"])
+        {"latent": i, "hookpoint": hookpoint, "explanation": coder["explanations"][i], **EXPLAINED}
+        for i in latents
     ]
     _write_jsonl(run_dir / "explanations" / f"{hookpoint}.jsonl", explanations)
     for scorer, values in (scores or {}).items():
         records = [
             {"latent": i, "hookpoint": hookpoint, "scorer": scorer, "score": v, **SCORE_RECORD}
-            for i, v in enumerate(values)
+            for i, v in zip(latents, values, strict=False)
         ]
         _write_jsonl(run_dir / "scores" / scorer / f"{hookpoint}.jsonl", records)
     if config:
@@ -223,10 +235,6 @@ def test_different_tokens_cannot_be_correlated(tmp_path, base, embed):
 
 def test_bad_inputs_are_user_errors(tmp_path, base, embed):
     a = make_run(tmp_path, "a", base)
-    silent = make_run(tmp_path, "silent", base)
-    shutil.rmtree(silent / "explanations")
-    with pytest.raises(UserError, match="no explanations"):
-        run_compare([a, silent], embed=embed)
     with pytest.raises(UserError, match="at least two runs"):
         run_compare([a], embed=embed)
     with pytest.raises(UserError, match="neither a run directory nor a YAML config"):
@@ -291,3 +299,166 @@ def test_cli_bad_input_is_a_one_line_error(tmp_path, base):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "missing" in lines[0]
+
+
+def sampled_coder(num_latents: int, seed: int) -> dict:
+    """A coder of `num_latents` random decoder directions, sparse activations and one text per latent."""
+    rng = np.random.default_rng(seed)
+    acts = np.where(rng.random((SEQUENCES * CTX_LEN, num_latents)) < 0.05, 1.0, 0.0).astype(np.float32)
+    texts = [f"{EXPLANATIONS[i % LATENTS]} ({i})" for i in range(num_latents)]
+    decoder = rng.normal(size=(num_latents, WIDTH)).astype(np.float32)
+    return {"tokens": planted()["tokens"], "acts": acts, "decoder": decoder, "explanations": texts}
+
+
+def test_few_pairs_explained_on_both_sides_are_flagged_and_partners_written(tmp_path, embed):
+    """Samples of 100 of 4096 latents share ~2.4 matched pairs: a warning, and partner files for the rest."""
+    num, sample = 4096, 100
+    samples = [
+        sorted(np.random.default_rng(seed).choice(num, sample, replace=False).tolist()) for seed in (1, 2)
+    ]
+    scores = {"detection": list(np.linspace(0.5, 1.0, sample))}
+    a = make_run(tmp_path, "a", sampled_coder(num, 1), explained=samples[0], scores=scores)
+    b = make_run(tmp_path, "b", sampled_coder(num, 2), explained=samples[1], scores=scores)
+    result = CliRunner().invoke(app, ["compare", str(a), str(b), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    (pair,) = summary["pairs"]
+    explained_pairs = pair["similarity"]["n"]
+    assert explained_pairs < 30 and "fewer than 30" in pair["warning"]
+    assert any("fewer than 30" in note and "explanation similarity" in note for note in summary["notes"])
+    (test,) = summary["interpretability"]["paired_tests"]
+    assert test["n"] < 30 and "Wilcoxon" in test["warning"]
+    assert any("Wilcoxon" in note for note in summary["notes"])
+    assert "fewer than 30" in (tmp_path / "out" / "summary.md").read_text()
+    assert "fewer than 30" in " ".join(result.output.split())
+    # every matched explained latent of one run has its partner listed for the other
+    matches = np.loadtxt(tmp_path / "out" / "matches-0-1.csv", delimiter=",", skiprows=1, usecols=(0, 1))
+    partner_of = dict(zip(matches[:, 0].astype(int), matches[:, 1].astype(int), strict=True))
+    expected_b = {partner_of[latent] for latent in samples[0] if latent in partner_of} | set(samples[1])
+    listed_b = read_latent_file(tmp_path / "out" / "partners-b.txt")
+    assert listed_b == {HOOKPOINT: sorted(expected_b)}
+    assert pair["explained_pairs_with_partners"] > 150 > explained_pairs
+    assert summary["partners"][1]["not_explained"] == len(expected_b) - sample
+    assert any("partners-b.txt" in command for command in summary["next_commands"])
+    assert "next: explain the matched partners" in result.output
+
+
+def test_latent_similarity_needs_no_explanations(tmp_path, base, perm, embed):
+    """A coder against its own permuted copy: mean similarity 1; a random coder: at the null baseline."""
+    a = make_run(tmp_path, "a", base)
+    b = make_run(tmp_path, "b", permuted(base, perm))
+    r = make_run(tmp_path, "r", {**planted(seed=5), "tokens": base["tokens"]})
+    make_run(tmp_path, "a", {**permuted(base, perm), "decoder": None}, hookpoint="layers.2")
+    shuffled = {**planted(seed=6), "tokens": base["tokens"], "decoder": None}
+    make_run(tmp_path, "a", shuffled, hookpoint="layers.3")
+    for run in (a, b, r):
+        shutil.rmtree(run / "explanations")
+    report = run_compare([a, b, r, a], tmp_path / "out", embed=embed)
+    by_pair = {(p.a.label, p.b.label): p for p in report.pairs}
+    same = by_pair[("a/layers.1", "b/layers.1")].latents
+    assert same.method == "decoder cosine" and same.summary["n"] == LATENTS
+    assert same.summary["mean"] == pytest.approx(1.0, abs=1e-5)
+    assert same.summary["ci_low"] == pytest.approx(1.0, abs=1e-5)
+    identity = by_pair[("a/layers.1", "a/layers.1#2")].latents
+    assert identity.summary["mean"] == 1.0 and identity.summary["n"] == LATENTS
+    for key in (
+        ("a/layers.1", "a/layers.2"),
+        ("a/layers.2", "b/layers.1"),
+    ):  # the null leaves the runs as they were
+        correlated = by_pair[key].latents
+        assert correlated.method == "activation correlation"
+        assert correlated.summary["mean"] == pytest.approx(1.0, abs=1e-5)
+    for key, method in (
+        (("a/layers.1", "r/layers.1"), "decoder cosine"),
+        (("a/layers.1", "a/layers.3"), "activation correlation"),
+    ):
+        unrelated = by_pair[key].latents
+        assert unrelated.method == method
+        summary, baseline = unrelated.summary, unrelated.baseline_summary
+        assert summary["ci_low"] < summary["mean"] < summary["ci_high"]
+        assert abs(summary["mean"] - baseline["mean"]) < 0.1 and same.summary["mean"] > baseline["mean"] + 0.4
+        assert by_pair[key].similarity.summary["n"] == 0
+    out = report.out_dir
+    labels = [run.label for run in report.runs]
+    rows = (out / "latent_similarity_matrix.csv").read_text().splitlines()
+    assert rows[0] == ",".join(["run", *labels]) and len(rows) == len(labels) + 1
+    assert (out / "latent_similarity_matrix.png").stat().st_size > 0
+    summary = json.loads((out / "summary.json").read_text())
+    (written,) = [p for p in summary["pairs"] if (p["run_a"], p["run_b"]) == ("a/layers.1", "r/layers.1")]
+    latents = written["latent_similarity"]
+    assert latents["measure"] == "decoder cosine" and latents["ci_low"] is not None
+    assert latents["mean"] == pytest.approx(by_pair[("a/layers.1", "r/layers.1")].latents.summary["mean"])
+    assert latents["baseline"]["n"] > 0 and "random Gaussian" in latents["baseline_method"]
+    matrix = np.array(summary["latent_similarity_matrix"]["values"], dtype=float)
+    i, j = labels.index("a/layers.1"), labels.index("b/layers.1")
+    assert (
+        matrix.shape == (len(labels),) * 2
+        and np.allclose(matrix, matrix.T)
+        and matrix[i, j] == pytest.approx(1.0)
+    )
+    assert any("no explanations: compared by latent similarity only" in note for note in summary["notes"])
+    assert "Latent similarity matrix" in (out / "summary.md").read_text()
+
+
+def transcoder(directory: Path, seed: int) -> Path:
+    """A sparsify TopK transcoder on `layers.0.mlp` of the tiny model, random weights from `seed`."""
+    import torch
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    torch.manual_seed(seed)
+    coder = SparseCoder(HIDDEN, SparseCoderConfig(num_latents=96, k=6, transcode=True))
+    with torch.no_grad():
+        coder.encoder.bias.normal_(0, 0.1)
+        coder.W_dec.normal_()
+    coder.save_to_disk(directory / "layers.0.mlp")
+    return directory
+
+
+def test_explaining_the_partners_gives_matched_pairs_explained_on_both_sides(tmp_path, tiny_model_dir):
+    """Two transcoders: cache, explain 12 of 96 latents each, compare, explain the partners, compare again."""
+    sections = {
+        "latents": {"sample": 12, "min_activations": 1},
+        "examples": {"window": 8, "n_explain": 6, "n_test": 10, "n_negative": 10, "n_explain_negative": 3},
+        "explainer": {"backend": "openai", "model": "stub-model", "base_url": "http://unused"},
+        "scorers": ["embedding"],
+        "controls": {"random_explanation": False},
+    }
+    configs = []
+    for name, seed in (("a", 1), ("b", 2)):
+        coders = transcoder(tmp_path / f"coders-{name}", seed)
+        path = write_config(tmp_path / f"{name}.yaml", tiny_model_dir, coders, **sections)
+        data = yaml.safe_load(path.read_text())
+        data |= {"name": name, "out_dir": str(tmp_path / name), "seed": seed}
+        data["sparse_coder"]["hookpoints"] = ["layers.0.mlp"]
+        path.write_text(yaml.safe_dump(data))
+        run_cache(load_config(path))
+        configs.append(path)
+    runner = CliRunner()
+    out = tmp_path / "compare"
+    with StubServer(lambda messages: f"[EXPLANATION]: spans {messages[-1]['content'].count('<<')}") as stub:
+        url = f"explainer.base_url={stub.base_url}"
+        for config in configs:
+            assert runner.invoke(app, ["explain", str(config), "--set", url]).exit_code == 0
+        first = runner.invoke(app, ["compare", *map(str, configs), "--out", str(out)])
+        assert first.exit_code == 0, first.output
+        (pair,) = json.loads((out / "summary.json").read_text())["pairs"]
+        assert pair["method"] == "decoder cosine" and pair["similarity"]["n"] < 30
+        assert "partners-a.txt" in first.output and "partners-b.txt" in first.output
+        for name, config in zip("ab", configs, strict=True):
+            partners = f"latents.indices_file={out / f'partners-{name}.txt'}"
+            for stage in ("explain", "score"):
+                result = runner.invoke(app, [stage, str(config), "--set", url, "--set", partners])
+                assert result.exit_code == 0, result.output
+    records = [read_records(tmp_path / name / "explanations", "layers.0.mlp") for name in "ab"]
+    for name, by_latent in zip("ab", records, strict=True):
+        (listed,) = read_latent_file(out / f"partners-{name}.txt").values()
+        assert set(listed) <= set(by_latent), "every listed partner is explained (or skipped)"
+    skipped = sum(1 for by_latent in records for r in by_latent.values() if r["skipped"])
+    second = run_compare(configs, out, embed=lambda texts: np.eye(len(texts), 8, dtype=np.float32))
+    (after,) = second.pairs
+    assert len(after.similarity.values) >= pair["explained_pairs_with_partners"] - skipped
+    assert len(after.similarity.values) >= 20 > pair["similarity"]["n"]
+    scores = [read_records(tmp_path / name / "scores" / "embedding", "layers.0.mlp") for name in "ab"]
+    unscored = sum(1 for by_latent in scores for r in by_latent.values() if r["score"] is None)
+    (test,) = second.interpretability.paired_tests
+    assert test["scorer"] == "embedding" and test["n"] >= len(after.similarity.values) - unscored

@@ -10,6 +10,7 @@ import numpy as np
 from scipy.stats import spearmanr, wilcoxon
 
 from autointerp.compare.runs import Run
+from autointerp.compare.similarity import MIN_PAIRS
 from autointerp.errors import UserError
 from autointerp.score.metrics import aggregate
 
@@ -54,7 +55,10 @@ def compare_interpretability(
         ]
         for pairing in pairings:
             if pairing.a in by_run and pairing.b in by_run:
-                result.paired_tests.append(paired_test(scorer, pairing, by_run[pairing.a], by_run[pairing.b]))
+                test = paired_test(scorer, pairing, by_run[pairing.a], by_run[pairing.b])
+                result.paired_tests.append(test)
+                if test["warning"]:
+                    result.notes.append(f"{scorer}, {pairing.a} vs {pairing.b}: {test['warning']}")
     for run in runs:
         result.agreement += scorer_agreement(run.label, scores)
     return result
@@ -114,7 +118,15 @@ def paired_test(
         "mean_difference": _mean(x - y),
         "wilcoxon": statistic,
         "p_value": p_value,
+        "warning": few_pairs_warning(len(pairs), "Wilcoxon test"),
     }
+
+
+def few_pairs_warning(n: int, what: str) -> str | None:
+    """A warning for a statistic over fewer than MIN_PAIRS pairs; None from MIN_PAIRS on."""
+    if n >= MIN_PAIRS:
+        return None
+    return f"{what} over only {n} pairs (fewer than {MIN_PAIRS}): not reliable"
 
 
 def scorer_agreement(label: str, scores: Scores) -> list[dict[str, Any]]:

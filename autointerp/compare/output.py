@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.compare import plots
+from autointerp.compare.interpretability import few_pairs_warning
+from autointerp.compare.partners import partners_path
 from autointerp.compare.result import CompareReport, PairResult
 from autointerp.compare.tables import Table, all_tables
 from autointerp.rundir import (
     COMPARE_DISTRIBUTIONS,
     COMPARE_HEATMAP,
+    COMPARE_LATENT_HEATMAP,
     SUMMARY_JSON,
     SUMMARY_MD,
     write_json_atomic,
@@ -25,6 +28,7 @@ def write_outputs(report: CompareReport) -> list[Path]:
     tables = all_tables(report)
     files = [_write(out / f"{table.name}.csv", table.csv()) for table in tables]
     files += [_write_matches(out, report, pair) for pair in report.pairs]
+    files += [_write(partners_path(out, item), item.text()) for item in report.partners]
     files += _plot(report)
     write_json_atomic(out / SUMMARY_JSON, _finite(_summary(report, tables)))
     files += [out / SUMMARY_JSON, _write(out / SUMMARY_MD, _markdown(report, tables))]
@@ -73,11 +77,18 @@ def _plot(report: CompareReport) -> list[Path]:
     out = report.out_dir
     labels = [run.label for run in report.runs]
     plots.similarity_heatmap(labels, report.similarity_matrix(), out / COMPARE_HEATMAP)
+    plots.similarity_heatmap(
+        labels,
+        report.latent_similarity_matrix(),
+        out / COMPARE_LATENT_HEATMAP,
+        title="Latent similarity",
+        label="mean similarity of matched latents",
+    )
     series = [
         (f"{p.a.label} vs {p.b.label}", p.similarity.values, p.similarity.baseline) for p in report.pairs
     ]
     plots.similarity_distributions(series, out / COMPARE_DISTRIBUTIONS)
-    files = [out / COMPARE_HEATMAP, out / COMPARE_DISTRIBUTIONS]
+    files = [out / COMPARE_HEATMAP, out / COMPARE_LATENT_HEATMAP, out / COMPARE_DISTRIBUTIONS]
     for scorer, by_run in report.interpretability.scores.items():
         path = out / f"scores-{scorer}.png"
         plots.score_distributions(scorer, {run: list(v.values()) for run, v in by_run.items()}, path)
@@ -99,16 +110,38 @@ def _summary(report: CompareReport, tables: list[Table]) -> dict[str, Any]:
                 "matched": len(p.matching.a),
                 "unmatched_a": p.matching.unmatched,
                 "unmatched_b": p.matching.num_b - len(p.matching.b),
+                "latent_similarity": {
+                    **p.latents.summary,
+                    "measure": p.matching.method,
+                    "baseline": p.latents.baseline_summary,
+                    "baseline_method": p.latents.describe_baseline(),
+                },
                 "similarity": p.similarity.summary,
                 "baseline": p.similarity.baseline_summary,
+                "explained_pairs_with_partners": p.reachable,
+                "warning": few_pairs_warning(p.similarity.summary["n"], "explanation similarity"),
                 "matches_file": matches_file(report, p),
             }
             for p in report.pairs
         ],
+        "latent_similarity_matrix": {
+            "runs": [r.label for r in report.runs],
+            "values": report.latent_similarity_matrix().tolist(),
+        },
         "similarity_matrix": {
             "runs": [r.label for r in report.runs],
             "values": report.similarity_matrix().tolist(),
         },
+        "partners": [
+            {
+                "run_dir": str(item.run_dir),
+                "file": partners_path(report.out_dir, item).name,
+                "latents": sum(len(latents) for latents in item.latents.values()),
+                "not_explained": item.missing,
+            }
+            for item in report.partners
+        ],
+        "next_commands": report.next_commands,
         "interpretability": {
             "scores": interp.summaries,
             "paired_tests": interp.paired_tests,
@@ -127,6 +160,7 @@ def _markdown(report: CompareReport, tables: list[Table]) -> str:
     parts += [
         "## Plots",
         "",
+        f"![latent similarity matrix]({COMPARE_LATENT_HEATMAP})",
         f"![explanation similarity matrix]({COMPARE_HEATMAP})",
         f"![matched vs random]({COMPARE_DISTRIBUTIONS})",
     ]
@@ -134,6 +168,8 @@ def _markdown(report: CompareReport, tables: list[Table]) -> str:
     notes = report.notes + report.interpretability.notes
     if notes:
         parts += ["", "## Notes", "", *(f"- {note}" for note in notes)]
+    if report.next_commands:
+        parts += ["", "## Next: explain the matched partners", "", "```bash", *report.next_commands, "```"]
     return "\n".join(parts) + "\n"
 
 

@@ -10,8 +10,14 @@ from matplotlib.figure import Figure
 from autointerp.rundir import atomic_path
 
 
-def similarity_heatmap(labels: list[str], matrix: np.ndarray, path: Path) -> None:
-    """Heatmap of the run x run explanation-similarity matrix, values written in the cells."""
+def similarity_heatmap(
+    labels: list[str],
+    matrix: np.ndarray,
+    path: Path,
+    title: str = "Explanation similarity",
+    label: str = "mean explanation cosine of matched latents",
+) -> None:
+    """Heatmap of a run x run similarity matrix, values written in the cells."""
     size = 2.0 + 0.7 * len(labels)
     fig = Figure(figsize=(size + 1.5, size))
     ax = fig.add_subplot()
@@ -21,8 +27,8 @@ def similarity_heatmap(labels: list[str], matrix: np.ndarray, path: Path) -> Non
     for (i, j), value in np.ndenumerate(matrix):
         if np.isfinite(value):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")
-    fig.colorbar(image, ax=ax, label="mean explanation cosine of matched latents")
-    ax.set_title("Explanation similarity")
+    fig.colorbar(image, ax=ax, label=label)
+    ax.set_title(title)
     _save(fig, path)
 
 

@@ -87,19 +87,16 @@ class Run:
 
 
 def resolve_runs(inputs: list[Path]) -> tuple[list[Run], list[str]]:
-    """One Run per explained hookpoint of each input, and notes on hookpoints left out."""
-    runs: list[Run] = []
-    notes: list[str] = []
-    for path in inputs:
-        run_dir, config = _locate(path)
-        found, skipped = _hookpoint_runs(run_dir, config)
-        if not found:
-            raise UserError(f"{run_dir} has no explanations: run `autointerp explain` on it first")
-        runs += found
-        notes += [f"{run_dir}: hookpoint {hp} has no explanations; left out" for hp in skipped]
+    """One Run per cached hookpoint of each input, and notes on hookpoints without explanations."""
+    runs = [run for path in inputs for run in _hookpoint_runs(*_locate(path))]
     if len(runs) < 2:
         raise UserError("compare needs at least two runs (or one run with several hookpoints): pass more")
     _deduplicate_labels(runs)
+    notes = [
+        f"{run.label} has no explanations: compared by latent similarity only"
+        for run in runs
+        if not run.explanations
+    ]
     return runs, notes
 
 
@@ -118,22 +115,15 @@ def _locate(path: Path) -> tuple[Path, RunConfig | None]:
     raise UserError(f"{path} is neither a run directory nor a YAML config: pass runs/<name> or a config file")
 
 
-def _hookpoint_runs(run_dir: Path, config: RunConfig | None) -> tuple[list[Run], list[str]]:
+def _hookpoint_runs(run_dir: Path, config: RunConfig | None) -> list[Run]:
     root = run_dir / CACHE_DIR
     hookpoints = (
         sorted(p.name for p in root.iterdir() if (p / MANIFEST_FILE).is_file()) if root.is_dir() else []
     )
     if not hookpoints:
-        raise UserError(f"{run_dir} has no cache: run `autointerp cache` and `autointerp explain` first")
+        raise UserError(f"{run_dir} has no cache: run `autointerp cache` on it first")
     name = config.name if config is not None else run_dir.name
-    found, skipped = [], []
-    for hookpoint in hookpoints:
-        explanations = _explanations(run_dir, hookpoint)
-        if explanations:
-            found.append(Run(f"{name}/{hookpoint}", run_dir, hookpoint, config, explanations))
-        else:
-            skipped.append(hookpoint)
-    return found, skipped
+    return [Run(f"{name}/{hp}", run_dir, hp, config, _explanations(run_dir, hp)) for hp in hookpoints]
 
 
 def _explanations(run_dir: Path, hookpoint: str) -> dict[int, str]:

@@ -13,6 +13,8 @@ from autointerp.score.metrics import aggregate
 
 BASELINE_PAIRS = 1000
 """Random (explained latent of a, explained latent of b) pairs drawn for the baseline."""
+MIN_PAIRS = 30
+"""Fewer pairs explained on both sides than this: the similarity CI and the paired tests are flagged."""
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 """Texts -> unit-norm vectors [len(texts), dim], e.g. an `autointerp.embedding.Embedder`."""
@@ -29,6 +31,8 @@ class ExplanationVectors:
     def embed(explanations: dict[int, str], embed: Embed) -> ExplanationVectors:
         """Embed every explanation once."""
         latents = np.array(sorted(explanations), dtype=np.int64)
+        if not len(latents):
+            return ExplanationVectors(latents, np.zeros((0, 0), dtype=np.float32))
         return ExplanationVectors(latents, embed([explanations[int(latent)] for latent in latents]))
 
     def rows(self, latents: np.ndarray) -> np.ndarray:
@@ -59,6 +63,9 @@ def explanation_similarity(
     a: np.ndarray, b: np.ndarray, vectors_a: ExplanationVectors, vectors_b: ExplanationVectors, seed: int = 0
 ) -> ExplanationSimilarity:
     """Similarity of the matched pairs `a[i]` <-> `b[i]` whose latents are both explained."""
+    if not len(vectors_a.latents) or not len(vectors_b.latents):
+        empty = np.zeros(0, dtype=np.int64)
+        return ExplanationSimilarity(empty, empty, np.zeros(0), np.zeros(0))
     rows_a, rows_b = vectors_a.rows(a), vectors_b.rows(b)
     both = (rows_a >= 0) & (rows_b >= 0)
     rows_a, rows_b = rows_a[both], rows_b[both]

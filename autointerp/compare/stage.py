@@ -7,6 +7,7 @@ from itertools import combinations
 from pathlib import Path
 
 from autointerp.compare.interpretability import Pairing, compare_interpretability
+from autointerp.compare.latent_similarity import LatentSimilarity, random_decoder, shifted_activations
 from autointerp.compare.matching import (
     DEFAULT_CANDIDATES,
     IDENTITY,
@@ -16,9 +17,10 @@ from autointerp.compare.matching import (
     match_decoders,
 )
 from autointerp.compare.output import write_outputs
+from autointerp.compare.partners import partner_latents, partners_path, reachable_pairs
 from autointerp.compare.result import CompareReport, PairResult
 from autointerp.compare.runs import Run, resolve_runs
-from autointerp.compare.similarity import Embed, ExplanationVectors, explanation_similarity
+from autointerp.compare.similarity import MIN_PAIRS, Embed, ExplanationVectors, explanation_similarity
 from autointerp.errors import UserError
 from autointerp.rundir import COMPARE_DIR
 
@@ -50,19 +52,41 @@ def run_compare(
     pairs = []
     for a, b, method in plans:
         matching = _match(a, b, method, candidates)
+        latents = LatentSimilarity.of(matching, _null_match(a, b, method, candidates, seed))
         similarity = explanation_similarity(matching.a, matching.b, vectors[a.label], vectors[b.label], seed)
-        pairs.append(PairResult(a, b, matching, similarity))
+        pairs.append(PairResult(a, b, matching, latents, similarity, reachable_pairs(a, b, matching)))
         if progress is not None:
             progress(1, len(plans))
-    notes += [
-        f"{p.a.label} vs {p.b.label}: no matched latents explained in both"
-        for p in pairs
-        if not len(p.similarity.values)
+    out = out_dir or runs[0].run_dir / COMPARE_DIR
+    partners = partner_latents(runs, [(p.a, p.b, p.matching) for p in pairs])
+    few = [pair for pair in pairs if len(pair.similarity.values) < MIN_PAIRS]
+    notes += [_few_pairs_note(pair) for pair in few if pair.a.explanations or pair.b.explanations]
+    helps = any(pair.reachable > len(pair.similarity.values) for pair in few)
+    commands = [
+        command
+        for item in partners
+        if helps and item.missing
+        for command in item.commands(partners_path(out, item))
     ]
     interpretability = compare_interpretability(runs, [_pairing(pair) for pair in pairs], scorers)
-    report = CompareReport(out_dir or runs[0].run_dir / COMPARE_DIR, runs, pairs, interpretability, notes)
+    report = CompareReport(out, runs, pairs, interpretability, notes, partners, commands)
     report.files = write_outputs(report)
     return report
+
+
+def _few_pairs_note(pair: PairResult) -> str:
+    """Why the explanation similarity of a pair with few pairs explained on both sides is unreliable."""
+    n = len(pair.similarity.values)
+    head = f"{pair.a.label} vs {pair.b.label}: {n} matched pairs explained on both sides"
+    head += f" (fewer than {MIN_PAIRS})"
+    if not pair.reachable:
+        return f"{head}; neither run explains a matched latent: run `autointerp explain` on one of them"
+    if pair.reachable == n:
+        return f"{head}, so the explanation similarity and its CI are unreliable"
+    return (
+        f"{head}, so the explanation similarity and its CI are unreliable; explaining the matched partners "
+        f"(partners-*.txt, commands below) makes it {pair.reachable}"
+    )
 
 
 def _method(a: Run, b: Run, notes: list[str]) -> str:
@@ -93,6 +117,17 @@ def _match(a: Run, b: Run, method: str, candidates: int) -> Matching:
         assert decoders[0] is not None and decoders[1] is not None  # the method is chosen only then
         return match_decoders(decoders[0], decoders[1], candidates)
     return match_activations(a.activations, b.activations, candidates)
+
+
+def _null_match(a: Run, b: Run, method: str, candidates: int, seed: int) -> Matching | None:
+    """The same matching against a coder unrelated to `a` (see latent_similarity); None for one coder."""
+    if method == IDENTITY:
+        return None
+    if method == DECODER:
+        decoders = a.decoder[0], b.decoder[0]
+        assert decoders[0] is not None and decoders[1] is not None
+        return match_decoders(decoders[0], random_decoder(decoders[1].shape, seed), candidates)
+    return match_activations(a.activations, shifted_activations(b.activations, b.reader.ctx_len), candidates)
 
 
 def _pairing(pair: PairResult) -> Pairing:

@@ -10,8 +10,9 @@ from typing import Any
 
 from rich.table import Table as RichTable
 
-from autointerp.compare.interpretability import Interpretability
+from autointerp.compare.interpretability import Interpretability, few_pairs_warning
 from autointerp.compare.result import CompareReport, PairResult
+from autointerp.compare.similarity import MIN_PAIRS
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Table:
 def all_tables(report: CompareReport) -> list[Table]:
     """Every table of the comparison, in the order of summary.md."""
     interp = report.interpretability
-    tables = [runs_table(report), pairs_table(report), matrix_table(report)]
+    tables = [runs_table(report), pairs_table(report), latent_matrix_table(report), matrix_table(report)]
     if interp.scores:
         tables += [scores_table(interp), paired_tests_table(interp), agreement_table(interp)]
     return tables
@@ -54,26 +55,41 @@ def runs_table(report: CompareReport) -> Table:
 
 def pairs_table(report: CompareReport) -> Table:
     columns = [
-        "run_a", "run_b", "matching", "matched", "unmatched_a", "explained_pairs",
-        "similarity_mean", "similarity_ci_low", "similarity_ci_high", "similarity_median",
+        "run_a", "run_b", "matching", "matched", "unmatched_a",
+        "latent_similarity_mean", "latent_similarity_ci_low", "latent_similarity_ci_high",
+        "latent_baseline_mean",
+        "explained_pairs", "similarity_mean", "similarity_ci_low", "similarity_ci_high", "similarity_median",
         "baseline_mean", "baseline_ci_low", "baseline_ci_high", "difference",
+        "explained_pairs_with_partners", "warning",
     ]  # fmt: skip
     return Table(
-        "pairs", "Latent matching and explanation similarity", columns, [_pair_row(p) for p in report.pairs]
-    )
+        "pairs", "Latent matching, latent similarity and explanation similarity", columns,
+        [_pair_row(p) for p in report.pairs],
+    )  # fmt: skip
 
 
 def _pair_row(pair: PairResult) -> list[Any]:
     matching, sim, base = pair.matching, pair.similarity.summary, pair.similarity.baseline_summary
+    latents = pair.latents.summary
     return [
-        pair.a.label, pair.b.label, matching.describe(), len(matching.a), matching.unmatched, sim["n"],
-        sim["mean"], sim["ci_low"], sim["ci_high"], sim["median"],
+        pair.a.label, pair.b.label, matching.describe(), len(matching.a), matching.unmatched,
+        latents["mean"], latents["ci_low"], latents["ci_high"], pair.latents.baseline_summary["mean"],
+        sim["n"], sim["mean"], sim["ci_low"], sim["ci_high"], sim["median"],
         base["mean"], base["ci_low"], base["ci_high"], _difference(sim["mean"], base["mean"]),
+        pair.reachable, few_pairs_warning(sim["n"], "explanation similarity"),
     ]  # fmt: skip
 
 
 def _difference(mean: float | None, baseline: float | None) -> float | None:
     return None if mean is None or baseline is None else mean - baseline
+
+
+def latent_matrix_table(report: CompareReport) -> Table:
+    labels = [run.label for run in report.runs]
+    matrix = report.latent_similarity_matrix()
+    rows = [[label, *matrix[i]] for i, label in enumerate(labels)]
+    title = "Latent similarity matrix: mean similarity of matched latents (method per pair in pairs.csv)"
+    return Table("latent_similarity_matrix", title, ["run", *labels], rows)
 
 
 def matrix_table(report: CompareReport) -> Table:
@@ -102,6 +118,7 @@ def paired_tests_table(interp: Interpretability) -> Table:
         "mean_difference",
         "wilcoxon",
         "p_value",
+        "warning",
     ]
     rows = [[row[c] for c in columns] for row in interp.paired_tests]
     return Table("paired_tests", "Paired tests (Wilcoxon signed-rank)", columns, rows)
@@ -116,33 +133,51 @@ def agreement_table(interp: Interpretability) -> Table:
 
 
 def headline_tables(report: CompareReport) -> list[RichTable]:
-    """Console tables: explanation similarity per run pair, and each scorer's mean per run."""
-    pairs = RichTable(title=f"compare: {report.out_dir}")
-    for column in (
-        "run A",
-        "run B",
-        "matched by",
-        "matched",
-        "both explained",
-        "similarity [95% CI]",
-        "random",
-    ):
-        pairs.add_column(column)
+    """Console tables: latent similarity and explanation similarity per run pair, the latent similarity
+    matrix (three runs or more), and each scorer's mean per run."""
+    tables = [_latents_headline(report), _explanations_headline(report)]
+    if len(report.runs) > 2:
+        tables.append(_matrix_headline(report))
+    if report.interpretability.summaries:
+        tables.append(_scores_headline(report.interpretability))
+    return tables
+
+
+def _latents_headline(report: CompareReport) -> RichTable:
+    table = RichTable(title=f"compare: {report.out_dir}\nlatent similarity of matched latents")
+    for column in ("run A", "run B", "matched by", "matched", "mean [95% CI]", "random"):
+        table.add_column(column)
     for pair in report.pairs:
-        sim, base = pair.similarity.summary, pair.similarity.baseline_summary
-        pairs.add_row(
+        table.add_row(
             pair.a.label,
             pair.b.label,
             pair.matching.method,
             f"{len(pair.matching.a):,}",
-            f"{sim['n']:,}",
-            _with_ci(sim),
-            _cell(base["mean"]),
+            _with_ci(pair.latents.summary),
+            _cell(pair.latents.baseline_summary["mean"]),
         )
-    tables = [pairs]
-    if report.interpretability.summaries:
-        tables.append(_scores_headline(report.interpretability))
-    return tables
+    return table
+
+
+def _explanations_headline(report: CompareReport) -> RichTable:
+    table = RichTable(title="explanation similarity of matched latents explained on both sides")
+    for column in ("run A", "run B", "both explained", "mean [95% CI]", "random"):
+        table.add_column(column)
+    for pair in report.pairs:
+        sim, base = pair.similarity.summary, pair.similarity.baseline_summary
+        few = f" (< {MIN_PAIRS}!)" if sim["n"] < MIN_PAIRS else ""
+        table.add_row(pair.a.label, pair.b.label, f"{sim['n']:,}{few}", _with_ci(sim), _cell(base["mean"]))
+    return table
+
+
+def _matrix_headline(report: CompareReport) -> RichTable:
+    table = RichTable(title="latent similarity matrix (mean over matched latents)")
+    labels = [run.label for run in report.runs]
+    for column in ("run", *labels):
+        table.add_column(column)
+    for label, row in zip(labels, report.latent_similarity_matrix(), strict=True):
+        table.add_row(label, *(_cell(float(value)) for value in row))
+    return table
 
 
 def _scores_headline(interp: Interpretability) -> RichTable:
