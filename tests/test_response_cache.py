@@ -124,3 +124,16 @@ def test_errors_are_not_cached(tmp_path):
         with pytest.raises(LLMError):
             ask(client, ["x"])
     assert client.client.calls == 2 and len(ResponseCache(tmp_path, "0")) == 0
+
+
+def test_another_endpoint_never_replays_these_answers(tmp_path):
+    """A changed server or backend (same model name) asks afresh instead of replaying the old answers."""
+    first = CachedClient(CountingClient(), ResponseCache(tmp_path, "0"), "openai:http://a/v1")
+    ask(first, ["x"])
+    first.cache.close()
+    other = CachedClient(CountingClient(), ResponseCache(tmp_path, "1"), "openai:http://b/v1")
+    ask(other, ["x"])
+    assert other.client.calls == 1 and other.hits == 0
+    same = CachedClient(CountingClient(), ResponseCache(tmp_path, "2"), "openai:http://a/v1")
+    ask(same, ["x"])
+    assert same.client.calls == 0 and same.hits == 1

@@ -19,7 +19,7 @@ from autointerp.errors import UserError
 from autointerp.examples import ExampleBuilder, LatentExamples, select_latents
 from autointerp.examples.recipe import example_builder
 from autointerp.explain.explainer import Explainer, ParseError
-from autointerp.llm import CachedClient, ResponseCache, make_client, run_requests
+from autointerp.llm import CachedClient, ResponseCache, make_client, resolve_backend, run_requests
 from autointerp.llm.types import LLMError, LLMFatalError, LLMRequest, LLMResponse
 from autointerp.records import RecordWriter, check_config, read_records, records_file, remove_hookpoint
 from autointerp.rundir import (
@@ -146,7 +146,9 @@ class _ExplainRun:
         texts = TokenTexts(load_tokenizer(self.config.model.path))
         builders = {hp: example_builder(self.config, hp, self.readers[hp], texts) for hp in todo}
         cache = ResponseCache(self.config.run_dir / LLM_CACHE_DIR, self.shard.name)
-        self.client = CachedClient(make_client(self.config.explainer_llm), cache)
+        settings = self.config.explainer_llm
+        endpoint = f"{resolve_backend(settings.backend)}:{settings.base_url or 'local'}"
+        self.client = CachedClient(make_client(settings), cache, endpoint)
         self.writers = {hp: RecordWriter(records_file(self.out_dir, hp, self.shard)) for hp in todo}
         total = sum(len(latents) for latents in todo.values())
         jobs: list[_Job | None] = []
@@ -181,7 +183,7 @@ class _ExplainRun:
                 examples = builders[hookpoint].build(latent)
                 request = None if examples.skipped else self.explainer.request(examples, texts)
                 if request is not None and self.client is not None and (hookpoint, latent) in self.refresh:
-                    self.client.refresh.add(request.key(self.client.model))
+                    self.client.refresh.add(self.client.key(request))
                 yield _Job(hookpoint, examples, request)
 
     def _advance(self, total: int, result: LLMResponse | LLMError | None) -> None:

@@ -76,23 +76,26 @@ def _read(path: Path) -> dict[str, LLMResponse]:
 
 
 class CachedClient(LLMClient):
-    """Answers a request from the cache when its key (`request.key(model)`) is there, else asks `client`.
+    """Answers a request from the cache when its key is there, else asks `client`. The key covers the
+    request, the model and the `endpoint` (backend and server), so another server's answers never replay.
 
     Failures are not cached. `hits` and `misses` count the requests answered each way; a request whose key
     is in `refresh` is asked again (its cached answer could not be used) and its new answer cached.
     """
 
-    def __init__(self, client: LLMClient, cache: ResponseCache):
+    def __init__(self, client: LLMClient, cache: ResponseCache, endpoint: str = ""):
         self.client = client
         self.cache = cache
         self.model = client.model
+        self.identity = f"{endpoint} {client.model}".strip()
+        """What answers: backend, server and model; part of every key."""
         self.max_in_flight = client.max_in_flight
         self.hits = 0
         self.misses = 0
         self.refresh: set[str] = set()
 
     async def generate(self, request: LLMRequest) -> LLMResponse:
-        key = request.key(self.model)
+        key = self.key(request)
         cached = None if key in self.refresh else self.cache.get(key)
         if cached is not None:
             self.hits += 1
@@ -101,6 +104,10 @@ class CachedClient(LLMClient):
         response = await self.client.generate(request)
         self.cache.put(key, response)
         return response
+
+    def key(self, request: LLMRequest) -> str:
+        """The request's cache key."""
+        return request.key(self.identity)
 
     async def aclose(self) -> None:
         self.cache.close()
