@@ -210,13 +210,15 @@ def _print_explain_report(cfg: RunConfig, report) -> None:
         "failed",
         "skipped",
         "done before",
+        "not eligible",
         "prompt tok",
         "cached tok",
         "out tok",
     ):
         table.add_column(column)
     for name, t in report.tallies.items():
-        counts = (t.explained, t.failed, t.skipped, t.already_done, t.prompt_tokens, t.cached_tokens)
+        counts = (t.explained, t.failed, t.skipped, t.already_done, t.not_eligible, t.prompt_tokens)
+        counts = (*counts, t.cached_tokens)
         table.add_row(name, *(f"{v:,}" for v in (*counts, t.completion_tokens)))
     Console().print(table)
 

@@ -280,15 +280,20 @@ def test_planted_feature_true_explanation_beats_a_wrong_one_on_embedding(tmp_pat
     tokens = np.array(ids[: n * ctx], dtype=np.int32).reshape(n, ctx)
     planted = {0: [(i, 1.0 + (i % 3)) for i, flag in enumerate(is_number[: n * ctx]) if flag]}
     reader = write_synthetic_cache(tmp_path / "cache", tokens, planted, num_latents=2, latents_per_shard=2)
-    cfg = ExamplesConfig(window=12, n_explain=10, n_test=20, n_negative=20, n_explain_negative=0)
     texts = TokenTexts(tokenizer)
-    builder = ExampleBuilder(reader, cfg, min_activations=20, seed=0, hookpoint="h", decode=texts.text)
-    examples = builder.build(0)
     embed = Embedder()
-    true = embedding_outcome(embed, "number words such as one, two, three", detection_items(examples, texts))
-    wrong = embedding_outcome(embed, "names of chemical elements", detection_items(examples, texts))
-    assert true.metrics["auroc"] > 0.8
-    assert true.metrics["auroc"] > wrong.metrics["auroc"] + 0.2
+    # centred excerpts hold the whole planted word; at a random offset (the default) it can be cut at an
+    # edge, which costs the embedding scorer some AUROC (0.87 -> 0.76 here)
+    for placement, floor, margin in (("like_explain", 0.8, 0.2), ("random", 0.7, 0.1)):
+        cfg = ExamplesConfig(
+            window=12, n_explain=10, n_test=20, n_negative=20, n_explain_negative=0, test_windows=placement
+        )
+        builder = ExampleBuilder(reader, cfg, min_activations=20, seed=0, hookpoint="h", decode=texts.text)
+        items = detection_items(builder.build(0), texts)
+        true = embedding_outcome(embed, "number words such as one, two, three", items)
+        wrong = embedding_outcome(embed, "names of chemical elements", items)
+        assert true.metrics["auroc"] > floor
+        assert true.metrics["auroc"] > wrong.metrics["auroc"] + margin
 
 
 def test_intervention_scores_steered_text_with_control_and_output_explanation(run):
@@ -309,7 +314,8 @@ def test_intervention_scores_steered_text_with_control_and_output_explanation(ru
         run_score(config)
         asked = stub.calls
     scored = [r for r in records(config, "intervention").values() if r["score"] is not None]
-    assert len(scored) >= 3 and asked == len(scored)
+    elsewhere = [r for r in records(config, "intervention", "layers.1").values() if r["score"] is not None]
+    assert len(scored) >= 3 and asked == len(scored) + len(elsewhere)
     for record in scored:
         metrics = record["metrics"]
         assert {"score", "control_score", "kl", "strength", "output_explanation_score"} <= set(metrics)

@@ -12,6 +12,7 @@ from rich.table import Table as RichTable
 
 from autointerp.compare.interpretability import Interpretability
 from autointerp.compare.result import CompareReport, PairResult
+from autointerp.score.metrics import mean_with_ci
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def headline_tables(report: CompareReport) -> list[RichTable]:
             pair.matching.method,
             f"{len(pair.matching.a):,}",
             f"{sim['n']:,}",
-            _with_ci(sim),
+            mean_with_ci(sim),
             _cell(base["mean"]),
         )
     tables = [pairs]
@@ -152,14 +153,9 @@ def _scores_headline(interp: Interpretability) -> RichTable:
         table.add_column(column)
     for scorer in dict.fromkeys(row["scorer"] for row in interp.summaries):
         by_run = {row["run"]: row for row in interp.summaries if row["scorer"] == scorer}
-        table.add_row(scorer, *(_with_ci(by_run[run]) if run in by_run else "" for run in runs))
+        table.add_row(scorer, *(mean_with_ci(by_run[run]) if run in by_run else "" for run in runs))
     return table
 
-
-def _with_ci(stats: dict[str, Any]) -> str:
-    if not stats["n"]:
-        return "-"
-    return f"{stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
 
 
 def _cell(value: Any) -> str:

@@ -19,7 +19,7 @@ from autointerp.coders import load_file_coder
 from autointerp.config import RunConfig, dump_config
 from autointerp.embedding import Embedder
 from autointerp.errors import ConfigError, UserError
-from autointerp.examples import Example, ExampleBuilder, LatentExamples, select_latents
+from autointerp.examples import Example, ExampleBuilder, LatentExamples, run_latents
 from autointerp.explain.parse import NEW_TURN, ParseError, parse_explanation
 from autointerp.explain.prompts import ANSWER_MARKER, PROMPT_VERSION, ShownExample, build_messages
 from autointerp.llm import CachedClient, LLMClient, ResponseCache, make_client, resolve_backend, run_requests
@@ -48,6 +48,8 @@ class HookpointTally:
     failed: int = 0
     skipped: int = 0
     already_done: int = 0
+    not_eligible: int = 0
+    """Latents the sample passed over: fewer activating windows than latents.min_activations."""
     prompt_tokens: int = 0
     cached_tokens: int = 0
     completion_tokens: int = 0
@@ -86,10 +88,12 @@ def run_explain(
             remove_hookpoint(out_dir, hp)
             done = {}
         check_config(done, keys[hp], config_hash(keys[hp]), f"explanations of {hp} in {out_dir}")
-        latents = select_latents(config.latents, reader.num_latents, config.seed, hp)
-        mine = [latent for i, latent in enumerate(latents) if shard.owns(i)]
+        selection = run_latents(config, reader, hp)
+        mine = [latent for i, latent in enumerate(selection.latents) if shard.owns(i)]
         todo[hp] = [latent for latent in mine if latent not in done]
-        report.tallies[hp] = HookpointTally(already_done=len(mine) - len(todo[hp]))
+        report.tallies[hp] = HookpointTally(
+            already_done=len(mine) - len(todo[hp]), not_eligible=selection.not_eligible
+        )
     if not any(todo.values()):
         return report
     write_text_atomic(config.run_dir / CONFIG_FILE, dump_config(config))

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import itertools
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +23,8 @@ from autointerp.cache import CacheReader
 from autointerp.config import RunConfig, dump_config
 from autointerp.embedding import Embedder
 from autointerp.errors import ConfigError, UserError
-from autointerp.examples import LatentExamples, select_latents
+from autointerp.examples import LatentExamples, run_latents
+from autointerp.examples.builder import TEST_ONLY_KEYS, explainer_view_digest
 from autointerp.examples.selection import rng_for
 from autointerp.explain.stage import EXPLANATIONS_DIR, example_builder, explain_key
 from autointerp.llm import LLMClient, make_client, resolve_backend, run_requests
@@ -129,8 +128,9 @@ def run_score(
 
 
 _EXPLANATION_FIELDS = ("explanation", "error", "skipped")
+_SHOWN = ("explain", "explain_negatives")
 _SCORE_FIELDS = ("explanation",)
-_EXAMPLE_ONLY_KEYS = {"examples.n_test", "examples.n_negative"}
+_EXAMPLE_ONLY_KEYS = TEST_ONLY_KEYS
 """Explain-key fields that only shape the test set: explanations made with other values stay valid."""
 
 
@@ -153,7 +153,7 @@ class _Plan:
         if force and not shard.is_whole:
             raise UserError("--force with --shard would delete other tasks' scores: run with --force alone")
         for hp in config.sparse_coder.hookpoints:
-            latents = select_latents(config.latents, self.readers[hp].num_latents, config.seed, hp)
+            latents = run_latents(config, self.readers[hp], hp).latents
             mine = [latent for i, latent in enumerate(latents) if shard.owns(i)]
             for scorer in config.scorers:
                 controls = [None, CONTROL] if _has_control(config, scorer) else [None]
@@ -225,15 +225,11 @@ def _light_explanations(directory: Path, hookpoint: str) -> dict[int, dict[str, 
     for path in hookpoint_files(directory, hookpoint):
         for record in iter_records(path):
             light = {name: record.get(name) for name in _EXPLANATION_FIELDS}
-            shown = ((record.get("examples") or {}).get("explain")) or []
-            light["shown"] = windows_digest([(e["sequence"], e["start"]) for e in shown])
+            examples = record.get("examples") or {}
+            shown = [[(e["sequence"], e["start"]) for e in examples.get(k) or []] for k in _SHOWN]
+            light["shown"] = explainer_view_digest(*shown)
             records[int(record["latent"])] = light | {"config_hash": record.get("config_hash")}
     return records
-
-
-def windows_digest(windows: list[tuple[int, int]]) -> str:
-    """A short digest of (sequence, start) windows, to check the explainer saw what this config draws."""
-    return hashlib.sha256(json.dumps([list(w) for w in windows]).encode()).hexdigest()[:16]
 
 
 def _has_control(config: RunConfig, scorer: str) -> bool:
@@ -316,7 +312,7 @@ class _Writer:
         metrics = outcome.metrics if outcome else {}
         headline = metrics.get(HEADLINE[target.scorer])
         if outcome and not error and not skipped and headline is None:
-            error = f"{HEADLINE[target.scorer]} is undefined for this latent"
+            error = metrics.get("undefined") or f"{HEADLINE[target.scorer]} is undefined for this latent"
         if skipped:
             tally.skipped += 1
         elif error:
@@ -440,11 +436,7 @@ def skip_reason(target: Target, examples: LatentExamples, plan: _Plan) -> tuple[
         return "no other explained latent to borrow an explanation from", None
     if not target.explanation:
         return None, f"no explanation: {(record or {}).get('error') or 'the explain stage gave none'}"
-    if (
-        record
-        and not target.control
-        and record["shown"] != windows_digest([(e.sequence, e.start) for e in examples.explain])
-    ):
+    if record and not target.control and record["shown"] != examples.explainer_view_digest():
         return None, (
             "the explainer saw other examples than this config draws (examples or seed changed since "
             "explain): rerun `autointerp explain --force` so test examples stay disjoint from them"
@@ -460,14 +452,16 @@ def _make_task(
         items = detection_items(examples, texts)
         return _classification(config, target, explanation, items, source)
     if target.scorer == "fuzzing":
-        items = fuzzing_items(examples, texts, config.scorer.fuzzing_mode, source.rng(target, "fuzz"))
+        rng, threshold = source.rng(target, "fuzz"), config.explainer.highlight_threshold
+        items = fuzzing_items(examples, texts, config.scorer.fuzzing_mode, rng, threshold)
         return _classification(config, target, explanation, items, source)
     if target.scorer == "simulation":
         return SimulationTask(
             explanation, detection_items(examples, texts), texts, config.scorer.simulation_logprobs
         )
     if target.scorer == "intruder":
-        trials = intruder_trials(examples, texts, config.scorer.intruder_size, source.rng(target, "intruder"))
+        rng, threshold = source.rng(target, "intruder"), config.explainer.highlight_threshold
+        trials = intruder_trials(examples, texts, config.scorer.intruder_size, rng, threshold)
         return IntruderTask(trials)
     if target.scorer == "surprisal":
         items = detection_items(examples, texts)

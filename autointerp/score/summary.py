@@ -11,14 +11,31 @@ import numpy as np
 
 from autointerp.cache import CacheReader
 from autointerp.config import RunConfig
-from autointerp.examples import select_latents
+from autointerp.examples import run_latents
 from autointerp.records import read_records
 from autointerp.rundir import cache_dir, write_json_atomic, write_text_atomic
-from autointerp.score.metrics import HEADLINE, aggregate, auroc, chance_level, pearson, pooled_binary_metrics
+from autointerp.score.metrics import (
+    HEADLINE,
+    aggregate,
+    auroc,
+    chance_level,
+    mean_with_ci,
+    pearson,
+    pooled_binary_metrics,
+)
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
-_COUNTS = ("n_examples", "n_failed", "n_positive", "n_negative", "n_tokens", "n_trials")
+_COUNTS = (
+    "n_examples",
+    "n_failed",
+    "n_positive",
+    "n_negative",
+    "n_failed_positive",
+    "n_failed_negative",
+    "n_tokens",
+    "n_trials",
+)
 
 
 def write_summary(config: RunConfig, scores_dir: Path) -> dict[str, Any]:
@@ -39,7 +56,7 @@ def summarize(config: RunConfig, scores_dir: Path) -> dict[str, dict[str, Any]]:
             if not records:
                 continue
             reader = CacheReader(cache_dir(config.run_dir, hp))
-            selected = set(select_latents(config.latents, reader.num_latents, config.seed, hp))
+            selected = set(run_latents(config, reader, hp).latents)
             kept = [r for latent, r in sorted(records.items()) if latent in selected]
             result.setdefault(directory.name, {})[hp] = summarize_records(kept, len(selected), config)
     return result
@@ -49,13 +66,10 @@ def summarize_records(records: list[dict[str, Any]], selected: int, config: RunC
     """Aggregates of one scorer on one hookpoint."""
     scorer = records[0]["scorer"]
     scored = [r for r in records if r["score"] is not None]
-    positive = _positive_fraction(scored)
     metrics = {}
     for name in _metric_names(scored):
         stats = aggregate([r["metrics"].get(name) for r in scored], seed=config.seed)
-        metrics[name] = stats | {
-            "chance": chance_level(name, positive, config.scorer.intruder_size, scorer=scorer)
-        }
+        metrics[name] = stats | {"chance": _chance(name, scored, config, scorer)}
     return {
         "scorer": scorer,
         "headline": HEADLINE[scorer],
@@ -80,8 +94,20 @@ def _metric_names(records: list[dict[str, Any]]) -> list[str]:
     return list(names)
 
 
-def _positive_fraction(records: list[dict[str, Any]]) -> float:
-    labels = [e["label"] for r in records for e in r["examples"] if e.get("kind") != "trial" and "label" in e]
+def _chance(name: str, records: list[dict[str, Any]], config: RunConfig, scorer: str) -> float | None:
+    """The mean over latents of each latent's chance level on `name` (its own share of positives)."""
+    levels = [
+        chance_level(name, _positive_fraction(r), config.scorer.intruder_size, scorer=scorer)
+        for r in records
+        if r["metrics"].get(name) is not None
+    ]
+    if not levels or any(level is None for level in levels):
+        return None
+    return float(np.mean(levels))
+
+
+def _positive_fraction(record: dict[str, Any]) -> float:
+    labels = [e["label"] for e in record["examples"] if e.get("kind") != "trial" and "label" in e]
     return float(np.mean(labels)) if labels else 0.5
 
 
@@ -137,7 +163,7 @@ def summary_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
                     "scorer": name,
                     "hookpoint": hp,
                     "metric": s["headline"],
-                    "mean [95% CI]": _mean_ci(m),
+                    "mean [95% CI]": mean_with_ci(m),
                     "chance": _num(m.get("chance")),
                     "median": _num(m.get("median")),
                     "scored": str(s["scored"]),
@@ -161,17 +187,11 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
     note = (
-        "Mean over latents with a percentile-bootstrap 95% CI. Chance is what a scorer answering at random "
-        "gets. Skipped latents (too few activations, not explained) and failed latents (no usable answer) "
+        "Mean over latents with a 95% CI (percentile bootstrap; Student's t below 20 latents). Chance is "
+        "what a scorer answering at random gets. Skipped latents (too few activations, not explained) and failed latents (no usable answer) "
         "are counted, never scored; `pending` latents have no record yet."
     )
     return "# Scores\n\n" + "\n".join(lines) + "\n\n" + note + "\n"
-
-
-def _mean_ci(stats: dict[str, Any]) -> str:
-    if stats.get("mean") is None:
-        return "-"
-    return f"{stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
 
 
 def _num(value: float | None, fmt: str = ".3f") -> str:
