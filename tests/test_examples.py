@@ -139,16 +139,24 @@ def test_random_negatives_are_silent_and_disjoint(scattered):
     for example in negatives:
         assert example.max_activation == 0 and example.quantile is None
         assert_matches_cache(scattered, 0, example)
-        assert example.start % WIDTH == 0
+    assert all(example.start % WIDTH == 0 for example in result.explain_negatives)  # grid cells
+    # scoring negatives sit where held-out activating windows sit: anywhere, not only on the grid
+    assert any(example.start % WIDTH for example in result.test_negatives)
+    grid = builder(scattered, n_explain_negative=6, n_negative=30, test_windows="like_explain").build(0)
+    assert all(example.start % WIDTH == 0 for example in grid.test_negatives)
 
 
 def test_random_negatives_of_a_dense_latent_take_all_silent_cells(tmp_path):
     dense = np.ones((4 * CTX, 1), dtype=np.float32)
     dense[CTX : 2 * CTX, 0] = 0  # sequence 1 is the only silent one: 4 cells
     reader = write_synthetic_cache(tmp_path / "layers.0", random_tokens(4), dense, 1)
-    result = builder(reader, n_explain_negative=2, n_negative=8).build(0)
+    result = builder(reader, n_explain_negative=2, n_negative=8, test_windows="like_explain").build(0)
     negatives = result.explain_negatives + result.test_negatives
     assert sorted(windows_of(negatives)) == [(1, 0), (1, 16), (1, 32), (1, 48)]
+    placed = builder(reader, n_explain_negative=2, n_negative=8).build(0)  # at random offsets
+    negatives = placed.explain_negatives + placed.test_negatives
+    assert 3 <= len(negatives) <= 4 and {e.sequence for e in negatives} == {1}
+    assert len(tokens_of(negatives)) == len(negatives) * WIDTH
 
 
 @pytest.mark.parametrize(("position", "start"), [(30, 30 - WIDTH // 2), (1, 0), (CTX - 1, CTX - WIDTH)])

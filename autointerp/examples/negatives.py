@@ -59,11 +59,12 @@ def negative_samplers(
     """The samplers for `cfg.negatives` of the explainer's negatives and of the scoring negatives.
 
     Only `similar` keeps state (a pool of windows); it gets one pool per use, each from its own generator of
-    `pool_rngs` and sized from its own count, so the explainer's pool never depends on `n_negative`.
+    `pool_rngs` and sized from its own count, so the explainer's pool never depends on `n_negative`. Random
+    scoring negatives are placed like the held-out activating windows (`test_windows`); the explainer's are
+    grid cells whatever the test keys say.
     """
     if cfg.negatives == "random":
-        sampler = RandomNegatives(windows)
-        return sampler, sampler
+        return RandomNegatives(windows), RandomNegatives(windows, cfg.test_windows == "random")
     if cfg.negatives == "neighbours":
         if decoder is None:
             raise ConfigError(
@@ -83,10 +84,14 @@ def negative_samplers(
 
 
 class RandomNegatives:
-    """Grid cells where the latent is silent, uniformly without replacement from the whole cache."""
+    """Windows where the latent is silent, uniformly without replacement from the whole cache: grid cells,
+    or (`random_offset`) placed the way held-out activating windows are, a uniformly random token at a
+    uniformly random position of the window, so that where an excerpt sits in its sequence (at a BOS, at
+    the end) is no tell."""
 
-    def __init__(self, windows: Windows):
+    def __init__(self, windows: Windows, random_offset: bool = False):
         self.windows = windows
+        self.random_offset = random_offset
 
     def sample(
         self,
@@ -96,42 +101,50 @@ class RandomNegatives:
         rng: np.random.Generator,
         avoid: TokenDisjoint,
     ) -> list[Example]:
-        cells = random_silent_cells(self.windows, acts, n, rng, avoid)
-        sequences, starts = self.windows.disjoint_cell(cells)
-        return [self.windows.example(acts, s, a) for s, a in zip(sequences, starts, strict=True)]
+        found = _Found(self.windows, n, avoid)
+        for _ in range(REJECTION_ROUNDS):
+            if found.full:
+                break
+            size = 2 * (n - len(found.windows)) + 16
+            if self.random_offset:
+                sequence, start = self._random_windows(size, rng)
+            else:
+                sequence, start = self.windows.disjoint_cell(
+                    rng.integers(self.windows.disjoint_cells, size=size)
+                )
+            silent = self.windows.is_silent(acts, sequence, start)
+            found.offer(sequence[silent], start[silent])
+        if not found.full:  # a dense latent: every silent grid cell, in random order
+            cells = rng.permutation(self.windows.disjoint_cells)
+            sequence, start = self.windows.disjoint_cell(cells)
+            silent = self.windows.is_silent(acts, sequence, start)
+            found.offer(sequence[silent], start[silent])
+        return [self.windows.example(acts, s, a) for s, a in found.windows]
+
+    def _random_windows(self, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        w = self.windows
+        sequence, position = np.divmod(rng.integers(w.num_sequences * w.ctx_len, size=size), w.ctx_len)
+        start = np.clip(position - rng.integers(0, w.width, size=size), 0, w.ctx_len - w.width)
+        return sequence, start
 
 
-def random_silent_cells(
-    windows: Windows, acts: LatentActivations, n: int, rng: np.random.Generator, avoid: TokenDisjoint
-) -> np.ndarray:
-    """Up to `n` distinct disjoint cells where the latent is silent and `avoid` accepts, in a uniformly
-    random order.
+class _Found:
+    """Windows accepted so far (each once, as `avoid` allows), up to `n`."""
 
-    Rejection sampling on random cells; a latent too dense for it falls back to enumerating all cells.
-    """
-    found: list[int] = []
-    seen: set[int] = set()
+    def __init__(self, windows: Windows, n: int, avoid: TokenDisjoint):
+        self.ctx_len, self.n, self.avoid = windows.ctx_len, n, avoid
+        self.windows: list[tuple[int, int]] = []
 
-    def offer(cells: np.ndarray) -> None:
-        sequences, starts = windows.disjoint_cell(cells)
-        for cell, first in zip(cells.tolist(), (sequences * windows.ctx_len + starts).tolist(), strict=True):
-            if len(found) == n:
+    @property
+    def full(self) -> bool:
+        return len(self.windows) >= self.n
+
+    def offer(self, sequence: np.ndarray, start: np.ndarray) -> None:
+        for s, a in zip(sequence.tolist(), start.tolist(), strict=True):
+            if self.full:
                 return
-            if cell not in seen:
-                seen.add(cell)
-                if avoid.add(first):
-                    found.append(cell)
-
-    for _ in range(REJECTION_ROUNDS):
-        if len(found) >= n:
-            break
-        draw = rng.integers(windows.disjoint_cells, size=2 * (n - len(found)) + 16)
-        offer(draw[windows.is_silent(acts, *windows.disjoint_cell(draw))])
-    if len(found) < n:
-        rest = np.arange(windows.disjoint_cells)
-        rest = rest[windows.is_silent(acts, *windows.disjoint_cell(rest))]
-        offer(rng.permutation(np.setdiff1d(rest, np.fromiter(seen, np.int64, len(seen)))))
-    return np.asarray(found, dtype=np.int64)
+            if self.avoid.add(s * self.ctx_len + a):
+                self.windows.append((s, a))
 
 
 class NeighbourNegatives:
