@@ -350,3 +350,157 @@ def test_similar_negatives_resemble_the_activating_windows(tmp_path):
         assert_matches_cache(reader, 0, example)
     build.build(0)
     assert calls == [80, 8, 160, 8, 8, 8]  # each pool (explainer's, scoring) is embedded once per builder
+
+
+def clustered(tmp_path: Path, seed: int = 7) -> CacheReader:
+    """Latent 0 fires in bursts: 60 bursts of 2-6 tokens within a few positions, over 40 sequences."""
+    rng = np.random.default_rng(seed)
+    acts: dict[int, float] = {}
+    for centre in rng.choice(40 * CTX, size=60, replace=False):
+        for offset in rng.integers(-6, 7, size=int(rng.integers(2, 7))):
+            index = int(np.clip(centre + offset, 0, 40 * CTX - 1))
+            acts[index] = float(rng.uniform(0.5, 10))
+    return write_synthetic_cache(tmp_path / "layers.0", random_tokens(40), {0: sorted(acts.items())}, 1)
+
+
+def bag_embed(texts: list[str]) -> np.ndarray:
+    bags = np.zeros((len(texts), 1000), dtype=np.float32)
+    for row, text in enumerate(texts):
+        np.add.at(bags[row], [int(t) for t in text.split()], 1)
+    return bags
+
+
+def spaced(ids: np.ndarray) -> str:
+    return " ".join(str(i) for i in ids)
+
+
+@pytest.mark.parametrize("negatives", ["random", "neighbours", "similar"])
+def test_the_explainers_view_does_not_depend_on_test_only_keys(tmp_path, negatives):
+    """Changing what is held out for scoring never changes what the explainer saw, for every sampler, and
+    the scoring negatives never share a token with anything the explainer saw."""
+    from autointerp.examples.builder import TEST_ONLY_KEYS
+
+    assert {"examples.n_test", "examples.n_negative"} <= TEST_ONLY_KEYS
+    rng = np.random.default_rng(8)
+    acts = {
+        latent: [
+            (int(i), float(v))
+            for i, v in zip(rng.choice(40 * CTX, 100, replace=False), rng.uniform(1, 9, 100), strict=True)
+        ]
+        for latent in range(6)
+    }
+    reader = write_synthetic_cache(tmp_path / "layers.0", random_tokens(40), acts, 6)
+    decoder = rng.normal(size=(6, 8)).astype(np.float32)
+    inputs = {"decoder": decoder, "embed": bag_embed, "decode": spaced}
+
+    def build(**overrides):
+        return builder(reader, negatives=negatives, **inputs, **overrides).build(0)
+
+    reference = build(n_negative=10, n_test=8)
+    assert reference.explain and reference.explain_negatives
+    for overrides in (
+        {"n_negative": 30},
+        {"n_negative": 3},
+        {"n_test": 20},
+        {"n_test": 2},
+        {"test_windows": "like_explain"},
+        {"min_test": 1},
+    ):
+        other = build(**overrides)
+        assert windows_of(other.explain) == windows_of(reference.explain), overrides
+        assert windows_of(other.explain_negatives) == windows_of(reference.explain_negatives), overrides
+        assert other.explainer_view_digest() == reference.explainer_view_digest()
+        shown = tokens_of(other.explain + other.explain_negatives)
+        assert not shown & tokens_of(other.test_negatives)
+        assert not tokens_of(other.test) & tokens_of(other.test_negatives)
+    assert build(n_explain_negative=5).explainer_view_digest() != reference.explainer_view_digest()
+
+
+def test_no_two_windows_of_a_set_share_a_token(tmp_path):
+    """Clustered activations: adjacent windows would overlap; draws within a set stay token-disjoint."""
+    reader = clustered(tmp_path)
+    for center in (True, False):
+        result = builder(reader, center=center, n_explain=20, n_test=40, n_negative=40).build(0)
+        assert len(result.test) > 10
+        for examples in (result.explain, result.test, result.explain_negatives + result.test_negatives):
+            assert len(tokens_of(examples)) == len(examples) * WIDTH
+
+
+def test_a_latent_is_admitted_by_activating_windows_not_firing_tokens(tmp_path):
+    """250 firing tokens in 30 windows: too few windows for min_activations=200, whatever the tokens."""
+    rng = np.random.default_rng(3)
+    cells = rng.choice(40 * CTX // WIDTH, size=30, replace=False)
+    sizes = [9] * 10 + [8] * 20
+    where = np.concatenate(
+        [c * WIDTH + rng.choice(WIDTH, size=k, replace=False) for c, k in zip(cells, sizes, strict=True)]
+    )
+    reader = write_synthetic_cache(
+        tmp_path / "layers.0", random_tokens(40), {0: [(int(i), 1.0) for i in np.sort(where)]}, 1
+    )
+    result = builder(reader, min_activations=200).build(0)
+    assert result.num_activations == 250 and result.num_windows == 30
+    assert result.skipped == "too few activating windows (30 < 200)"
+
+
+def test_a_latent_short_of_held_out_windows_is_skipped(tmp_path):
+    reader = one_per_cell(tmp_path, 30)
+    grid = {"center": False, "n_explain": 20, "n_test": 40, "test_windows": "like_explain"}
+    result = builder(reader, **grid, min_test=20).build(0)
+    assert result.skipped == "too few held-out activating windows (10 < 20)"
+    assert not (result.explain or result.test or result.test_negatives)
+    default = builder(reader, **grid, min_test=None).build(0)
+    assert default.skipped == "too few held-out activating windows (10 < 20)"  # null = half of n_test
+    assert builder(reader, **grid, min_test=0).build(0).skipped is None
+    # enough held-out windows now, but only 2 of the 32 cells are silent: too few scoring negatives
+    few_negatives = builder(reader, **grid, min_test=10).build(0)
+    assert few_negatives.skipped.startswith("too few scoring negatives (")
+
+
+def test_a_test_excerpt_never_repeats_an_explainer_excerpt(tmp_path):
+    """The corpus repeats one paragraph: the window the explainer saw cannot come back as a test window."""
+    tokens = random_tokens(20)
+    tokens[10] = tokens[0]  # sequence 10 is a copy of sequence 0
+    acts = {0: [(i * CTX + 20, 1.0) for i in range(20)]}
+    reader = write_synthetic_cache(tmp_path / "layers.0", tokens, acts, 1)
+    for seed in range(10):
+        result = builder(
+            reader, seed=seed, center=False, n_explain=5, n_test=15, test_windows="like_explain"
+        ).build(0)
+        shown = {e.tokens.tobytes() for e in result.explain}
+        assert not any(e.tokens.tobytes() in shown for e in result.test)
+        assert len(result.test) >= 14
+
+
+def test_quantiles_come_from_the_top_windows_only(tmp_path):
+    reader = one_per_cell(tmp_path, 400)
+    result = builder(reader, center=False, n_explain=40, n_test=40, max_candidates=100).build(0)
+    values = [e.max_activation for e in result.explain + result.test]
+    assert min(values) > 300 and len(result.explain) == 40  # only the 100 highest of 1..400
+    everything = builder(reader, center=False, n_explain=40, n_test=40, max_candidates=None).build(0)
+    assert min(e.max_activation for e in everything.explain) < 100
+
+
+def test_activating_windows_counts_the_cells_of_windows(tmp_path):
+    from autointerp.examples.windows import activating_windows
+
+    rng = np.random.default_rng(4)
+    for ctx_len in (64, 60):
+        index = np.sort(rng.choice(30 * ctx_len, size=200, replace=False))
+        acts = LatentActivations(0, index, np.ones(200, np.float32))
+        windows = Windows(random_tokens(30, ctx_len), WIDTH)
+        assert activating_windows(index, ctx_len, WIDTH) == len(windows.cells(acts))
+
+
+def test_latent_samples_take_eligible_latents_and_grow_by_prefix():
+    from autointerp.examples.selection import sample_latents
+
+    eligible = set(range(0, 1000, 3))
+    small = sample_latents(LatentsConfig(sample=30), 1000, 5, "h", eligible.__contains__)
+    large = sample_latents(LatentsConfig(sample=200), 1000, 5, "h", eligible.__contains__)
+    assert set(small.latents) <= set(large.latents) and len(large.latents) == 200
+    assert set(large.latents) <= eligible and small.not_eligible > 0
+    assert set(select_latents(LatentsConfig(sample=300), 2000, 0, "h")) <= set(
+        select_latents(LatentsConfig(sample=2000 - 1), 2000, 0, "h")
+    )
+    few = sample_latents(LatentsConfig(sample=500), 1000, 5, "h", eligible.__contains__)
+    assert few.latents == sorted(eligible) and few.not_eligible == 1000 - len(eligible)
