@@ -375,8 +375,51 @@ def test_fake_highlights_copy_the_shape_of_real_ones():
         items = fuzzing_items(examples, Texts(), "activating", np.random.default_rng(seed))
         fake = next(i for i in items if i.kind == "fuzzed")
         positions = fake.highlighted
-        assert len(positions) == 2 and positions[1] - positions[0] in (1, -11)
+        assert len(positions) == 2 and positions[1] - positions[0] == 1  # moved as a run, never wrapped
         assert 0 not in positions and not {5, 6} & set(positions)
+        assert fake.shown.count("<<") == 1
+
+
+def test_fuzzing_and_intruder_highlight_what_the_explainer_highlights():
+    """With explainer.highlight_threshold, the scorer is told exactly the tokens the explainer saw
+    highlighted are correct (the excerpt's peak always among them), and the intruder borrows such a
+    pattern whole, even where it would land on a special token."""
+    from autointerp.examples import Example, LatentExamples
+    from autointerp.explain.prompts import ShownExample, highlight
+    from autointerp.score.items import fuzzing_items, intruder_trials
+
+    class Texts:
+        def pieces(self, tokens):
+            return ["" if t == 0 else f"t{t}" for t in tokens]
+
+    rng = np.random.default_rng(0)
+    tests = []
+    for i in range(8):
+        acts = np.zeros(16, np.float32)
+        acts[rng.choice(np.arange(1, 16), size=4, replace=False)] = rng.uniform(0.5, 10, size=4)
+        tests.append(Example(i, 0, np.arange(1, 17, dtype=np.int32), acts, 0))
+    negatives = [
+        Example(100 + i, 0, np.arange(16, dtype=np.int32), np.zeros(16, np.float32)) for i in range(2)
+    ]
+    examples = LatentExamples("h", 0, 50, 10.0, test=tests, test_negatives=negatives)
+    threshold = 0.5
+    items = fuzzing_items(examples, Texts(), "activating", np.random.default_rng(1), threshold)
+    for item in (i for i in items if i.kind == "activating"):
+        explainer_sees = highlight(
+            ShownExample(Texts().pieces(item.example.tokens), item.example.activations), 10.0, threshold
+        )[0]
+        peak = item.example.peak
+        expected = set(np.flatnonzero(item.example.activations > threshold * 10.0).tolist()) | {peak}
+        assert set(item.highlighted) == expected
+        if item.example.activations[peak] > 5.0:
+            assert item.shown == explainer_sees
+    for trial in intruder_trials(examples, Texts(), 5, np.random.default_rng(2), threshold):
+        counts = {len(i.highlighted) for i in trial.items if i.kind == "activating"}
+        intruder = trial.items[trial.intruder]
+        assert 0 not in intruder.highlighted  # token 0 of a negative is special
+        patterns = [set(np.flatnonzero(e.activations > 5.0).tolist()) | {e.peak} for e in tests]
+        assert len(intruder.highlighted) in {len(p) for p in patterns}
+        assert counts <= {len(p) for p in patterns}
 
 
 def test_scorer_on_an_openai_server_needs_its_url(run):

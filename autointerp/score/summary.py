@@ -188,8 +188,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
     note = (
         "Mean over latents with a 95% CI (percentile bootstrap; Student's t below 20 latents). Chance is "
-        "what a scorer answering at random gets. Skipped latents (too few activations, not explained) and failed latents (no usable answer) "
-        "are counted, never scored; `pending` latents have no record yet."
+        "what a scorer answering at random gets (averaged over latents, each with its own share of "
+        "positives). Skipped latents (too few activating windows or held-out examples, not explained) and "
+        "failed latents (no usable answer, too few examples of a class) are counted, never scored; "
+        "`pending` latents have no record yet."
     )
     return "# Scores\n\n" + "\n".join(lines) + "\n\n" + note + "\n"
 
