@@ -157,7 +157,6 @@ def _scores_headline(interp: Interpretability) -> RichTable:
     return table
 
 
-
 def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
