@@ -231,3 +231,15 @@ def test_deduplicate_paragraphs_keeps_the_first_and_short_headings() -> None:
     ]
     assert corpus.corpus_version(DatasetConfig()) == {"builtin_version": corpus.BUILTIN_VERSION}
     assert corpus.corpus_version(DatasetConfig(path="json", data_files=("x.json",))) == {}
+
+
+def test_eos_shows_as_a_document_separator(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Documents are joined by EOS in the cache: a window across the join shows where one ends."""
+    from autointerp.texts import DOCUMENT_SEPARATOR, TokenTexts
+
+    texts = TokenTexts(tokenizer)
+    first = tokenizer("first document.", add_special_tokens=False)["input_ids"]
+    second = tokenizer("Second one", add_special_tokens=False)["input_ids"]
+    window = [tokenizer.bos_token_id, *first, tokenizer.eos_token_id, *second]
+    assert texts.text(window) == f"first document.{DOCUMENT_SEPARATOR}Second one"
+    assert texts.piece(tokenizer.pad_token_id) == ""

@@ -9,7 +9,7 @@ import numpy as np
 
 from autointerp.examples import Example, LatentExamples
 from autointerp.explain.prompts import ShownExample, highlight
-from autointerp.texts import TokenTexts
+from autointerp.texts import DOCUMENT_SEPARATOR, TokenTexts
 
 
 @dataclass
@@ -139,8 +139,10 @@ def _highlighted(
 
 
 def _visible(example: Example, texts: TokenTexts) -> np.ndarray:
-    """Positions whose token shows as text (special tokens render as nothing: a highlight there is a tell)."""
-    return np.array([piece != "" for piece in texts.pieces(example.tokens)], dtype=bool)
+    """Positions whose token shows as text of its own: special tokens render as nothing, or as the document
+    separator, and a wrong highlight there would be a tell."""
+    pieces = texts.pieces(example.tokens)
+    return np.array([piece not in ("", DOCUMENT_SEPARATOR) for piece in pieces], dtype=bool)
 
 
 def _real(example: Example, cutoff: float) -> np.ndarray:
