@@ -349,3 +349,26 @@ def test_every_headline_metric_has_a_chance_level():
     for scorer, metric in HEADLINE.items():
         assert chance_level(metric, scorer=scorer) is not None
     assert chance_level(HEADLINE["intruder"], intruder_size=5, scorer="intruder") == pytest.approx(0.2)
+
+
+def test_chance_levels_are_per_latent():
+    """Precision's chance is each latent's own share of positives, averaged: a latent scored on 47
+    positives against 100 negatives has chance 0.32, not the 0.5 of a balanced one."""
+    from autointerp.config import ModelConfig, RunConfig, SparseCoderConfig
+    from autointerp.score.summary import summarize_records
+
+    config = RunConfig(ModelConfig(path="m"), SparseCoderConfig(path="c", hookpoints=("h",)))
+
+    def record(n_positive: int, n_negative: int) -> dict:
+        labels = [1] * n_positive + [0] * n_negative
+        examples = [
+            {"label": label, "prediction": label, "probability": None, "kind": "x", "error": None}
+            for label in labels
+        ]
+        metrics = binary_metrics(labels, labels)
+        return {"scorer": "detection", "score": metrics["balanced_accuracy"], "metrics": metrics,
+                "examples": examples, "skipped": None, "error": None}  # fmt: skip
+
+    summary = summarize_records([record(47, 100), record(100, 100)], 2, config)
+    assert summary["metrics"]["precision"]["chance"] == pytest.approx((47 / 147 + 0.5) / 2)
+    assert summary["metrics"]["balanced_accuracy"]["chance"] == 0.5

@@ -432,3 +432,26 @@ def test_scorer_on_an_openai_server_needs_its_url(run):
     served = scorer_llm_config(load_config(run, [*local, "scorer.base_url=http://127.0.0.1:9/v1"]))
     assert served.backend == "openai" and served.base_url == "http://127.0.0.1:9/v1"
     assert scorer_llm_config(load_config(run)).base_url == "http://unused"
+
+
+@pytest.mark.parametrize("negatives_fail", [True, False])
+def test_an_always_yes_scorer_without_negatives_gets_no_score(negatives_fail):
+    """Every negative failed (or none was drawn) and the scorer answers 1: no balanced accuracy of 1.0,
+    the latent's outcome says why."""
+    from autointerp.examples import Example
+    from autointerp.llm.types import LLMError, LLMResponse
+    from autointerp.score.items import ScoredExample
+    from autointerp.score.tasks import ClassificationTask
+
+    def item(label: int) -> ScoredExample:
+        return ScoredExample(
+            Example(0, 0, np.zeros(4, np.int32), np.zeros(4, np.float32)), "x", label, "text"
+        )
+
+    items = [item(1) for _ in range(100)] + ([item(0) for _ in range(100)] if negatives_fail else [])
+    task = ClassificationTask("detection", "an explanation", items, 1, np.random.default_rng(0), 8)
+    results = [LLMResponse("1") if i.label else LLMError("server error") for i in items]
+    outcome = task.finish(results)
+    assert outcome.metrics["balanced_accuracy"] is None and outcome.metrics["recall"] is None
+    needed = 10 if negatives_fail else 1
+    assert f"0 negatives scored, {needed} needed" in outcome.metrics["undefined"]
