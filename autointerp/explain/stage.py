@@ -250,6 +250,7 @@ def _finish(job: _Job, result: LLMResponse | LLMError | None, writers, keys, cli
             "error": error,
             "skipped": job.examples.skipped,
             "num_activations": job.examples.num_activations,
+            "num_windows": job.examples.num_windows,
             "max_activation": job.examples.max_activation,
             "explainer": {**key["explainer"], "model": client.model},
             "answer": result.text if isinstance(result, LLMResponse) else None,
