@@ -127,25 +127,35 @@ class ExampleBuilder:
         result.num_windows = len(cells)
         if len(cells) < self.min_activations:
             return _skip(result, f"too few activating windows ({len(cells)} < {self.min_activations})")
-        cells = cells.top(self.cfg.max_candidates)
-        shown = self.windows.place(acts, cells, "center" if self.cfg.center else "grid")
-        explain = sample_explain(
-            shown.max_activation, self.cfg, self._rng(latent, "explain"), self._disjoint(shown)
-        )
-        result.explain = self._examples(acts, shown, explain)
-        held_out = self._held_out(acts, cells, shown, latent)
-        test = sample_test(
-            held_out.max_activation,
-            self.windows.overlaps(held_out.first, shown.first[[i for i, _ in explain]]),
-            self.cfg,
-            self._rng(latent, "test"),
-            self._new_text(held_out, result.explain),
-        )
-        result.test = self._examples(acts, held_out, test)
+        self._draw_activating(acts, cells.top(self.cfg.max_candidates), result)
         minimum = self.cfg.min_held_out(self.cfg.n_test)
         if len(result.test) < minimum:
             return _skip(result, f"too few held-out activating windows ({len(result.test)} < {minimum})")
-        width = self.windows.width
+        self._draw_negatives(acts, result)
+        minimum = self.cfg.min_held_out(self.cfg.n_negative)
+        if len(result.test_negatives) < minimum:
+            return _skip(result, f"too few scoring negatives ({len(result.test_negatives)} < {minimum})")
+        return result
+
+    def _draw_activating(self, acts: LatentActivations, cells: Cells, result: LatentExamples) -> None:
+        """The explainer's windows, then the held-out ones: none sharing a token with the explainer's or
+        repeating one's text."""
+        shown = self.windows.place(acts, cells, "center" if self.cfg.center else "grid")
+        rng = self._rng(result.latent, "explain")
+        explain = sample_explain(shown.max_activation, self.cfg, rng, self._disjoint(shown))
+        result.explain = self._examples(acts, shown, explain)
+        held_out = self._held_out(acts, cells, shown, result.latent)
+        blocked = self.windows.overlaps(held_out.first, shown.first[[i for i, _ in explain]])
+        rng = self._rng(result.latent, "test")
+        test = sample_test(
+            held_out.max_activation, blocked, self.cfg, rng, self._new_text(held_out, result.explain)
+        )
+        result.test = self._examples(acts, held_out, test)
+
+    def _draw_negatives(self, acts: LatentActivations, result: LatentExamples) -> None:
+        """The explainer's negatives (clear of its windows), then the scoring negatives (clear of every
+        window drawn), each from its own stream."""
+        width, latent = self.windows.width, result.latent
         result.explain_negatives = self.explain_negatives.sample(
             acts,
             result.explain,
@@ -153,18 +163,14 @@ class ExampleBuilder:
             self._rng(latent, "explain-negatives"),
             TokenDisjoint(width, self._firsts(result.explain)),
         )
-        shown_or_held_out = result.explain + result.test + result.explain_negatives
+        drawn = result.explain + result.test + result.explain_negatives
         result.test_negatives = self.test_negatives.sample(
             acts,
             result.explain,
             self.cfg.n_negative,
             self._rng(latent, "test-negatives"),
-            TokenDisjoint(width, self._firsts(shown_or_held_out)),
+            TokenDisjoint(width, self._firsts(drawn)),
         )
-        minimum = self.cfg.min_held_out(self.cfg.n_negative)
-        if len(result.test_negatives) < minimum:
-            return _skip(result, f"too few scoring negatives ({len(result.test_negatives)} < {minimum})")
-        return result
 
     def _held_out(self, acts: LatentActivations, cells: Cells, shown: Candidates, latent: int) -> Candidates:
         """The windows test examples are drawn from: by `test_windows`, placed at a random offset around

@@ -185,10 +185,6 @@ class Windows:
             out[lo : lo + len(positions)] = np.where(hit, acts.activation[index], 0).max(axis=1)
         return out
 
-    def overlapping(self, candidates: Candidates, chosen: np.ndarray) -> np.ndarray:
-        """Mask of the candidates sharing a token with any of the candidates at indices `chosen`."""
-        return self.overlaps(candidates.first, candidates.first[chosen])
-
     def overlaps(self, first: np.ndarray, taken: np.ndarray) -> np.ndarray:
         """Mask of the windows starting at global tokens `first` sharing a token with a window of `taken`."""
         taken = np.sort(np.asarray(taken, dtype=np.int64))
@@ -198,10 +194,6 @@ class Windows:
         after = np.searchsorted(taken, first).clip(max=len(taken) - 1)
         before = (after - 1).clip(min=0)
         return (np.abs(taken[after] - first) < self.width) | (np.abs(first - taken[before]) < self.width)
-
-    def window_tokens(self, sequence: np.ndarray, start: np.ndarray) -> np.ndarray:
-        """Tokens [n, width] of the windows at (sequence, start)."""
-        return self.tokens[np.asarray(sequence)[:, None], np.asarray(start)[:, None] + np.arange(self.width)]
 
     def is_silent(self, acts: LatentActivations, sequence: np.ndarray, start: np.ndarray) -> np.ndarray:
         """Whether the latent is zero on every token of each window."""
