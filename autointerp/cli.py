@@ -217,9 +217,9 @@ def _print_explain_report(cfg: RunConfig, report) -> None:
     ):
         table.add_column(column)
     for name, t in report.tallies.items():
-        counts = (t.explained, t.failed, t.skipped, t.already_done, t.not_eligible, t.prompt_tokens)
-        counts = (*counts, t.cached_tokens)
-        table.add_row(name, *(f"{v:,}" for v in (*counts, t.completion_tokens)))
+        counts = (t.explained, t.failed, t.skipped, t.already_done, t.not_eligible)
+        tokens = (t.prompt_tokens, t.cached_tokens, t.completion_tokens)
+        table.add_row(name, *(f"{v:,}" for v in (*counts, *tokens)))
     Console().print(table)
 
 

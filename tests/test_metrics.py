@@ -372,3 +372,22 @@ def test_chance_levels_are_per_latent():
     summary = summarize_records([record(47, 100), record(100, 100)], 2, config)
     assert summary["metrics"]["precision"]["chance"] == pytest.approx((47 / 147 + 0.5) / 2)
     assert summary["metrics"]["balanced_accuracy"]["chance"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("n_positive", "n_negative", "tpr", "tnr"), [(47, 100, 0.8, 0.7), (100, 100, 0.95, 0.9)]
+)
+def test_a_latents_balanced_accuracy_comes_with_an_interval_that_covers(n_positive, n_negative, tpr, tnr):
+    """A balanced accuracy from 47 against 100 excerpts is less certain than one from 100 against 100; the
+    per-latent interval says so and covers the true value about 95% of the time."""
+    rng = np.random.default_rng(n_positive)
+    truth = (tpr + tnr) / 2
+    covered = 0
+    for _ in range(500):
+        labels = [1] * n_positive + [0] * n_negative
+        hits = np.r_[rng.random(n_positive) < tpr, rng.random(n_negative) < tnr]
+        predictions = [int(h) if y else int(not h) for y, h in zip(labels, hits, strict=True)]
+        low, high = binary_metrics(labels, predictions)["balanced_accuracy_interval"]
+        covered += low <= truth <= high
+    assert 0.92 <= covered / 500 <= 0.985
+    assert binary_metrics([1] * 20 + [0] * 20, [1] * 20 + [0] * 20)["balanced_accuracy_interval"][0] < 1.0

@@ -51,7 +51,7 @@ def binary_metrics(
     them. Undefined precision, recall and F1 are 0 (scikit-learn's `zero_division=0`). Each class needs
     `min_per_class` scored examples (or all of that class's examples when fewer were given, and at least
     one): otherwise every metric is None and `undefined` says why, so a scorer that always answers 1 never
-    gets a score from positives alone.
+    gets a score from positives alone. `balanced_accuracy_interval` is its 95% interval for this latent.
     """
     if len(labels) != len(predictions) or (probabilities is not None and len(probabilities) != len(labels)):
         raise ValueError("labels, predictions and probabilities must have the same length")
@@ -90,6 +90,7 @@ def binary_metrics(
     fn = int(np.sum(y & ~yhat))
     tn = n - tp - fp - fn
     metrics["balanced_accuracy"] = (tp / (tp + fn) + tn / (tn + fp)) / 2
+    metrics["balanced_accuracy_interval"] = balanced_accuracy_interval(tp, tp + fn, tn, tn + fp)
     metrics["accuracy"] = (tp + tn) / n
     metrics["f1"] = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
     metrics["precision"] = tp / (tp + fp) if tp else 0.0
@@ -99,6 +100,20 @@ def binary_metrics(
         if scored:
             metrics["auroc"] = auroc(*zip(*scored, strict=True))
     return metrics | counts
+
+
+def balanced_accuracy_interval(
+    true_positive: int, positives: int, true_negative: int, negatives: int, level: float = 0.95
+) -> list[float]:
+    """A confidence interval of one latent's balanced accuracy: the normal approximation on each class's
+    recall with one success and one failure added (Agresti-Caffo), so it is not zero-width at 0 or 1."""
+    from scipy.stats import norm
+
+    recalls = [(true_positive + 1) / (positives + 2), (true_negative + 1) / (negatives + 2)]
+    variance = sum(r * (1 - r) / (n + 2) for r, n in zip(recalls, (positives, negatives), strict=True)) / 4
+    centre = (true_positive / positives + true_negative / negatives) / 2
+    half = float(norm.ppf((1 + level) / 2)) * float(np.sqrt(variance))
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
 def auroc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
