@@ -127,49 +127,55 @@ class ExampleBuilder:
         result.num_windows = len(cells)
         if len(cells) < self.min_activations:
             return _skip(result, f"too few activating windows ({len(cells)} < {self.min_activations})")
-        self._draw_activating(acts, cells.top(self.cfg.max_candidates), result)
+        cells = cells.top(self.cfg.max_candidates)
+        shown = self._draw_explainer_view(acts, cells, result)
+        self._draw_test(acts, cells, shown, result)
         minimum = self.cfg.min_held_out(self.cfg.n_test)
         if len(result.test) < minimum:
             return _skip(result, f"too few held-out activating windows ({len(result.test)} < {minimum})")
-        self._draw_negatives(acts, result)
-        minimum = self.cfg.min_held_out(self.cfg.n_negative)
-        if len(result.test_negatives) < minimum:
-            return _skip(result, f"too few scoring negatives ({len(result.test_negatives)} < {minimum})")
-        return result
-
-    def _draw_activating(self, acts: LatentActivations, cells: Cells, result: LatentExamples) -> None:
-        """The explainer's windows, then the held-out ones: none sharing a token with the explainer's or
-        repeating one's text."""
-        shown = self.windows.place(acts, cells, "center" if self.cfg.center else "grid")
-        rng = self._rng(result.latent, "explain")
-        explain = sample_explain(shown.max_activation, self.cfg, rng, self._disjoint(shown))
-        result.explain = self._examples(acts, shown, explain)
-        held_out = self._held_out(acts, cells, shown, result.latent)
-        blocked = self.windows.overlaps(held_out.first, shown.first[[i for i, _ in explain]])
-        rng = self._rng(result.latent, "test")
-        test = sample_test(
-            held_out.max_activation, blocked, self.cfg, rng, self._new_text(held_out, result.explain)
-        )
-        result.test = self._examples(acts, held_out, test)
-
-    def _draw_negatives(self, acts: LatentActivations, result: LatentExamples) -> None:
-        """The explainer's negatives (clear of its windows), then the scoring negatives (clear of every
-        window drawn), each from its own stream."""
-        width, latent = self.windows.width, result.latent
-        result.explain_negatives = self.explain_negatives.sample(
-            acts,
-            result.explain,
-            self.cfg.n_explain_negative,
-            self._rng(latent, "explain-negatives"),
-            TokenDisjoint(width, self._firsts(result.explain)),
-        )
-        drawn = result.explain + result.test + result.explain_negatives
+        drawn = result.explain + result.explain_negatives + result.test
         result.test_negatives = self.test_negatives.sample(
             acts,
             result.explain,
             self.cfg.n_negative,
             self._rng(latent, "test-negatives"),
-            TokenDisjoint(width, self._firsts(drawn)),
+            TokenDisjoint(self.windows.width, self._firsts(drawn)),
+        )
+        minimum = self.cfg.min_held_out(self.cfg.n_negative)
+        if len(result.test_negatives) < minimum:
+            return _skip(result, f"too few scoring negatives ({len(result.test_negatives)} < {minimum})")
+        return result
+
+    def _draw_explainer_view(
+        self, acts: LatentActivations, cells: Cells, result: LatentExamples
+    ) -> Candidates:
+        """The explainer's activating windows and its negatives (clear of them), on their own streams and
+        from keys the test set does not use; returns the placed windows the activating ones came from."""
+        shown = self.windows.place(acts, cells, "center" if self.cfg.center else "grid")
+        rng = self._rng(result.latent, "explain")
+        explain = sample_explain(shown.max_activation, self.cfg, rng, self._disjoint(shown))
+        result.explain = self._examples(acts, shown, explain)
+        result.explain_negatives = self.explain_negatives.sample(
+            acts,
+            result.explain,
+            self.cfg.n_explain_negative,
+            self._rng(result.latent, "explain-negatives"),
+            TokenDisjoint(self.windows.width, self._firsts(result.explain)),
+        )
+        return shown
+
+    def _draw_test(
+        self, acts: LatentActivations, cells: Cells, shown: Candidates, result: LatentExamples
+    ) -> None:
+        """The held-out activating windows: none sharing a token with a window the explainer saw (activating
+        or negative), or repeating an explainer window's text."""
+        held_out = self._held_out(acts, cells, shown, result.latent)
+        seen = np.array(self._firsts(result.explain + result.explain_negatives), dtype=np.int64)
+        blocked = self.windows.overlaps(held_out.first, seen)
+        rng = self._rng(result.latent, "test")
+        accept = self._new_text(held_out, result.explain)
+        result.test = self._examples(
+            acts, held_out, sample_test(held_out.max_activation, blocked, self.cfg, rng, accept)
         )
 
     def _held_out(self, acts: LatentActivations, cells: Cells, shown: Candidates, latent: int) -> Candidates:
