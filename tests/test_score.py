@@ -455,3 +455,40 @@ def test_an_always_yes_scorer_without_negatives_gets_no_score(negatives_fail):
     assert outcome.metrics["balanced_accuracy"] is None and outcome.metrics["recall"] is None
     needed = 10 if negatives_fail else 1
     assert f"0 negatives scored, {needed} needed" in outcome.metrics["undefined"]
+
+
+@pytest.mark.slow
+def test_contrastive_explanations_stay_valid_when_only_the_test_set_changes(run):
+    """Explained with a contrastive explainer on `similar` negatives, then scored with more scoring
+    negatives and another test placement: accepted (the explainer's view is unchanged, digest included),
+    and no scoring negative shares a token with a negative the explainer was shown."""
+    contrastive = [
+        "explainer.kind=contrastive",
+        "examples.negatives=similar",
+        "examples.n_explain_negative=3",
+        "examples.n_negative=4",
+    ]
+    with StubServer(explanation_for) as stub:
+        explain_config = load_config(run, [f"explainer.base_url={stub.base_url}", *contrastive])
+        run_explain(explain_config, force=True)
+    explained = read_records(explain_config.run_dir / "explanations", HP)
+    shown = {
+        latent: {
+            (e["sequence"], e["start"] + i) for e in r["examples"]["explain_negatives"] for i in range(8)
+        }
+        for latent, r in explained.items()
+        if r["explanation"]
+    }
+    assert shown and all(shown.values())
+    with StubServer(answers_by_hash) as stub:
+        changed = [*contrastive, "examples.n_negative=12", "examples.test_windows=like_explain"]
+        config = load_config(run, stub_overrides(stub, "scorers=[detection]", *changed))
+        run_score(config)
+    scored = records(config, "detection")
+    assert {latent for latent, r in scored.items() if r["score"] is not None} == set(shown)
+    for latent, record in scored.items():
+        assert record["error"] is None
+        negatives = [e for e in record["examples"] if e["label"] == 0]
+        assert len(negatives) > 4
+        tokens = {(e["sequence"], e["start"] + i) for e in negatives for i in range(8)}
+        assert not tokens & shown.get(latent, set())
