@@ -229,22 +229,16 @@ def _print_explain_report(cfg: RunConfig, report) -> None:
         "skipped",
         "done before",
         "retried",
+        "not eligible",
         "prompt tok",
         "cached tok",
         "out tok",
     ):
         table.add_column(column)
     for name, t in report.tallies.items():
-        counts = (
-            t.explained,
-            t.failed,
-            t.skipped,
-            t.already_done,
-            t.retried,
-            t.prompt_tokens,
-            t.cached_tokens,
-        )
-        table.add_row(name, *(f"{v:,}" for v in (*counts, t.completion_tokens)))
+        counts = (t.explained, t.failed, t.skipped, t.already_done, t.retried, t.not_eligible)
+        tokens = (t.prompt_tokens, t.cached_tokens, t.completion_tokens)
+        table.add_row(name, *(f"{v:,}" for v in (*counts, *tokens)))
     Console().print(table)
 
 

@@ -182,10 +182,13 @@ class LatentsConfig:
     """Instead of `indices`: a text file of latents, optionally per `[hookpoint]` section (see
     autointerp/latentfile.py); `compare` writes such files of matched partners to explain."""
     sample: int | None = 100
-    """With `indices` and `indices_file` null: a seeded random sample of this many latents per hookpoint;
-    null = all."""
+    """With `indices` and `indices_file` null: a seeded random sample of this many latents per hookpoint,
+    drawn from the eligible ones (at least `min_activations` activating windows); null = all. Samples are
+    prefix-stable: a larger sample with the same seed contains every latent of a smaller one."""
     min_activations: int = 200
-    """Latents firing on fewer tokens are listed as skipped ("too few activations"), never dropped."""
+    """Latents with fewer activating windows (grid cells of `examples.window` tokens holding an activation)
+    are not sampled; named in `indices` or with `sample: null` they are listed as skipped ("too few
+    activating windows"), never dropped."""
 
     def __post_init__(self) -> None:
         if isinstance(self.indices, str):
@@ -232,6 +235,16 @@ class ExamplesConfig:
     negatives: Literal["random", "neighbours", "similar"] = "random"
     """Random windows where the latent is zero, top windows of latents with the most similar decoder
     directions, or windows nearest to the activating ones in an embedding space."""
+    test_windows: Literal["random", "like_explain"] = "random"
+    """Where held-out activating windows sit around their peak: at a seeded uniformly random offset (so the
+    position of the highlights tells a scorer nothing), or placed like the explainer's (`center`)."""
+    min_test: int | None = None
+    """Fewest held-out activating windows, and scoring negatives, a latent needs to be explained and scored
+    (else it is skipped with the reason; never more than asked for); null = half of `n_test` (and half of
+    `n_negative`); 0 = no minimum."""
+    max_candidates: int | None = 10_000
+    """Activating windows (those with the highest activations) that quantiles and draws are taken from, as
+    in the paper's top 10,000; null = all."""
 
     def __post_init__(self) -> None:
         for key in ("window", "n_explain", "n_quantiles", "n_test", "n_negative"):
@@ -239,6 +252,16 @@ class ExamplesConfig:
                 raise ConfigError(f"examples.{key}", f"must be at least 1, got {getattr(self, key)}")
         if self.n_explain_negative < 0:
             raise ConfigError("examples.n_explain_negative", "must be 0 or more")
+        if self.min_test is not None and self.min_test < 0:
+            raise ConfigError("examples.min_test", f"must be 0 or more, or null, got {self.min_test}")
+        if self.max_candidates is not None and self.max_candidates < 1:
+            raise ConfigError(
+                "examples.max_candidates", f"must be at least 1 or null, got {self.max_candidates}"
+            )
+
+    def min_held_out(self, requested: int) -> int:
+        """Fewest held-out windows of a kind (`requested` = n_test or n_negative) a latent must have."""
+        return min(self.min_test, requested) if self.min_test is not None else max(1, requested // 2)
 
 
 LLMBackend = Literal["vllm", "openai", "transformers", "auto"]

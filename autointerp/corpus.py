@@ -38,13 +38,27 @@ def iter_documents(cfg: DatasetConfig) -> Iterator[str]:
         yield from _iter_dataset_texts(cfg)
 
 
+def corpus_version(cfg: DatasetConfig) -> dict[str, int]:
+    """What identifies the corpus's content beyond the config: the built-in corpus's version."""
+    return {"builtin_version": BUILTIN_VERSION} if cfg.path == BUILTIN_PYTHON_DOCS else {}
+
+
 # --- builtin:python-docs -------------------------------------------------------------------------
+
+
+BUILTIN_VERSION = 2
+"""Version of the built-in corpus's content (2: repeated paragraphs removed), part of the cache key."""
+MIN_DEDUPLICATED_PARAGRAPH = 40
+"""Paragraphs of at least this many characters are kept only where they first appear."""
 
 
 @functools.cache
 def python_docs() -> tuple[str, ...]:
     """Python's documentation, offline: the pydoc topics, then one document of docstrings per stdlib module.
 
+    A paragraph (text between blank lines) of `MIN_DEDUPLICATED_PARAGRAPH` characters or more that already
+    appeared earlier is dropped, so the same text is not two examples (the standard library repeats
+    docstrings such as "Internal function." or whole option tables); shorter ones ("Note:") are headings.
     Parsing the standard library takes seconds, so the result (a few MB) is computed once per process.
     """
     from pydoc_data.topics import topics
@@ -54,7 +68,29 @@ def python_docs() -> tuple[str, ...]:
         text = _module_docstrings(path)
         if text:
             documents.append(text)
-    return tuple(documents)
+    return tuple(deduplicate_paragraphs(documents))
+
+
+def deduplicate_paragraphs(
+    documents: Iterable[str], min_chars: int = MIN_DEDUPLICATED_PARAGRAPH
+) -> list[str]:
+    """The documents without the paragraphs of `min_chars` or more characters seen in an earlier place
+    (compared without surrounding whitespace); documents left empty are dropped."""
+    seen: set[str] = set()
+    kept_documents = []
+    for document in documents:
+        kept = []
+        for paragraph in document.split("\n\n"):
+            key = paragraph.strip()
+            if len(key) >= min_chars:
+                if key in seen:
+                    continue
+                seen.add(key)
+            kept.append(paragraph)
+        text = "\n\n".join(kept)
+        if text.strip():
+            kept_documents.append(text)
+    return kept_documents
 
 
 def _stdlib_sources(root: Path) -> Iterator[Path]:

@@ -1,4 +1,5 @@
-"""Token ids to text, as shown to LLMs: per-token pieces (special tokens blank) and whole windows."""
+"""Token ids to text, as shown to LLMs: per-token pieces (EOS as a visible document separator, other
+special tokens blank) and whole windows."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from autointerp.corpus import special_token_ids
 from autointerp.modelpath import resolve_model_path
+
+DOCUMENT_SEPARATOR = "<|endoftext|>"
+"""How EOS, which joins documents in the cached stream, is shown, so a window spanning two documents does
+not read as one."""
 
 
 def load_tokenizer(model_path: str) -> PreTrainedTokenizerBase:
@@ -22,13 +27,17 @@ class TokenTexts:
     def __init__(self, tokenizer: PreTrainedTokenizerBase):
         self.tokenizer = tokenizer
         self.special = set(special_token_ids(tokenizer))
+        self.eos = tokenizer.eos_token_id
         self._pieces: dict[int, str] = {}
 
     def piece(self, token: int) -> str:
-        """The text of one token (leading spaces kept); special tokens render as ''."""
+        """The text of one token (leading spaces kept); EOS renders as `DOCUMENT_SEPARATOR`, other special
+        tokens as ''."""
         token = int(token)
         if token not in self._pieces:
-            if token in self.special:
+            if token == self.eos:
+                text = DOCUMENT_SEPARATOR
+            elif token in self.special:
                 text = ""
             else:
                 raw = self.tokenizer.convert_ids_to_tokens(token)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A fresh datasets cache per test session: `datasets` reuses a cached build of a local folder whose path
+# and card are unchanged, so a re-created test folder would otherwise be read from an earlier session.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="autointerp-tests-datasets-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -212,3 +212,34 @@ def test_hub_dataset_unavailable_offline(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(ConfigError, match="dataset.path") as info:
         list(iter_documents(DatasetConfig(path="no-such-org/no-such-dataset")))
     assert "could not be loaded (offline?" in str(info.value)
+
+
+def test_builtin_corpus_repeats_no_paragraph(builtin_docs: list[str]) -> None:
+    """The standard library repeats docstrings ("Internal function.", whole option tables); each long
+    paragraph is kept once, so one text cannot be both an explainer and a test example."""
+    paragraphs = [p.strip() for doc in builtin_docs for p in doc.split("\n\n")]
+    long = [p for p in paragraphs if len(p) >= corpus.MIN_DEDUPLICATED_PARAGRAPH]
+    assert len(long) == len(set(long)) > 10_000
+
+
+def test_deduplicate_paragraphs_keeps_the_first_and_short_headings() -> None:
+    repeated = "A paragraph long enough to count as real content, repeated."
+    documents = [f"Note:\n\n{repeated}", f"Note:\n\n{repeated}\n\nNew text here.", repeated]
+    assert corpus.deduplicate_paragraphs(documents) == [
+        f"Note:\n\n{repeated}",
+        "Note:\n\nNew text here.",
+    ]
+    assert corpus.corpus_version(DatasetConfig()) == {"builtin_version": corpus.BUILTIN_VERSION}
+    assert corpus.corpus_version(DatasetConfig(path="json", data_files=("x.json",))) == {}
+
+
+def test_eos_shows_as_a_document_separator(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Documents are joined by EOS in the cache: a window across the join shows where one ends."""
+    from autointerp.texts import DOCUMENT_SEPARATOR, TokenTexts
+
+    texts = TokenTexts(tokenizer)
+    first = tokenizer("first document.", add_special_tokens=False)["input_ids"]
+    second = tokenizer("Second one", add_special_tokens=False)["input_ids"]
+    window = [tokenizer.bos_token_id, *first, tokenizer.eos_token_id, *second]
+    assert texts.text(window) == f"first document.{DOCUMENT_SEPARATOR}Second one"
+    assert texts.piece(tokenizer.pad_token_id) == ""

@@ -21,7 +21,9 @@ SAMPLINGS = ("quantiles", "top", "random", "mix")
 
 
 def config(**overrides) -> ExamplesConfig:
-    values = dict(window=WIDTH, n_explain=8, n_quantiles=4, n_test=8, n_negative=8, n_explain_negative=4)
+    values = dict(
+        window=WIDTH, n_explain=8, n_quantiles=4, n_test=8, n_negative=8, n_explain_negative=4, min_test=0
+    )
     return ExamplesConfig(**(values | overrides))
 
 
@@ -109,7 +111,7 @@ def test_rare_latents_are_skipped_with_a_reason(scattered):
     build = builder(scattered, min_activations=10)
     for latent, count in ((1, 5), (2, 0)):
         result = build.build(latent)
-        assert result.skipped == f"too few activations ({count} < 10)"
+        assert result.skipped == f"too few activating windows ({count} < 10)"
         assert result.num_activations == count
         assert not (result.explain or result.test or result.explain_negatives or result.test_negatives)
     assert build.build(0).skipped is None
@@ -137,16 +139,24 @@ def test_random_negatives_are_silent_and_disjoint(scattered):
     for example in negatives:
         assert example.max_activation == 0 and example.quantile is None
         assert_matches_cache(scattered, 0, example)
-        assert example.start % WIDTH == 0
+    assert all(example.start % WIDTH == 0 for example in result.explain_negatives)  # grid cells
+    # scoring negatives sit where held-out activating windows sit: anywhere, not only on the grid
+    assert any(example.start % WIDTH for example in result.test_negatives)
+    grid = builder(scattered, n_explain_negative=6, n_negative=30, test_windows="like_explain").build(0)
+    assert all(example.start % WIDTH == 0 for example in grid.test_negatives)
 
 
 def test_random_negatives_of_a_dense_latent_take_all_silent_cells(tmp_path):
     dense = np.ones((4 * CTX, 1), dtype=np.float32)
     dense[CTX : 2 * CTX, 0] = 0  # sequence 1 is the only silent one: 4 cells
     reader = write_synthetic_cache(tmp_path / "layers.0", random_tokens(4), dense, 1)
-    result = builder(reader, n_explain_negative=2, n_negative=8).build(0)
+    result = builder(reader, n_explain_negative=2, n_negative=8, test_windows="like_explain").build(0)
     negatives = result.explain_negatives + result.test_negatives
     assert sorted(windows_of(negatives)) == [(1, 0), (1, 16), (1, 32), (1, 48)]
+    placed = builder(reader, n_explain_negative=2, n_negative=8).build(0)  # at random offsets
+    negatives = placed.explain_negatives + placed.test_negatives
+    assert 3 <= len(negatives) <= 4 and {e.sequence for e in negatives} == {1}
+    assert len(tokens_of(negatives)) == len(negatives) * WIDTH
 
 
 @pytest.mark.parametrize(("position", "start"), [(30, 30 - WIDTH // 2), (1, 0), (CTX - 1, CTX - WIDTH)])
@@ -166,11 +176,15 @@ def test_centred_windows_put_the_peak_in_the_middle_and_stay_inside(tmp_path, po
     ("ctx_len", "position", "starts"), [(64, 30, [16]), (60, 58, [44]), (60, 47, [32, 44])]
 )
 def test_uncentred_windows_are_grid_cells(tmp_path, ctx_len, position, starts):
-    """With ctx_len not a multiple of the width, the last cell [ctx_len - width, ctx_len) overlaps."""
+    """With ctx_len not a multiple of the width, the last cell [ctx_len - width, ctx_len) overlaps; both
+    cells are candidates, but one draw never takes two windows that share a token."""
     planted = {0: [(ctx_len + position, 1.0)]}
     reader = write_synthetic_cache(tmp_path / "layers.0", random_tokens(2, ctx_len), planted, 1)
+    windows = Windows(reader.tokens().numpy(), WIDTH)
+    found = windows.candidates(reader.latent(0), center=False)
+    assert sorted(zip(found.sequence.tolist(), found.start.tolist(), strict=True)) == [(1, a) for a in starts]
     explain = builder(reader, n_explain=2, center=False).build(0).explain
-    assert sorted(windows_of(explain)) == [(1, start) for start in starts]
+    assert len(explain) == 1 and windows_of(explain)[0] in [(1, start) for start in starts]
     assert all(len(e.tokens) == WIDTH for e in explain)
 
 
@@ -188,7 +202,8 @@ def test_candidates_match_a_cell_by_cell_scan(ctx_len, center):
         if values.any():
             peak = start + int(np.argmax(values))
             placed = min(max(peak - WIDTH // 2, 0), ctx_len - WIDTH) if center else start
-            expected.add((sequence, placed, float(values.max())))
+            # the value binned is the placed window's own maximum, not its cell's
+            expected.add((sequence, placed, float(dense[sequence, placed : placed + WIDTH].max())))
     assert len(found) == len(expected)
     columns = (found.sequence.tolist(), found.start.tolist(), found.max_activation.tolist())
     assert set(zip(*columns, strict=True)) == expected
@@ -204,7 +219,9 @@ def test_window_longer_than_the_sequence_is_the_whole_sequence(tmp_path):
 
 def test_quantile_sampling_draws_evenly_from_equal_count_bins(tmp_path):
     reader = one_per_cell(tmp_path, 400)
-    result = builder(reader, center=False, n_explain=40, n_quantiles=10, n_test=50).build(0)
+    result = builder(
+        reader, center=False, n_explain=40, n_quantiles=10, n_test=50, test_windows="like_explain"
+    ).build(0)
     explained = [int(e.max_activation) for e in result.explain]
     assert [e.quantile for e in result.explain] == [(v - 1) // 40 for v in explained]
     assert np.bincount([(v - 1) // 40 for v in explained]).tolist() == [4] * 10
@@ -235,7 +252,9 @@ def test_sampling_is_without_replacement_and_takes_what_there_is(tmp_path, sampl
     result = build.build(0)
     assert len(set(windows_of(result.explain))) == 30
     assert result.test == []
-    result = builder(reader, center=False, explain_sampling=sampling, n_explain=20, n_test=50).build(0)
+    result = builder(
+        reader, center=False, explain_sampling=sampling, n_explain=20, n_test=50, test_windows="like_explain"
+    ).build(0)
     assert len(set(windows_of(result.explain + result.test))) == 30
 
 
@@ -330,4 +349,158 @@ def test_similar_negatives_resemble_the_activating_windows(tmp_path):
         assert example.sequence < 20 and example.max_activation == 0
         assert_matches_cache(reader, 0, example)
     build.build(0)
-    assert calls == [240, 8, 8]  # the pool is embedded once per builder
+    assert calls == [80, 8, 160, 8, 8, 8]  # each pool (explainer's, scoring) is embedded once per builder
+
+
+def clustered(tmp_path: Path, seed: int = 7) -> CacheReader:
+    """Latent 0 fires in bursts: 60 bursts of 2-6 tokens within a few positions, over 40 sequences."""
+    rng = np.random.default_rng(seed)
+    acts: dict[int, float] = {}
+    for centre in rng.choice(40 * CTX, size=60, replace=False):
+        for offset in rng.integers(-6, 7, size=int(rng.integers(2, 7))):
+            index = int(np.clip(centre + offset, 0, 40 * CTX - 1))
+            acts[index] = float(rng.uniform(0.5, 10))
+    return write_synthetic_cache(tmp_path / "layers.0", random_tokens(40), {0: sorted(acts.items())}, 1)
+
+
+def bag_embed(texts: list[str]) -> np.ndarray:
+    bags = np.zeros((len(texts), 1000), dtype=np.float32)
+    for row, text in enumerate(texts):
+        np.add.at(bags[row], [int(t) for t in text.split()], 1)
+    return bags
+
+
+def spaced(ids: np.ndarray) -> str:
+    return " ".join(str(i) for i in ids)
+
+
+@pytest.mark.parametrize("negatives", ["random", "neighbours", "similar"])
+def test_the_explainers_view_does_not_depend_on_test_only_keys(tmp_path, negatives):
+    """Changing what is held out for scoring never changes what the explainer saw, for every sampler, and
+    no scored window shares a token with anything the explainer saw, its negatives included."""
+    from autointerp.examples.builder import TEST_ONLY_KEYS
+
+    assert {"examples.n_test", "examples.n_negative"} <= TEST_ONLY_KEYS
+    rng = np.random.default_rng(8)
+    acts = {
+        latent: [
+            (int(i), float(v))
+            for i, v in zip(rng.choice(40 * CTX, 100, replace=False), rng.uniform(1, 9, 100), strict=True)
+        ]
+        for latent in range(6)
+    }
+    reader = write_synthetic_cache(tmp_path / "layers.0", random_tokens(40), acts, 6)
+    decoder = rng.normal(size=(6, 8)).astype(np.float32)
+    inputs = {"decoder": decoder, "embed": bag_embed, "decode": spaced}
+
+    def build(**overrides):
+        return builder(reader, negatives=negatives, **inputs, **overrides).build(0)
+
+    reference = build(n_negative=10, n_test=8)
+    assert reference.explain and reference.explain_negatives
+    for overrides in (
+        {"n_negative": 30},
+        {"n_negative": 3},
+        {"n_test": 20},
+        {"n_test": 2},
+        {"test_windows": "like_explain"},
+        {"min_test": 1},
+    ):
+        other = build(**overrides)
+        assert windows_of(other.explain) == windows_of(reference.explain), overrides
+        assert windows_of(other.explain_negatives) == windows_of(reference.explain_negatives), overrides
+        assert other.explainer_view_digest() == reference.explainer_view_digest()
+        shown = tokens_of(other.explain + other.explain_negatives)
+        assert not shown & tokens_of(other.test_negatives) and not shown & tokens_of(other.test)
+        assert not tokens_of(other.test) & tokens_of(other.test_negatives)
+    assert build(n_explain_negative=5).explainer_view_digest() != reference.explainer_view_digest()
+
+
+def test_no_two_windows_of_a_set_share_a_token(tmp_path):
+    """Clustered activations: adjacent windows would overlap; draws within a set stay token-disjoint."""
+    reader = clustered(tmp_path)
+    for center in (True, False):
+        result = builder(reader, center=center, n_explain=20, n_test=40, n_negative=40).build(0)
+        assert len(result.test) > 10
+        for examples in (result.explain, result.test, result.explain_negatives + result.test_negatives):
+            assert len(tokens_of(examples)) == len(examples) * WIDTH
+
+
+def test_a_latent_is_admitted_by_activating_windows_not_firing_tokens(tmp_path):
+    """250 firing tokens in 30 windows: too few windows for min_activations=200, whatever the tokens."""
+    rng = np.random.default_rng(3)
+    cells = rng.choice(40 * CTX // WIDTH, size=30, replace=False)
+    sizes = [9] * 10 + [8] * 20
+    where = np.concatenate(
+        [c * WIDTH + rng.choice(WIDTH, size=k, replace=False) for c, k in zip(cells, sizes, strict=True)]
+    )
+    reader = write_synthetic_cache(
+        tmp_path / "layers.0", random_tokens(40), {0: [(int(i), 1.0) for i in np.sort(where)]}, 1
+    )
+    result = builder(reader, min_activations=200).build(0)
+    assert result.num_activations == 250 and result.num_windows == 30
+    assert result.skipped == "too few activating windows (30 < 200)"
+
+
+def test_a_latent_short_of_held_out_windows_is_skipped(tmp_path):
+    reader = one_per_cell(tmp_path, 30)
+    grid = {"center": False, "n_explain": 20, "n_test": 40, "test_windows": "like_explain"}
+    result = builder(reader, **grid, min_test=20).build(0)
+    assert result.skipped == "too few held-out activating windows (10 < 20)"
+    assert not (result.explain or result.test or result.test_negatives)
+    default = builder(reader, **grid, min_test=None).build(0)
+    assert default.skipped == "too few held-out activating windows (10 < 20)"  # null = half of n_test
+    assert builder(reader, **grid, min_test=0).build(0).skipped is None
+    # enough held-out windows now, but only 2 of the 32 cells are silent: too few scoring negatives
+    few_negatives = builder(reader, **grid, min_test=10).build(0)
+    assert few_negatives.skipped.startswith("too few scoring negatives (")
+
+
+def test_a_test_excerpt_never_repeats_an_explainer_excerpt(tmp_path):
+    """The corpus repeats one paragraph: the window the explainer saw cannot come back as a test window."""
+    tokens = random_tokens(20)
+    tokens[10] = tokens[0]  # sequence 10 is a copy of sequence 0
+    acts = {0: [(i * CTX + 20, 1.0) for i in range(20)]}
+    reader = write_synthetic_cache(tmp_path / "layers.0", tokens, acts, 1)
+    for seed in range(10):
+        result = builder(
+            reader, seed=seed, center=False, n_explain=5, n_test=15, test_windows="like_explain"
+        ).build(0)
+        shown = {e.tokens.tobytes() for e in result.explain}
+        assert not any(e.tokens.tobytes() in shown for e in result.test)
+        assert len(result.test) >= 14
+
+
+def test_quantiles_come_from_the_top_windows_only(tmp_path):
+    reader = one_per_cell(tmp_path, 400)
+    result = builder(reader, center=False, n_explain=40, n_test=40, max_candidates=100).build(0)
+    values = [e.max_activation for e in result.explain + result.test]
+    assert min(values) > 300 and len(result.explain) == 40  # only the 100 highest of 1..400
+    everything = builder(reader, center=False, n_explain=40, n_test=40, max_candidates=None).build(0)
+    assert min(e.max_activation for e in everything.explain) < 100
+
+
+def test_activating_windows_counts_the_cells_of_windows(tmp_path):
+    from autointerp.examples.windows import activating_windows
+
+    rng = np.random.default_rng(4)
+    for ctx_len in (64, 60):
+        index = np.sort(rng.choice(30 * ctx_len, size=200, replace=False))
+        acts = LatentActivations(0, index, np.ones(200, np.float32))
+        windows = Windows(random_tokens(30, ctx_len), WIDTH)
+        assert activating_windows(index, ctx_len, WIDTH) == len(windows.cells(acts))
+
+
+def test_latent_samples_take_eligible_latents_and_grow_by_prefix():
+    from autointerp.examples.selection import sample_latents
+
+    eligible = set(range(0, 1000, 3))
+    small = sample_latents(LatentsConfig(sample=30), 1000, 5, "h", eligible.__contains__)
+    large = sample_latents(LatentsConfig(sample=200), 1000, 5, "h", eligible.__contains__)
+    assert set(small.latents) <= set(large.latents) and len(large.latents) == 200
+    assert set(large.latents) <= eligible and small.not_eligible > 0
+    assert set(select_latents(LatentsConfig(sample=300), 2000, 0, "h")) <= set(
+        select_latents(LatentsConfig(sample=2000 - 1), 2000, 0, "h")
+    )
+    few = sample_latents(LatentsConfig(sample=500), 1000, 5, "h", eligible.__contains__)
+    assert few.latents == sorted(eligible) and few.not_eligible == 1000 - len(eligible)

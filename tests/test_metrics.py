@@ -23,6 +23,7 @@ from autointerp.score.metrics import (
     binary_metrics,
     bootstrap_ci,
     chance_level,
+    mean_with_ci,
     pearson,
     pooled_binary_metrics,
 )
@@ -85,9 +86,12 @@ def assert_matches(ours: dict, theirs: dict) -> None:
 def test_binary_metrics_match_sklearn(kind, seed):
     rng = np.random.default_rng(seed)
     labels, predictions, probabilities = random_latent(rng, int(rng.integers(5, 80)), kind)
-    ours = binary_metrics(labels, predictions, probabilities)
-    assert_matches(ours, sklearn_metrics(labels, predictions, probabilities))
+    ours = binary_metrics(labels, predictions, probabilities, min_per_class=1)
     kept = [i for i, p in enumerate(predictions) if p is not None]
+    if len({labels[i] for i in kept}) == 2:
+        assert_matches(ours, sklearn_metrics(labels, predictions, probabilities))
+    else:  # a class is missing: sklearn would silently report one class's recall
+        assert all(ours[name] is None for name in (*CLASSIFICATION, "auroc")) and ours["undefined"]
     assert ours["n_failed"] == predictions.count(None)
     assert ours["n_examples"] == len(kept)
     assert ours["n_positive"] == sum(labels[i] for i in kept)
@@ -97,10 +101,7 @@ def test_binary_metrics_match_sklearn(kind, seed):
 @pytest.mark.parametrize(
     ("labels", "predictions"),
     [
-        ([1, 1, 1, 1], [1, 0, 1, 1]),  # negatives absent: balanced accuracy is the TPR
-        ([0, 0, 0], [0, 1, 0]),  # positives absent: the TNR; precision, recall, f1 are 0
-        ([0, 0, 0], [0, 0, 0]),
-        ([1, 1, 0, 0], [0, 0, 0, 0]),  # nothing predicted positive
+        ([1, 1, 0, 0], [0, 0, 0, 0]),  # nothing predicted positive: precision, recall, f1 are 0
         ([1, 1, 0, 0], [1, 1, 1, 1]),
         ([1, 0], [1, 0]),
     ],
@@ -109,13 +110,36 @@ def test_degenerate_cases_follow_sklearn(labels, predictions):
     assert_matches(binary_metrics(labels, predictions), sklearn_metrics(labels, predictions))
 
 
+@pytest.mark.parametrize(
+    ("labels", "predictions", "why"),
+    [
+        ([1] * 100 + [0] * 100, [1] * 100 + [None] * 100, "0 negatives scored, 10 needed"),
+        ([1] * 100, [1] * 100, "0 negatives scored, 1 needed"),  # none given at all
+        ([0, 0, 0], [0, 1, 0], "0 positives scored, 1 needed"),
+        ([1] * 100 + [0] * 100, [1] * 100 + [0] * 9 + [None] * 91, "9 negatives scored, 10 needed"),
+        ([1] * 20 + [0] * 20, [None] * 15 + [1] * 25, "5 positives scored, 10 needed"),
+    ],
+)
+def test_a_class_below_its_minimum_gives_no_metrics(labels, predictions, why):
+    """An always-"yes" scorer whose negatives all failed (or were never drawn) gets no score, not 1.0."""
+    ours = binary_metrics(labels, predictions, [0.9 if p else 0.1 for p in predictions])
+    assert all(ours[name] is None for name in (*CLASSIFICATION, "auroc"))
+    assert why in ours["undefined"]
+
+
+def test_failures_are_counted_per_class():
+    ours = binary_metrics([1] * 30 + [0] * 30, [1] * 28 + [None] * 2 + [0] * 20 + [None] * 10)
+    assert (ours["n_failed_positive"], ours["n_failed_negative"], ours["n_failed"]) == (2, 10, 12)
+    assert ours["balanced_accuracy"] == 1.0 and "undefined" not in ours
+
+
 def test_failed_examples_are_excluded_and_counted():
     labels = [1, 1, 0, 0, 1, 0]
     predictions = [1, None, 0, None, 0, 1]
     probabilities = [0.9, 0.0, 0.2, 1.0, 0.4, 0.6]
-    ours = binary_metrics(labels, predictions, probabilities)
+    ours = binary_metrics(labels, predictions, probabilities, min_per_class=1)
     clean = binary_metrics([1, 0, 1, 0], [1, 0, 0, 1], [0.9, 0.2, 0.4, 0.6])
-    assert ours == clean | {"n_failed": 2}
+    assert ours == clean | {"n_failed": 2, "n_failed_positive": 1, "n_failed_negative": 1}
     assert ours["n_examples"] == 4
 
 
@@ -187,9 +211,28 @@ def test_bootstrap_ci_contains_the_mean_and_is_deterministic():
         assert bootstrap_ci(values, seed=3) == (low, high)
     values = rng.normal(size=30).tolist()
     assert bootstrap_ci(values, seed=1) != bootstrap_ci(values, seed=2)
-    assert bootstrap_ci([0.7]) == (0.7, 0.7)
+    assert bootstrap_ci([0.7]) == (None, None)  # one latent: no interval, never a zero-width one
     with pytest.raises(ValueError):
         bootstrap_ci([])
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10])
+def test_small_sample_intervals_keep_their_coverage(n):
+    """The percentile bootstrap of 2-10 values covers far less than 95% (n = 2 gives (min, max)); below
+    SMALL_SAMPLE the interval is Student's t, which is exact for normal data."""
+    rng = np.random.default_rng(n)
+    trials = 400
+    covered = 0
+    for seed in range(trials):
+        low, high = bootstrap_ci(rng.normal(loc=1.0, size=n).tolist(), n_resamples=500, seed=seed)
+        covered += low <= 1.0 <= high
+    assert 0.92 <= covered / trials <= 0.98
+
+
+def test_mean_with_ci_formats_a_single_value_without_an_interval():
+    assert mean_with_ci(aggregate([0.9])) == "0.900 (n = 1)"
+    assert mean_with_ci(aggregate([])) == "-"
+    assert mean_with_ci({"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 3}) == "0.500 [0.400, 0.600]"
 
 
 def test_bootstrap_ci_narrows_with_more_data_and_lower_level():
@@ -240,8 +283,8 @@ def test_aggregate_ignores_none():
     single = aggregate([0.4])
     assert (single["mean"], single["ci_low"], single["ci_high"], single["std"], single["n"]) == (
         0.4,
-        0.4,
-        0.4,
+        None,
+        None,
         None,
         1,
     )
@@ -294,3 +337,45 @@ def test_chance_level_for_intruder_and_unknown_metrics():
     assert chance_level("no_such_metric") is None
     with pytest.raises(ValueError):
         chance_level("precision", positive_fraction=1.5)
+
+
+def test_chance_levels_are_per_latent():
+    """Precision's chance is each latent's own share of positives, averaged: a latent scored on 47
+    positives against 100 negatives has chance 0.32, not the 0.5 of a balanced one."""
+    from autointerp.config import ModelConfig, RunConfig, SparseCoderConfig
+    from autointerp.score.summary import summarize_records
+
+    config = RunConfig(ModelConfig(path="m"), SparseCoderConfig(path="c", hookpoints=("h",)))
+
+    def record(n_positive: int, n_negative: int) -> dict:
+        labels = [1] * n_positive + [0] * n_negative
+        examples = [
+            {"label": label, "prediction": label, "probability": None, "kind": "x", "error": None}
+            for label in labels
+        ]
+        metrics = binary_metrics(labels, labels)
+        return {"scorer": "detection", "score": metrics["balanced_accuracy"], "metrics": metrics,
+                "examples": examples, "skipped": None, "error": None}  # fmt: skip
+
+    summary = summarize_records([record(47, 100), record(100, 100)], 2, config)
+    assert summary["metrics"]["precision"]["chance"] == pytest.approx((47 / 147 + 0.5) / 2)
+    assert summary["metrics"]["balanced_accuracy"]["chance"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("n_positive", "n_negative", "tpr", "tnr"), [(47, 100, 0.8, 0.7), (100, 100, 0.95, 0.9)]
+)
+def test_a_latents_balanced_accuracy_comes_with_an_interval_that_covers(n_positive, n_negative, tpr, tnr):
+    """A balanced accuracy from 47 against 100 excerpts is less certain than one from 100 against 100; the
+    per-latent interval says so and covers the true value about 95% of the time."""
+    rng = np.random.default_rng(n_positive)
+    truth = (tpr + tnr) / 2
+    covered = 0
+    for _ in range(500):
+        labels = [1] * n_positive + [0] * n_negative
+        hits = np.r_[rng.random(n_positive) < tpr, rng.random(n_negative) < tnr]
+        predictions = [int(h) if y else int(not h) for y, h in zip(labels, hits, strict=True)]
+        low, high = binary_metrics(labels, predictions)["balanced_accuracy_interval"]
+        covered += low <= truth <= high
+    assert 0.92 <= covered / 500 <= 0.985
+    assert binary_metrics([1] * 20 + [0] * 20, [1] * 20 + [0] * 20)["balanced_accuracy_interval"][0] < 1.0

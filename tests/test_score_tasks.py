@@ -270,14 +270,20 @@ def test_every_llm_scorer_builds_requests_and_survives_a_dead_server(name):
 def test_text_answers_get_no_probability_and_failures_are_counted_per_class():
     """A digit read from the text (not in the top logprobs) is a prediction without a probability, so it
     cannot tie in the AUROC; failures are counted for positives and negatives apart."""
-    task = ClassificationTask("detection", "e", items([1, 1, 0, 0, 0]), 1, np.random.default_rng(0), 64)
-    outcome = task.finish([answer(0.9), LLMResponse("1"), answer(0.2), LLMError("down"), answer(0.4)])
+    labels = [1] * 11 + [0] * 12
+    task = ClassificationTask("detection", "e", items(labels), 1, np.random.default_rng(0), 64)
+    p_one = [0.9 - 0.05 * i for i in range(11)] + [0.1 + 0.05 * i for i in range(12)]
+    results = [answer(p) for p in p_one]
+    results[1], results[15] = LLMResponse("1"), LLMError("down")
+    outcome = task.finish(results)
     assert [e["probability"] for e in outcome.examples][:2] == [pytest.approx(0.9), None]
     assert outcome.examples[1]["prediction"] == 1
     metrics = outcome.metrics
     assert metrics["n_text_answers"] == 1
     assert (metrics["n_failed_positive"], metrics["n_failed_negative"]) == (0, 1)
-    assert metrics["auroc"] == pytest.approx(roc_auc_score([1, 0, 0], [0.9, 0.2, 0.4]))
+    soft = [i for i in range(len(labels)) if i not in (1, 15)]
+    expected = roc_auc_score([labels[i] for i in soft], [p_one[i] for i in soft])
+    assert metrics["auroc"] == pytest.approx(expected)
 
 
 def test_pooled_simulation_correlation_is_scale_free_across_latents():

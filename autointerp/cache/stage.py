@@ -26,7 +26,7 @@ from autointerp.cache.tokens import count_sequences, link_or_copy, read_tokens, 
 from autointerp.coders import load_coders, with_hookpoints
 from autointerp.coders.base import SparseCoder
 from autointerp.config import RunConfig, dump_config
-from autointerp.corpus import iter_documents, iter_sequences, special_token_ids
+from autointerp.corpus import corpus_version, iter_documents, iter_sequences, special_token_ids
 from autointerp.errors import ConfigError
 from autointerp.rundir import (
     CONFIG_FILE,
@@ -176,7 +176,7 @@ def _cache_key(config: RunConfig, subject: Subject, coder: SparseCoder) -> dict[
             "hookpoint": coder.hookpoint,
             **coder.fingerprint(),
         },
-        "dataset": config.to_dict()["dataset"],
+        "dataset": config.to_dict()["dataset"] | corpus_version(config.dataset),
         "cache": {
             "n_tokens": config.cache.n_tokens,
             "ctx_len": config.cache.ctx_len,

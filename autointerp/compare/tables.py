@@ -13,6 +13,7 @@ from rich.table import Table as RichTable
 from autointerp.compare.interpretability import Interpretability, few_pairs_warning
 from autointerp.compare.result import CompareReport, PairResult
 from autointerp.compare.similarity import MIN_PAIRS
+from autointerp.score.metrics import mean_with_ci
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def _latents_headline(report: CompareReport) -> RichTable:
             pair.b.label,
             pair.matching.method,
             f"{len(pair.matching.a):,}",
-            _with_ci(pair.latents.summary),
+            mean_with_ci(pair.latents.summary),
             _cell(pair.latents.baseline_summary["mean"]),
         )
     return table
@@ -166,7 +167,9 @@ def _explanations_headline(report: CompareReport) -> RichTable:
     for pair in report.pairs:
         sim, base = pair.similarity.summary, pair.similarity.baseline_summary
         few = f" (< {MIN_PAIRS}!)" if sim["n"] < MIN_PAIRS else ""
-        table.add_row(pair.a.label, pair.b.label, f"{sim['n']:,}{few}", _with_ci(sim), _cell(base["mean"]))
+        table.add_row(
+            pair.a.label, pair.b.label, f"{sim['n']:,}{few}", mean_with_ci(sim), _cell(base["mean"])
+        )
     return table
 
 
@@ -187,14 +190,8 @@ def _scores_headline(interp: Interpretability) -> RichTable:
         table.add_column(column)
     for scorer in dict.fromkeys(row["scorer"] for row in interp.summaries):
         by_run = {row["run"]: row for row in interp.summaries if row["scorer"] == scorer}
-        table.add_row(scorer, *(_with_ci(by_run[run]) if run in by_run else "" for run in runs))
+        table.add_row(scorer, *(mean_with_ci(by_run[run]) if run in by_run else "" for run in runs))
     return table
-
-
-def _with_ci(stats: dict[str, Any]) -> str:
-    if not stats["n"]:
-        return "-"
-    return f"{stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
 
 
 def _cell(value: Any) -> str:

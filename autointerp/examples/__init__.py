@@ -2,7 +2,7 @@
 
 from autointerp.examples.builder import ExampleBuilder, LatentExamples
 from autointerp.examples.negatives import DecodeFn, EmbedFn
-from autointerp.examples.selection import rng_for, select_latents
+from autointerp.examples.selection import LatentSelection, rng_for, run_latents, select_latents
 from autointerp.examples.windows import Example
 
 __all__ = [
@@ -11,6 +11,8 @@ __all__ = [
     "Example",
     "ExampleBuilder",
     "LatentExamples",
+    "LatentSelection",
     "rng_for",
+    "run_latents",
     "select_latents",
 ]

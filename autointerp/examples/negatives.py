@@ -1,12 +1,13 @@
 """Non-activating windows of a latent: random, top windows of decoder neighbours, or similar in meaning.
 
-A sampler returns up to `n` windows where the latent is zero on every token, no two sharing a token,
-best first; the builder shows the first ones to the explainer and keeps the rest for scoring.
+A sampler returns up to `n` windows where the latent is zero on every token, no two sharing a token and
+none sharing a token with the windows it is told to avoid, best first. The builder draws the explainer's
+negatives and the scoring negatives in two separate draws, each from its own seeded stream (and, for
+`similar`, its own pool), so what the explainer sees does not depend on how many scoring negatives are asked.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
 from functools import cached_property
 from typing import Protocol
@@ -17,7 +18,7 @@ from autointerp.cache import CacheReader, LatentActivations
 from autointerp.config import ExamplesConfig
 from autointerp.errors import ConfigError
 from autointerp.examples.sampling import top_indices
-from autointerp.examples.windows import Example, Windows
+from autointerp.examples.windows import Example, TokenDisjoint, Windows
 
 EmbedFn = Callable[[list[str]], np.ndarray]
 """Texts -> embeddings [n, d]."""
@@ -34,75 +35,116 @@ SIMILAR_POOL_FACTOR = 20
 
 class NegativeSampler(Protocol):
     def sample(
-        self, acts: LatentActivations, explain: list[Example], n: int, rng: np.random.Generator
+        self,
+        acts: LatentActivations,
+        explain: list[Example],
+        n: int,
+        rng: np.random.Generator,
+        avoid: TokenDisjoint,
     ) -> list[Example]:
-        """Up to `n` token-disjoint windows where the latent of `acts` is zero, best first."""
+        """Up to `n` windows where the latent of `acts` is zero, best first, each accepted by `avoid`
+        (which then holds them too, so no two share a token)."""
         ...
 
 
-def negative_sampler(
+def negative_samplers(
     cfg: ExamplesConfig,
     windows: Windows,
     reader: CacheReader,
-    pool_rng: np.random.Generator,
+    pool_rngs: tuple[np.random.Generator, np.random.Generator],
     decoder: np.ndarray | None,
     embed: EmbedFn | None,
     decode: DecodeFn | None,
-) -> NegativeSampler:
-    """The sampler for `cfg.negatives`, checking that it has what it needs."""
+) -> tuple[NegativeSampler, NegativeSampler]:
+    """The samplers for `cfg.negatives` of the explainer's negatives and of the scoring negatives.
+
+    Only `similar` keeps state (a pool of windows); it gets one pool per use, each from its own generator of
+    `pool_rngs` and sized from its own count, so the explainer's pool never depends on `n_negative`. Random
+    scoring negatives are placed like the held-out activating windows (`test_windows`); the explainer's are
+    grid cells whatever the test keys say.
+    """
     if cfg.negatives == "random":
-        return RandomNegatives(windows)
+        return RandomNegatives(windows), RandomNegatives(windows, cfg.test_windows == "random")
     if cfg.negatives == "neighbours":
         if decoder is None:
             raise ConfigError(
                 "examples.negatives", "neighbours needs decoder directions of the sparse coder; none given"
             )
-        return NeighbourNegatives(windows, reader, decoder, cfg.center)
+        neighbours = NeighbourNegatives(windows, reader, decoder, cfg.center)
+        return neighbours, neighbours
     if embed is None or decode is None:
         raise ConfigError(
             "examples.negatives", "similar needs an embedding model and a tokenizer to decode windows"
         )
-    pool_size = SIMILAR_POOL_FACTOR * (cfg.n_negative + cfg.n_explain_negative)
-    return SimilarNegatives(windows, embed, decode, pool_size, pool_rng)
+    explain_pool = SIMILAR_POOL_FACTOR * max(cfg.n_explain_negative, 1)
+    return (
+        SimilarNegatives(windows, embed, decode, explain_pool, pool_rngs[0]),
+        SimilarNegatives(windows, embed, decode, SIMILAR_POOL_FACTOR * cfg.n_negative, pool_rngs[1]),
+    )
 
 
 class RandomNegatives:
-    """Grid cells where the latent is silent, uniformly without replacement from the whole cache."""
+    """Windows where the latent is silent, uniformly without replacement from the whole cache: grid cells,
+    or (`random_offset`) placed the way held-out activating windows are, a uniformly random token at a
+    uniformly random position of the window, so that where an excerpt sits in its sequence (at a BOS, at
+    the end) is no tell."""
 
-    def __init__(self, windows: Windows):
+    def __init__(self, windows: Windows, random_offset: bool = False):
         self.windows = windows
+        self.random_offset = random_offset
 
     def sample(
-        self, acts: LatentActivations, explain: list[Example], n: int, rng: np.random.Generator
+        self,
+        acts: LatentActivations,
+        explain: list[Example],
+        n: int,
+        rng: np.random.Generator,
+        avoid: TokenDisjoint,
     ) -> list[Example]:
-        sequences, starts = self.windows.disjoint_cell(random_silent_cells(self.windows, acts, n, rng))
-        return [self.windows.example(acts, s, a) for s, a in zip(sequences, starts, strict=True)]
+        found = _Found(self.windows, n, avoid)
+        for _ in range(REJECTION_ROUNDS):
+            if found.full:
+                break
+            size = 2 * (n - len(found.windows)) + 16
+            if self.random_offset:
+                sequence, start = self._random_windows(size, rng)
+            else:
+                sequence, start = self.windows.disjoint_cell(
+                    rng.integers(self.windows.disjoint_cells, size=size)
+                )
+            silent = self.windows.is_silent(acts, sequence, start)
+            found.offer(sequence[silent], start[silent])
+        if not found.full:  # a dense latent: every silent grid cell, in random order
+            cells = rng.permutation(self.windows.disjoint_cells)
+            sequence, start = self.windows.disjoint_cell(cells)
+            silent = self.windows.is_silent(acts, sequence, start)
+            found.offer(sequence[silent], start[silent])
+        return [self.windows.example(acts, s, a) for s, a in found.windows]
+
+    def _random_windows(self, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        w = self.windows
+        sequence, position = np.divmod(rng.integers(w.num_sequences * w.ctx_len, size=size), w.ctx_len)
+        start = np.clip(position - rng.integers(0, w.width, size=size), 0, w.ctx_len - w.width)
+        return sequence, start
 
 
-def random_silent_cells(
-    windows: Windows, acts: LatentActivations, n: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Up to `n` distinct disjoint cells where the latent is silent, in a uniformly random order.
+class _Found:
+    """Windows accepted so far (each once, as `avoid` allows), up to `n`."""
 
-    Rejection sampling on random cells; a latent too dense for it falls back to enumerating all cells.
-    """
-    found = np.zeros(0, dtype=np.int64)
-    for _ in range(REJECTION_ROUNDS):
-        if len(found) >= n:
-            return found[:n]
-        draw = rng.integers(windows.disjoint_cells, size=2 * (n - len(found)) + 16)
-        draw = draw[windows.is_silent(acts, *windows.disjoint_cell(draw))]
-        found = _unique_in_order(np.concatenate([found, draw]))
-    if len(found) >= n:
-        return found[:n]
-    rest = np.arange(windows.disjoint_cells)
-    rest = np.setdiff1d(rest[windows.is_silent(acts, *windows.disjoint_cell(rest))], found)
-    return np.concatenate([found, rng.choice(rest, size=min(n - len(found), len(rest)), replace=False)])
+    def __init__(self, windows: Windows, n: int, avoid: TokenDisjoint):
+        self.ctx_len, self.n, self.avoid = windows.ctx_len, n, avoid
+        self.windows: list[tuple[int, int]] = []
 
+    @property
+    def full(self) -> bool:
+        return len(self.windows) >= self.n
 
-def _unique_in_order(values: np.ndarray) -> np.ndarray:
-    _, first = np.unique(values, return_index=True)
-    return values[np.sort(first)]
+    def offer(self, sequence: np.ndarray, start: np.ndarray) -> None:
+        for s, a in zip(sequence.tolist(), start.tolist(), strict=True):
+            if self.full:
+                return
+            if self.avoid.add(s * self.ctx_len + a):
+                self.windows.append((s, a))
 
 
 class NeighbourNegatives:
@@ -127,13 +169,19 @@ class NeighbourNegatives:
         return top_indices(similarity, MAX_NEIGHBOURS)
 
     def sample(
-        self, acts: LatentActivations, explain: list[Example], n: int, rng: np.random.Generator
+        self,
+        acts: LatentActivations,
+        explain: list[Example],
+        n: int,
+        rng: np.random.Generator,
+        avoid: TokenDisjoint,
     ) -> list[Example]:
-        accepted = _TokenDisjoint(self.windows.width)
         chosen: list[tuple[int, int]] = []
+        if n == 0:
+            return []
         for other in self.neighbours(acts.latent):
             for sequence, start in self._silent_top_windows(acts, int(other)):
-                if accepted.add(int(sequence) * self.windows.ctx_len + int(start)):
+                if avoid.add(int(sequence) * self.windows.ctx_len + int(start)):
                     chosen.append((sequence, start))
                     if len(chosen) == n:
                         return [self.windows.example(acts, s, a) for s, a in chosen]
@@ -146,23 +194,6 @@ class NeighbourNegatives:
         sequences, starts = candidates.sequence[order], candidates.start[order]
         silent = self.windows.is_silent(acts, sequences, starts)
         return zip(sequences[silent], starts[silent], strict=True)
-
-
-class _TokenDisjoint:
-    """Accepts windows, given by their global first token, that share no token with those accepted."""
-
-    def __init__(self, width: int):
-        self.width = width
-        self.firsts: list[int] = []
-
-    def add(self, first: int) -> bool:
-        i = bisect.bisect_left(self.firsts, first)
-        if i < len(self.firsts) and self.firsts[i] - first < self.width:
-            return False
-        if i and first - self.firsts[i - 1] < self.width:
-            return False
-        self.firsts.insert(i, first)
-        return True
 
 
 class SimilarNegatives:
@@ -188,13 +219,25 @@ class SimilarNegatives:
         return sequences, starts, self._unit_embeddings(tokens)
 
     def sample(
-        self, acts: LatentActivations, explain: list[Example], n: int, rng: np.random.Generator
+        self,
+        acts: LatentActivations,
+        explain: list[Example],
+        n: int,
+        rng: np.random.Generator,
+        avoid: TokenDisjoint,
     ) -> list[Example]:
+        if n == 0 or not explain:
+            return []
         sequences, starts, embeddings = self.pool
         target = self._unit_embeddings([e.tokens for e in explain]).mean(axis=0)
         score = embeddings @ (target / max(float(np.linalg.norm(target)), 1e-12))
         score[~self.windows.is_silent(acts, sequences, starts)] = -np.inf
-        best = [i for i in top_indices(score, n) if np.isfinite(score[i])]
+        best: list[int] = []
+        for i in top_indices(score, len(score)):
+            if len(best) == n or not np.isfinite(score[i]):
+                break
+            if avoid.add(int(sequences[i]) * self.windows.ctx_len + int(starts[i])):
+                best.append(int(i))
         return [self.windows.example(acts, sequences[i], starts[i]) for i in best]
 
     def _unit_embeddings(self, tokens: list[np.ndarray]) -> np.ndarray:

@@ -16,11 +16,11 @@ from autointerp.coders import load_file_coder
 from autointerp.config import ExamplesConfig, RunConfig
 from autointerp.embedding import Embedder
 from autointerp.errors import ConfigError
-from autointerp.examples.builder import ExampleBuilder
+from autointerp.examples.builder import TEST_ONLY_KEYS, ExampleBuilder
 from autointerp.texts import TokenTexts
 
-HELD_OUT_VIEW_KEYS = frozenset({"n_test", "n_negative"})
-"""`examples.*` keys that shape only the test view (how many held-out examples and scoring negatives)."""
+HELD_OUT_VIEW_KEYS = frozenset(key.removeprefix("examples.") for key in TEST_ONLY_KEYS)
+"""`examples.*` keys that shape only the test view (the builder draws the explainer's view first, apart)."""
 EXPLAINER_VIEW_KEYS = frozenset(f.name for f in dataclasses.fields(ExamplesConfig)) - HELD_OUT_VIEW_KEYS
 """Every other `examples.*` key shapes the explainer view (and, through the windows, the test view too)."""
 

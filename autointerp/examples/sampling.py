@@ -1,15 +1,20 @@
 """Which activating windows the explainer sees and which are held out for scoring.
 
-Draws are without replacement and return `(candidate index, quantile bin or None)` pairs.
+Draws are without replacement and return `(candidate index, quantile bin or None)` pairs. A draw may be
+given an `accept` test, called once per candidate in draw order, that refuses candidates (for example one
+that shares a token with a window already drawn); refused candidates are passed over and the draw goes on.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
 from autointerp.config import ExamplesConfig
 
 Draw = tuple[int, int | None]
+Accept = Callable[[int], bool]
 
 
 def equal_count_bins(values: np.ndarray, n_bins: int) -> list[np.ndarray]:
@@ -17,24 +22,41 @@ def equal_count_bins(values: np.ndarray, n_bins: int) -> list[np.ndarray]:
     return np.array_split(np.argsort(values, kind="stable"), n_bins)
 
 
-def draw_from_bins(rng: np.random.Generator, bins: list[np.ndarray], n: int) -> list[Draw]:
+def _accept_all(_: int) -> bool:
+    return True
+
+
+def draw_from_bins(
+    rng: np.random.Generator, bins: list[np.ndarray], n: int, accept: Accept = _accept_all
+) -> list[Draw]:
     """`n` items spread evenly over the bins; the highest bins take the remainder.
 
-    A bin short of its share gives what it has, and the shortfall is taken from the other bins in turn,
-    highest first, so the result has min(n, total) items.
+    A bin short of its share (after `accept`) gives what it has, and the shortfall is taken from the other
+    bins in turn, highest first, so the result has min(n, accepted) items.
     """
-    shuffled = [rng.choice(b, size=min(len(b), n), replace=False) for b in bins]
-    sizes = np.array([len(b) for b in shuffled])
+    shuffled = [iter(rng.permutation(b)) for b in bins]
     quota = np.full(len(bins), n // len(bins))
     quota[len(bins) - n % len(bins) :] += 1
-    taken = np.minimum(quota, sizes)
-    shortfall = min(n, int(sizes.sum())) - int(taken.sum())
-    while shortfall > 0:
-        for b in reversed(range(len(bins))):
-            if shortfall and taken[b] < sizes[b]:
-                taken[b] += 1
-                shortfall -= 1
-    return [(int(i), q) for q, b in enumerate(shuffled) for i in b[: taken[q]]]
+    taken: list[list[int]] = [[] for _ in bins]
+    open_bins = set(range(len(bins)))
+
+    def take(q: int) -> bool:
+        for i in shuffled[q]:
+            if accept(int(i)):
+                taken[q].append(int(i))
+                return True
+        open_bins.discard(q)
+        return False
+
+    for q in range(len(bins)):
+        while len(taken[q]) < quota[q] and take(q):
+            pass
+    total = sum(len(t) for t in taken)
+    while total < n and open_bins:
+        for q in reversed(range(len(bins))):
+            if total < n and q in open_bins and take(q):
+                total += 1
+    return [(i, q) for q, items in enumerate(taken) for i in items]
 
 
 def top_indices(values: np.ndarray, n: int) -> np.ndarray:
@@ -42,25 +64,41 @@ def top_indices(values: np.ndarray, n: int) -> np.ndarray:
     return np.argsort(-values, kind="stable")[:n]
 
 
-def sample_explain(values: np.ndarray, cfg: ExamplesConfig, rng: np.random.Generator) -> list[Draw]:
+def _first_accepted(order: np.ndarray, n: int, accept: Accept) -> list[Draw]:
+    chosen: list[Draw] = []
+    for i in order:
+        if len(chosen) == n:
+            break
+        if accept(int(i)):
+            chosen.append((int(i), None))
+    return chosen
+
+
+def sample_explain(
+    values: np.ndarray, cfg: ExamplesConfig, rng: np.random.Generator, accept: Accept = _accept_all
+) -> list[Draw]:
     """The explainer's candidates by `cfg.explain_sampling`, given each candidate's max activation."""
     n = min(cfg.n_explain, len(values))
     if cfg.explain_sampling == "quantiles":
-        return draw_from_bins(rng, equal_count_bins(values, cfg.n_quantiles), n)
+        return draw_from_bins(rng, equal_count_bins(values, cfg.n_quantiles), n, accept)
     if cfg.explain_sampling == "random":
-        return [(int(i), None) for i in rng.choice(len(values), size=n, replace=False)]
+        return _first_accepted(rng.permutation(len(values)), n, accept)
     if cfg.explain_sampling == "top":
-        return [(int(i), None) for i in top_indices(values, n)]
-    top = top_indices(values, n // 2)
-    rest = np.setdiff1d(np.arange(len(values)), top)
+        return _first_accepted(top_indices(values, len(values)), n, accept)
+    top = _first_accepted(top_indices(values, len(values)), n // 2, accept)
+    rest = np.setdiff1d(np.arange(len(values)), [i for i, _ in top])
     bins = [rest[b] for b in equal_count_bins(values[rest], cfg.n_quantiles)]
-    return [(int(i), None) for i in top] + draw_from_bins(rng, bins, n - len(top))
+    return top + [(i, None) for i, _ in draw_from_bins(rng, bins, n - len(top), accept)]
 
 
 def sample_test(
-    values: np.ndarray, blocked: np.ndarray, cfg: ExamplesConfig, rng: np.random.Generator
+    values: np.ndarray,
+    blocked: np.ndarray,
+    cfg: ExamplesConfig,
+    rng: np.random.Generator,
+    accept: Accept = _accept_all,
 ) -> list[Draw]:
     """`cfg.n_test` candidates outside `blocked`, evenly from equal-count bins of those left."""
     rest = np.flatnonzero(~blocked)
     bins = [rest[b] for b in equal_count_bins(values[rest], cfg.n_quantiles)]
-    return draw_from_bins(rng, bins, min(cfg.n_test, len(rest)))
+    return draw_from_bins(rng, bins, min(cfg.n_test, len(rest)), accept)

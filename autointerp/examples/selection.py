@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from autointerp.config import LatentsConfig, parse_latent_ranges
+from autointerp.cache import CacheReader
+from autointerp.config import LatentsConfig, RunConfig, parse_latent_ranges
 from autointerp.errors import ConfigError
+from autointerp.examples.windows import activating_windows
 from autointerp.latentfile import latents_for, read_latent_file
 
 
@@ -22,9 +26,28 @@ def rng_for(seed: int, *keys: str | int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(int.from_bytes(digest, "little")))
 
 
-def select_latents(cfg: LatentsConfig, num_latents: int, seed: int, hookpoint: str) -> list[int]:
-    """The sorted latents of `hookpoint` to work on: the explicit `indices` or `indices_file`, else a seeded
-    sample."""
+@dataclass(frozen=True)
+class LatentSelection:
+    """The latents to work on, and how many a sample passed over because they were not eligible."""
+
+    latents: list[int]
+    """Sorted."""
+    not_eligible: int = 0
+
+
+def sample_latents(
+    cfg: LatentsConfig,
+    num_latents: int,
+    seed: int,
+    hookpoint: str,
+    eligible: Callable[[int], bool] | None = None,
+) -> LatentSelection:
+    """The explicit `indices` or `indices_file`, else every latent (`sample: null`), else a seeded sample of
+    eligible latents.
+
+    The sample walks one seeded permutation of all latents and keeps the first `sample` eligible ones, so it
+    is prefix-stable: a larger sample with the same seed holds every latent of a smaller one.
+    """
     explicit = _explicit(cfg, hookpoint)
     if explicit is not None:
         key, indices = explicit
@@ -35,11 +58,45 @@ def select_latents(cfg: LatentsConfig, num_latents: int, seed: int, hookpoint: s
                 f"latent {outside[0]} is out of range: {hookpoint} has {num_latents} latents "
                 f"(0 to {num_latents - 1})",
             )
-        return sorted(set(indices))
-    if cfg.sample is None or cfg.sample >= num_latents:
-        return list(range(num_latents))
-    chosen = rng_for(seed, hookpoint, "latents").choice(num_latents, size=cfg.sample, replace=False)
-    return sorted(int(i) for i in chosen)
+        return LatentSelection(sorted(set(indices)))
+    if cfg.sample is None:
+        return LatentSelection(list(range(num_latents)))
+    chosen: list[int] = []
+    passed_over = 0
+    for latent in rng_for(seed, hookpoint, "latents").permutation(num_latents).tolist():
+        if len(chosen) == cfg.sample:
+            break
+        if eligible is None or eligible(latent):
+            chosen.append(latent)
+        else:
+            passed_over += 1
+    return LatentSelection(sorted(chosen), passed_over)
+
+
+def select_latents(
+    cfg: LatentsConfig,
+    num_latents: int,
+    seed: int,
+    hookpoint: str,
+    eligible: Callable[[int], bool] | None = None,
+) -> list[int]:
+    """The sorted latents of `hookpoint` to work on (see `sample_latents`)."""
+    return sample_latents(cfg, num_latents, seed, hookpoint, eligible).latents
+
+
+def run_latents(config: RunConfig, reader: CacheReader, hookpoint: str) -> LatentSelection:
+    """The run's latents of one hookpoint's cache; a sample takes only latents with at least
+    `latents.min_activations` activating windows of `examples.window` tokens."""
+    minimum = config.latents.min_activations
+    firing = reader.stats()["firing_count"]
+    width = min(config.examples.window, reader.ctx_len)
+
+    def eligible(latent: int) -> bool:
+        if firing[latent] < minimum:  # a cheap bound: every window holds at least one firing token
+            return False
+        return activating_windows(reader.latent(latent).token_index, reader.ctx_len, width) >= minimum
+
+    return sample_latents(config.latents, reader.num_latents, config.seed, hookpoint, eligible)
 
 
 def _explicit(cfg: LatentsConfig, hookpoint: str) -> tuple[str, list[int]] | None:

@@ -8,12 +8,17 @@ their global starts (sequence * ctx_len + start) are less than `width` apart.
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from autointerp.cache import LatentActivations
+
+_WINDOW_MAX_CHUNK = 1 << 16
+"""Windows whose maximum is computed at once (bounds memory to about width x this x 16 bytes)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,16 +64,50 @@ class Example:
         )
 
 
+Placement = Literal["center", "grid", "random"]
+"""Where an activating window is put around its grid cell's peak: centred on it, the grid cell itself, or
+with the peak at a uniformly random position (each clipped to stay inside the sequence)."""
+
+
+@dataclass(frozen=True)
+class Cells:
+    """The grid cells of one latent that hold an activation: the position and value of each cell's peak."""
+
+    sequence: np.ndarray
+    cell: np.ndarray
+    """Cell number within the sequence."""
+    peak: np.ndarray
+    """Position (within the sequence) of the cell's first highest activation."""
+    value: np.ndarray
+    """The cell's highest activation."""
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+    def top(self, n: int | None) -> Cells:
+        """The `n` cells with the highest peaks (ties: the earlier cell), in their original order."""
+        if n is None or len(self) <= n:
+            return self
+        keep = np.sort(np.argsort(-self.value, kind="stable")[:n])
+        return Cells(self.sequence[keep], self.cell[keep], self.peak[keep], self.value[keep])
+
+
 @dataclass(frozen=True)
 class Candidates:
-    """Activating windows of one latent, sorted by global start, with the activation each was placed on."""
+    """Activating windows of one latent, sorted by global start, with each window's highest activation."""
 
     sequence: np.ndarray
     start: np.ndarray
     max_activation: np.ndarray
+    ctx_len: int = 0
 
     def __len__(self) -> int:
         return len(self.sequence)
+
+    @property
+    def first(self) -> np.ndarray:
+        """Global index (sequence * ctx_len + start) of each window's first token."""
+        return self.sequence * self.ctx_len + self.start
 
 
 class Windows:
@@ -90,12 +129,8 @@ class Windows:
         per_sequence = self.ctx_len // self.width
         return cell // per_sequence, cell % per_sequence * self.width
 
-    def candidates(self, acts: LatentActivations, center: bool) -> Candidates:
-        """The grid cells holding an activation; with `center`, re-placed with their peak at width // 2.
-
-        The peak is the first highest activation of the cell; a centred window is shifted to stay inside
-        its sequence. Cells that end up as the same window are kept once.
-        """
+    def cells(self, acts: LatentActivations) -> Cells:
+        """The grid cells holding an activation, with the position and value of each cell's peak."""
         ctx, width, cells = self.ctx_len, self.width, self.cells_per_sequence
         sequence, position = np.divmod(acts.token_index, ctx)
         head = position < (cells - 1) * width  # in a cell before the last
@@ -107,18 +142,53 @@ class Windows:
             _group_peaks(sequence[tail] * cells + cells - 1, position[tail], acts.activation[tail]),
         ]
         keys, peak, value = (np.concatenate(parts) for parts in zip(*peaks, strict=True))
-        sequence, cell = np.divmod(keys, cells)
-        if center:
-            start = np.clip(peak - width // 2, 0, ctx - width)
-        else:
-            start = np.minimum(cell * width, ctx - width)
-        _, keep = np.unique(sequence * ctx + start, return_index=True)
-        return Candidates(sequence[keep], start[keep], value[keep])
+        order = np.argsort(keys, kind="stable")
+        sequence, cell = np.divmod(keys[order], cells)
+        return Cells(sequence, cell, peak[order], value[order])
 
-    def overlapping(self, candidates: Candidates, chosen: np.ndarray) -> np.ndarray:
-        """Mask of the candidates sharing a token with any of the candidates at indices `chosen`."""
-        first = candidates.sequence * self.ctx_len + candidates.start
-        taken = np.sort(first[chosen])
+    def place(
+        self,
+        acts: LatentActivations,
+        cells: Cells,
+        placement: Placement,
+        rng: np.random.Generator | None = None,
+    ) -> Candidates:
+        """One window per cell, placed by `placement` (`random` needs `rng`); cells that end up as the same
+        window are kept once. Each window's value is its own highest activation."""
+        ctx, width = self.ctx_len, self.width
+        if placement == "center":
+            start = np.clip(cells.peak - width // 2, 0, ctx - width)
+        elif placement == "grid":
+            start = np.minimum(cells.cell * width, ctx - width)
+        else:
+            if rng is None:
+                raise ValueError("random placement needs a generator")
+            start = np.clip(cells.peak - rng.integers(0, width, size=len(cells)), 0, ctx - width)
+        _, keep = np.unique(cells.sequence * ctx + start, return_index=True)
+        sequence, start = cells.sequence[keep], start[keep]
+        return Candidates(sequence, start, self.window_max(acts, sequence * ctx + start), ctx)
+
+    def candidates(self, acts: LatentActivations, center: bool) -> Candidates:
+        """The activating windows of every cell, centred on the cell's peak or the grid cells themselves."""
+        return self.place(acts, self.cells(acts), "center" if center else "grid")
+
+    def window_max(self, acts: LatentActivations, first: np.ndarray) -> np.ndarray:
+        """The latent's highest activation in each window starting at global token `first` (0 if silent)."""
+        out = np.zeros(len(first), dtype=np.float32)
+        if not len(acts.token_index):
+            return out
+        offsets = np.arange(self.width)
+        for lo in range(0, len(first), _WINDOW_MAX_CHUNK):
+            positions = first[lo : lo + _WINDOW_MAX_CHUNK, None] + offsets
+            index = np.searchsorted(acts.token_index, positions).clip(max=len(acts.token_index) - 1)
+            hit = acts.token_index[index] == positions
+            out[lo : lo + len(positions)] = np.where(hit, acts.activation[index], 0).max(axis=1)
+        return out
+
+    def overlaps(self, first: np.ndarray, taken: np.ndarray) -> np.ndarray:
+        """Mask of the windows starting at global tokens `first` sharing a token with a window of `taken`."""
+        taken = np.sort(np.asarray(taken, dtype=np.int64))
+        first = np.asarray(first, dtype=np.int64)
         if not len(taken):
             return np.zeros(len(first), dtype=bool)
         after = np.searchsorted(taken, first).clip(max=len(taken) - 1)
@@ -160,3 +230,35 @@ def _group_peaks(
     hits = np.flatnonzero(values == top[group])
     first = hits[np.searchsorted(group[hits], np.arange(len(starts)))]
     return keys[starts], positions[first], top
+
+
+class TokenDisjoint:
+    """Accepts windows, given by their global first token, that share no token with those accepted."""
+
+    def __init__(self, width: int, taken: Iterable[int] = ()):
+        self.width = width
+        self.firsts: list[int] = sorted(int(t) for t in taken)
+
+    def add(self, first: int) -> bool:
+        """Accept (and remember) the window at `first` unless it overlaps one already accepted."""
+        first = int(first)
+        i = bisect.bisect_left(self.firsts, first)
+        if i < len(self.firsts) and self.firsts[i] - first < self.width:
+            return False
+        if i and first - self.firsts[i - 1] < self.width:
+            return False
+        self.firsts.insert(i, first)
+        return True
+
+
+def activating_windows(token_index: np.ndarray, ctx_len: int, width: int) -> int:
+    """Grid cells of `width` tokens holding at least one of the global token indices (as `Windows.cells`
+    counts them: with ctx_len not a multiple of width, the last cell is [ctx_len - width, ctx_len))."""
+    cells = -(-ctx_len // width)
+    sequence, position = np.divmod(np.asarray(token_index, dtype=np.int64), ctx_len)
+    head = position < (cells - 1) * width
+    tail = position >= ctx_len - width
+    keys = np.concatenate(
+        [sequence[head] * cells + position[head] // width, sequence[tail] * cells + cells - 1]
+    )
+    return len(np.unique(keys))

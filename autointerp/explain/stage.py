@@ -16,7 +16,7 @@ from typing import Any
 from autointerp.cache import CacheReader
 from autointerp.config import RunConfig, dump_config
 from autointerp.errors import UserError
-from autointerp.examples import ExampleBuilder, LatentExamples, select_latents
+from autointerp.examples import ExampleBuilder, LatentExamples, run_latents
 from autointerp.examples.recipe import example_builder
 from autointerp.explain.explainer import Explainer, ParseError
 from autointerp.llm import CachedClient, ResponseCache, make_client, resolve_backend, run_requests
@@ -46,6 +46,8 @@ class HookpointTally:
     failed: int = 0
     skipped: int = 0
     already_done: int = 0
+    not_eligible: int = 0
+    """Latents the sample passed over: fewer activating windows than latents.min_activations."""
     retried: int = 0
     """Finished latents redone because they had failed (transient failures, or any with retry_unparseable)."""
     prompt_tokens: int = 0
@@ -124,14 +126,18 @@ class _ExplainRun:
                 remove_hookpoint(self.out_dir, hp)
                 done = {}
             check_config(done, key, config_hash(key), f"explanations of {hp} in {self.out_dir}")
-            latents = select_latents(self.config.latents, reader.num_latents, self.config.seed, hp)
-            mine = [latent for i, latent in enumerate(latents) if self.shard.owns(i)]
+            selection = run_latents(self.config, reader, hp)
+            mine = [latent for i, latent in enumerate(selection.latents) if self.shard.owns(i)]
             retry = {latent for latent in mine if latent in done and self._retries(done[latent])}
             self.refresh |= {
                 (hp, latent) for latent in retry if done[latent].get("error_kind") != "transient"
             }
             todo[hp] = [latent for latent in mine if latent not in done or latent in retry]
-            tally = HookpointTally(already_done=len(mine) - len(todo[hp]), retried=len(retry))
+            tally = HookpointTally(
+                already_done=len(mine) - len(todo[hp]),
+                retried=len(retry),
+                not_eligible=selection.not_eligible,
+            )
             self.report.tallies[hp] = tally
         return todo
 
@@ -206,6 +212,7 @@ class _ExplainRun:
                 "error_kind": error_kind,
                 "skipped": job.examples.skipped,
                 "num_activations": job.examples.num_activations,
+                "num_windows": job.examples.num_windows,
                 "max_activation": job.examples.max_activation,
                 "explainer": {**key["explainer"], "model": model},
                 "answer": result.text if isinstance(result, LLMResponse) else None,

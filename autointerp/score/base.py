@@ -3,8 +3,6 @@ costs (tallies), and the inputs a scorer's task is built from."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,8 +117,3 @@ class ScoreReport:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     """Caveats of the configured scorers, for the console."""
-
-
-def windows_digest(windows: list[tuple[int, int]]) -> str:
-    """A short digest of (sequence, start) windows, to check the explainer saw what this config draws."""
-    return hashlib.sha256(json.dumps([list(w) for w in windows]).encode()).hexdigest()[:16]

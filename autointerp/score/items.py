@@ -9,7 +9,7 @@ import numpy as np
 
 from autointerp.examples import Example, LatentExamples
 from autointerp.examples.render import ShownExample, highlight, plain
-from autointerp.texts import TokenTexts
+from autointerp.texts import DOCUMENT_SEPARATOR, TokenTexts
 
 
 @dataclass
@@ -51,24 +51,33 @@ def detection_items(examples: LatentExamples, texts: TokenTexts) -> list[ScoredE
 
 
 def fuzzing_items(
-    examples: LatentExamples, texts: TokenTexts, mode: str, rng: np.random.Generator
+    examples: LatentExamples,
+    texts: TokenTexts,
+    mode: str,
+    rng: np.random.Generator,
+    threshold: float = 0.0,
 ) -> list[ScoredExample]:
     """Correctly highlighted activating excerpts (label 1) and wrongly highlighted ones (label 0).
 
-    Wrong highlights copy the shape of real ones (the same runs of tokens), so their count and contiguity
-    tell nothing: `activating` mode shifts an excerpt's own highlight pattern onto tokens where the latent is
-    silent; `non_activating` lays a random activating excerpt's pattern, in place, on a scoring negative.
-    Special tokens (shown as nothing) are never highlighted.
+    Correct highlights are the tokens the explainer would see highlighted: activation above `threshold`
+    times the latent's maximum (`explainer.highlight_threshold`), and always the excerpt's peak. Wrong
+    highlights copy the shape of real ones (the same runs of tokens), so their count and contiguity tell
+    nothing: `activating` mode moves an excerpt's own highlight pattern, unwrapped, onto tokens where the
+    latent is silent; `non_activating` lays a random activating excerpt's pattern, in place, on a scoring
+    negative. Special tokens (shown as nothing) are never highlighted. Where a highlight sits tells nothing
+    either, provided the held-out windows are placed at random around their peak
+    (`examples.test_windows: random`).
     """
-    items = [_highlighted(e, "activating", 1, e.activations > 0, texts) for e in examples.test]
+    cutoff = threshold * examples.max_activation
+    items = [_highlighted(e, "activating", 1, _real(e, cutoff), texts) for e in examples.test]
     if mode == "activating":
         for example in examples.test:
-            mask = _shifted_pattern(example, texts, rng)
+            mask = _shifted_pattern(example, _real(example, cutoff), texts, rng)
             if mask.any():
                 items.append(_highlighted(example, "fuzzed", 0, mask, texts))
         return items
     for example in examples.test_negatives:
-        mask = _borrowed_pattern(example, examples.test, texts, rng)
+        mask = _borrowed_pattern(example, examples.test, cutoff, texts, rng)
         items.append(_highlighted(example, "non_activating", 0, mask, texts))
     return items
 
@@ -96,21 +105,23 @@ class IntruderTrial:
 
 
 def intruder_trials(
-    examples: LatentExamples, texts: TokenTexts, size: int, rng: np.random.Generator
+    examples: LatentExamples, texts: TokenTexts, size: int, rng: np.random.Generator, threshold: float = 0.0
 ) -> list[IntruderTrial]:
     """As many trials as the held-out examples allow; each activating excerpt is used once.
 
+    Activating excerpts are highlighted like the explainer's (above `threshold` times the latent's maximum).
     The intruder (a scoring negative) is highlighted with a random activating excerpt's pattern, in place,
     so the number and position of highlights are no tell.
     """
+    cutoff = threshold * examples.max_activation
     n_trials = min(len(examples.test) // (size - 1), len(examples.test_negatives))
     order = rng.permutation(len(examples.test))
     trials = []
     for t in range(n_trials):
         chosen = [examples.test[i] for i in order[t * (size - 1) : (t + 1) * (size - 1)]]
-        items = [_highlighted(e, "activating", 0, e.activations > 0, texts) for e in chosen]
+        items = [_highlighted(e, "activating", 0, _real(e, cutoff), texts) for e in chosen]
         negative = examples.test_negatives[t]
-        mask = _borrowed_pattern(negative, examples.test, texts, rng)
+        mask = _borrowed_pattern(negative, examples.test, cutoff, texts, rng)
         position = int(rng.integers(size))
         items.insert(position, _highlighted(negative, "non_activating", 1, mask, texts))
         trials.append(IntruderTrial(items, position))
@@ -130,33 +141,63 @@ def _highlighted(
 
 
 def _visible(example: Example, texts: TokenTexts) -> np.ndarray:
-    """Positions whose token shows as text (special tokens render as nothing: a highlight there is a tell)."""
-    return np.array([piece != "" for piece in texts.pieces(example.tokens)], dtype=bool)
+    """Positions whose token shows as text of its own: special tokens render as nothing, or as the document
+    separator, and a wrong highlight there would be a tell."""
+    pieces = texts.pieces(example.tokens)
+    return np.array([piece not in ("", DOCUMENT_SEPARATOR) for piece in pieces], dtype=bool)
 
 
-def _shifted_pattern(example: Example, texts: TokenTexts, rng: np.random.Generator) -> np.ndarray:
-    """The highlight pattern rolled by a random shift to where it covers only silent, visible tokens."""
-    real = example.activations > 0
-    allowed = ~real & _visible(example, texts)
-    shifts = [s for s in range(1, len(real)) if not (np.roll(real, s) & ~allowed).any()]
-    if shifts:
-        return np.roll(real, int(rng.choice(shifts)))
-    return _random_mask(allowed, int(real.sum()), rng)
+def _real(example: Example, cutoff: float) -> np.ndarray:
+    """The tokens shown highlighted in an activating excerpt: active and above `cutoff`, and always its peak
+    (an activating excerpt without highlights would be a tell)."""
+    mask = (example.activations > 0) & (example.activations > cutoff)
+    mask[example.peak] = example.activations[example.peak] > 0
+    return mask
+
+
+def _shifted_pattern(
+    example: Example, real: np.ndarray, texts: TokenTexts, rng: np.random.Generator
+) -> np.ndarray:
+    """The highlight pattern moved (not wrapped) by a random shift to where it covers only silent, visible
+    tokens."""
+    return _fit(real, (example.activations <= 0) & _visible(example, texts), rng, keep_in_place=False)
 
 
 def _borrowed_pattern(
-    target: Example, sources: list[Example], texts: TokenTexts, rng: np.random.Generator
+    target: Example, sources: list[Example], cutoff: float, texts: TokenTexts, rng: np.random.Generator
 ) -> np.ndarray:
-    """A random activating example's highlight pattern, in place, on the visible tokens of `target`."""
+    """A random activating example's highlight pattern, in place, on the visible tokens of `target` (moved
+    as a whole where it would land on a special token, so its count and runs are kept)."""
     visible = _visible(target, texts)
     if not sources:
         return _random_mask(visible, 1, rng)
-    pattern = sources[int(rng.integers(len(sources)))].activations > 0
-    mask = np.zeros(len(target.tokens), bool)
-    width = min(len(mask), len(pattern))
-    mask[:width] = pattern[:width]
-    mask &= visible
-    return mask if mask.any() else _random_mask(visible, int(pattern.sum()) or 1, rng)
+    source = sources[int(rng.integers(len(sources)))]
+    pattern = np.zeros(len(target.tokens), bool)
+    width = min(len(pattern), len(source.activations))
+    pattern[:width] = _real(source, cutoff)[:width]
+    return _fit(pattern, visible, rng, keep_in_place=True)
+
+
+def _fit(
+    pattern: np.ndarray, allowed: np.ndarray, rng: np.random.Generator, keep_in_place: bool
+) -> np.ndarray:
+    """`pattern` (kept in place if allowed and `keep_in_place`), else moved by a uniformly random shift that
+    keeps it inside the window and on `allowed` tokens; failing that, as many random allowed tokens."""
+    if keep_in_place and not (pattern & ~allowed).any():
+        return pattern
+    positions = np.flatnonzero(pattern)
+    if not len(positions):
+        return pattern
+    shifts = [
+        s
+        for s in range(-int(positions[0]), len(pattern) - int(positions[-1]))
+        if s and allowed[positions + s].all()
+    ]
+    if shifts:
+        moved = np.zeros(len(pattern), bool)
+        moved[positions + int(rng.choice(shifts))] = True
+        return moved
+    return _random_mask(allowed, len(positions), rng)
 
 
 def _random_mask(allowed: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:

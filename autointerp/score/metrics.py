@@ -7,11 +7,18 @@ they can be checked against it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 _BOOTSTRAP_CHUNK = 1 << 22
 """Most resampled values held in memory at once by `bootstrap_ci`."""
+MIN_PER_CLASS = 10
+"""Fewest scored examples of each class a latent's binary metrics need (fewer if fewer were given, but
+never none): below it balanced accuracy is not a measure of the two classes, and every metric is None."""
+SMALL_SAMPLE = 20
+"""Below this many values a confidence interval is Student's t interval, not the percentile bootstrap
+(which undercovers for small n)."""
 
 
 def _binary(values: np.ndarray, what: str) -> np.ndarray:
@@ -24,14 +31,17 @@ def binary_metrics(
     labels: Sequence[int],
     predictions: Sequence[int | None],
     probabilities: Sequence[float | None] | None = None,
-) -> dict[str, float | int | None]:
+    min_per_class: int = MIN_PER_CLASS,
+) -> dict[str, Any]:
     """One latent's classification metrics; labels and predictions are 0 or 1.
 
     An example whose prediction is None failed: it is excluded from every metric and counted in
-    `n_failed`. AUROC uses the probabilities of the non-failed examples that have one; it is None without
-    probabilities or when one class is missing among them. Undefined precision, recall and F1 are 0
-    (scikit-learn's `zero_division=0`); balanced accuracy averages the recall of the classes present in
-    the labels (as scikit-learn does). With no non-failed example, every metric is None.
+    `n_failed` (and in `n_failed_positive` / `n_failed_negative`). AUROC uses the probabilities of the
+    non-failed examples that have one; it is None without probabilities or when one class is missing among
+    them. Undefined precision, recall and F1 are 0 (scikit-learn's `zero_division=0`). Each class needs
+    `min_per_class` scored examples (or all of that class's examples when fewer were given, and at least
+    one): otherwise every metric is None and `undefined` says why, so a scorer that always answers 1 never
+    gets a score from positives alone. `balanced_accuracy_interval` is its 95% interval for this latent.
     """
     if len(labels) != len(predictions) or (probabilities is not None and len(probabilities) != len(labels)):
         raise ValueError("labels, predictions and probabilities must have the same length")
@@ -40,24 +50,37 @@ def binary_metrics(
     yhat = _binary(np.asarray([predictions[i] for i in kept], dtype=float), "predictions")
     n = len(kept)
     n_positive = int(y.sum())
-    counts: dict[str, float | int | None] = {
+    given_positive = int(np.sum(_binary(np.asarray(labels, dtype=float), "labels")))
+    counts: dict[str, Any] = {
         "n_examples": n,
         "n_failed": len(predictions) - n,
         "n_positive": n_positive,
         "n_negative": n - n_positive,
+        "n_failed_positive": given_positive - n_positive,
+        "n_failed_negative": len(labels) - given_positive - (n - n_positive),
     }
-    metrics: dict[str, float | int | None] = dict.fromkeys(
+    metrics: dict[str, Any] = dict.fromkeys(
         ("balanced_accuracy", "accuracy", "f1", "precision", "recall", "auroc")
     )
     if n == 0:
         return metrics | counts
+    short = [
+        f"{have} {name} scored, {need} needed"
+        for name, have, given in (
+            ("positives", n_positive, given_positive),
+            ("negatives", n - n_positive, len(labels) - given_positive),
+        )
+        if have < (need := max(1, min(min_per_class, given)))
+    ]
+    if short:
+        return metrics | counts | {"undefined": "too few examples of a class: " + "; ".join(short)}
 
     tp = int(np.sum(y & yhat))
     fp = int(np.sum(~y & yhat))
     fn = int(np.sum(y & ~yhat))
     tn = n - tp - fp - fn
-    recalls = [r / s for r, s in ((tp, tp + fn), (tn, tn + fp)) if s > 0]
-    metrics["balanced_accuracy"] = float(np.mean(recalls))
+    metrics["balanced_accuracy"] = (tp / (tp + fn) + tn / (tn + fp)) / 2
+    metrics["balanced_accuracy_interval"] = balanced_accuracy_interval(tp, tp + fn, tn, tn + fp)
     metrics["accuracy"] = (tp + tn) / n
     metrics["f1"] = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
     metrics["precision"] = tp / (tp + fp) if tp else 0.0
@@ -67,6 +90,20 @@ def binary_metrics(
         if scored:
             metrics["auroc"] = auroc(*zip(*scored, strict=True))
     return metrics | counts
+
+
+def balanced_accuracy_interval(
+    true_positive: int, positives: int, true_negative: int, negatives: int, level: float = 0.95
+) -> list[float]:
+    """A confidence interval of one latent's balanced accuracy: the normal approximation on each class's
+    recall with one success and one failure added (Agresti-Caffo), so it is not zero-width at 0 or 1."""
+    from scipy.stats import norm
+
+    recalls = [(true_positive + 1) / (positives + 2), (true_negative + 1) / (negatives + 2)]
+    variance = sum(r * (1 - r) / (n + 2) for r, n in zip(recalls, (positives, negatives), strict=True)) / 4
+    centre = (true_positive / positives + true_negative / negatives) / 2
+    half = float(norm.ppf((1 + level) / 2)) * float(np.sqrt(variance))
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
 def auroc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
@@ -102,15 +139,18 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
 
 def bootstrap_ci(
     values: Sequence[float] | np.ndarray, level: float = 0.95, n_resamples: int = 2000, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean, at `level`; a single value gives (v, v)."""
+) -> tuple[float, float] | tuple[None, None]:
+    """Confidence interval of the mean at `level`: the percentile bootstrap, or Student's t interval for
+    fewer than `SMALL_SAMPLE` values; (None, None) for a single value (no interval can be given)."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     data = np.asarray(values, dtype=float)
     if len(data) == 0:
         raise ValueError("bootstrap_ci needs at least one value")
     if len(data) == 1:
-        return float(data[0]), float(data[0])
+        return None, None
+    if len(data) < SMALL_SAMPLE:
+        return t_interval(data, level)
     rng = np.random.default_rng(seed)
     rows = max(1, _BOOTSTRAP_CHUNK // len(data))
     means = np.concatenate(
@@ -122,6 +162,24 @@ def bootstrap_ci(
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return float(low), float(high)
+
+
+def t_interval(data: np.ndarray, level: float) -> tuple[float, float]:
+    """Student's t confidence interval of the mean of `data` (at least two values)."""
+    from scipy.stats import t
+
+    half = float(t.ppf((1 + level) / 2, len(data) - 1)) * float(data.std(ddof=1)) / np.sqrt(len(data))
+    return float(data.mean()) - half, float(data.mean()) + half
+
+
+def mean_with_ci(stats: dict[str, float | int | None]) -> str:
+    """`mean [ci_low, ci_high]` of an `aggregate`, with `(n = 1)` in place of an interval that cannot be
+    given; `-` without values."""
+    if stats.get("mean") is None:
+        return "-"
+    if stats.get("ci_low") is None:
+        return f"{stats['mean']:.3f} (n = {stats.get('n')})"
+    return f"{stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
 
 
 def aggregate(
@@ -170,7 +228,7 @@ def chance_level(metric: str, positive_fraction: float = 0.5) -> float | None:
 
 def pooled_binary_metrics(
     per_latent: Iterable[tuple[Sequence[int], Sequence[int | None], Sequence[float | None] | None]],
-) -> dict[str, float | int | None]:
+) -> dict[str, Any]:
     """`binary_metrics` over all latents' examples together (a latent without probabilities adds none)."""
     labels: list[int] = []
     predictions: list[int | None] = []

@@ -19,7 +19,7 @@ from autointerp.examples.recipe import example_builder
 from autointerp.llm import LLMClient, make_client, run_requests
 from autointerp.llm.types import LLMFatalError, LLMRequest, LLMResponse
 from autointerp.rundir import ShardSpec
-from autointerp.score.base import Outcome, Result, ScoringTask, Target, TaskInputs, windows_digest
+from autointerp.score.base import Outcome, Result, ScoringTask, Target, TaskInputs
 from autointerp.score.plan import Plan
 from autointerp.score.registry import PHASES, get_scorer
 from autointerp.score.writer import ScoreWriter
@@ -99,7 +99,7 @@ def skip_reason(target: Target, examples: LatentExamples, plan: Plan) -> tuple[s
         record
         and not target.control
         and not record.get("source")  # imported: the explainer's examples are unknown
-        and record["shown"] != windows_digest([(e.sequence, e.start) for e in examples.explain])
+        and record["shown"] != examples.explainer_view_digest()
     ):
         return None, (
             "the explainer saw other examples than this config draws (examples or seed changed since "

@@ -11,13 +11,14 @@ import numpy as np
 from autointerp.cache import CacheReader
 from autointerp.config import RunConfig
 from autointerp.errors import UserError
-from autointerp.examples import select_latents
+from autointerp.examples import run_latents
+from autointerp.examples.builder import explainer_view_digest
 from autointerp.examples.recipe import held_out_view_key
 from autointerp.examples.selection import rng_for
 from autointerp.explain.explainer import Explainer
 from autointerp.records import hookpoint_files, iter_records, read_records, remove_hookpoint, stale_record
 from autointerp.rundir import EXPLANATIONS_DIR, SCORES_DIR, ShardSpec, cache_dir, config_hash, refuse_stale
-from autointerp.score.base import ScoreReport, ScorerTally, Target, scorer_dir, windows_digest
+from autointerp.score.base import ScoreReport, ScorerTally, Target, scorer_dir
 from autointerp.score.prompts import PROMPT_VERSION
 from autointerp.score.registry import get_scorer
 
@@ -25,6 +26,8 @@ CONTROL = "random_explanation"
 """The control that scores each latent with another latent's explanation."""
 _EXPLANATION_FIELDS = ("explanation", "error", "skipped", "source")
 """`source` marks an imported explanation (autointerp/interop/imports.py): no explain config, no examples."""
+_SHOWN = ("explain", "explain_negatives")
+"""The lists of an explanation record that the explainer saw (their digest is checked at score time)."""
 _SCORE_FIELDS = ("explanation", "error_kind", "failures")
 RETRIED_ON_REQUEST = frozenset({"rejected", "parse", "internal"})
 """Failure kinds a rerun redoes only with `retry_unparseable` (the same model will likely fail again)."""
@@ -51,7 +54,7 @@ class Plan:
         self.keys: dict[tuple[str, str], dict[str, Any]] = {}
         self.targets: dict[str, list[Target]] = {}
         for hp in hookpoints:
-            latents = select_latents(config.latents, self.readers[hp].num_latents, config.seed, hp)
+            latents = run_latents(config, self.readers[hp], hp).latents
             mine = [latent for i, latent in enumerate(latents) if shard.owns(i)]
             for scorer in scorers:
                 controls = (
@@ -152,8 +155,9 @@ def _light_explanations(directory: Path, hookpoint: str) -> dict[int, dict[str, 
     for path in hookpoint_files(directory, hookpoint):
         for record in iter_records(path):
             light = {name: record.get(name) for name in _EXPLANATION_FIELDS}
-            shown = ((record.get("examples") or {}).get("explain")) or []
-            light["shown"] = windows_digest([(e["sequence"], e["start"]) for e in shown])
+            examples = record.get("examples") or {}
+            shown = [[(e["sequence"], e["start"]) for e in examples.get(k) or []] for k in _SHOWN]
+            light["shown"] = explainer_view_digest(*shown)
             records[int(record["latent"])] = light | {"config_hash": record.get("config_hash")}
     return records
 

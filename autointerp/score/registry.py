@@ -129,8 +129,9 @@ def _detection_task(inputs: TaskInputs) -> ScoringTask:
 
 
 def _fuzzing_task(inputs: TaskInputs) -> ScoringTask:
-    mode = inputs.config.scorer.fuzzing_mode
-    return _classification(inputs, fuzzing_items(inputs.examples, inputs.texts, mode, inputs.rng("fuzz")))
+    mode, threshold = inputs.config.scorer.fuzzing_mode, inputs.config.explainer.highlight_threshold
+    items = fuzzing_items(inputs.examples, inputs.texts, mode, inputs.rng("fuzz"), threshold)
+    return _classification(inputs, items)
 
 
 def _simulation_task(inputs: TaskInputs) -> ScoringTask:
@@ -139,8 +140,10 @@ def _simulation_task(inputs: TaskInputs) -> ScoringTask:
 
 
 def _intruder_task(inputs: TaskInputs) -> ScoringTask:
-    size = inputs.config.scorer.intruder_size
-    return IntruderTask(intruder_trials(inputs.examples, inputs.texts, size, inputs.rng("intruder")))
+    size, threshold = inputs.config.scorer.intruder_size, inputs.config.explainer.highlight_threshold
+    return IntruderTask(
+        intruder_trials(inputs.examples, inputs.texts, size, inputs.rng("intruder"), threshold)
+    )
 
 
 def _intruder_chance(metric: str, positive_fraction: float, config: RunConfig) -> float | None:

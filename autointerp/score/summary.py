@@ -10,12 +10,12 @@ import numpy as np
 
 from autointerp.cache import CacheReader
 from autointerp.config import RunConfig
-from autointerp.examples import select_latents
+from autointerp.examples import run_latents
 from autointerp.interop.imports import import_provenance
 from autointerp.records import read_records
 from autointerp.rundir import SUMMARY_JSON, SUMMARY_MD, cache_dir, write_json_atomic, write_text_atomic
-from autointerp.score.metrics import aggregate
-from autointerp.score.registry import get_scorer
+from autointerp.score.metrics import aggregate, mean_with_ci
+from autointerp.score.registry import Scorer, get_scorer
 
 
 def write_summary(config: RunConfig, scores_dir: Path) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def summarize(config: RunConfig, scores_dir: Path) -> dict[str, dict[str, Any]]:
             if not records:
                 continue
             reader = CacheReader(cache_dir(config.run_dir, hp))
-            selected = set(select_latents(config.latents, reader.num_latents, config.seed, hp))
+            selected = set(run_latents(config, reader, hp).latents)
             kept = [r for latent, r in sorted(records.items()) if latent in selected]
             result.setdefault(directory.name, {})[hp] = summarize_records(kept, len(selected), config)
     return result
@@ -48,11 +48,10 @@ def summarize_records(records: list[dict[str, Any]], selected: int, config: RunC
     """Aggregates of one scorer on one hookpoint."""
     scorer = get_scorer(records[0]["scorer"])
     scored = [r for r in records if r["score"] is not None]
-    positive = _positive_fraction(scored)
     metrics = {}
     for name in _metric_names(scored):
         stats = aggregate([r["metrics"].get(name) for r in scored], seed=config.seed)
-        metrics[name] = stats | {"chance": scorer.chance(name, positive, config)}
+        metrics[name] = stats | {"chance": _chance(name, scored, config, scorer)}
     usable = [[e for e in r["examples"] if e.get("error") is None] for r in scored]
     return {
         "scorer": scorer.name,
@@ -100,8 +99,21 @@ def _metric_names(records: list[dict[str, Any]]) -> list[str]:
     return list(names)
 
 
-def _positive_fraction(records: list[dict[str, Any]]) -> float:
-    labels = [e["label"] for r in records for e in r["examples"] if e.get("kind") != "trial" and "label" in e]
+def _chance(name: str, records: list[dict[str, Any]], config: RunConfig, scorer: Scorer) -> float | None:
+    """The mean over latents of each latent's chance level on `name` (its own share of positives)."""
+    levels = [
+        scorer.chance(name, _positive_fraction(r), config)
+        for r in records
+        if r["metrics"].get(name) is not None
+    ]
+    known = [level for level in levels if level is not None]
+    if not levels or len(known) < len(levels):
+        return None
+    return float(np.mean(known))
+
+
+def _positive_fraction(record: dict[str, Any]) -> float:
+    labels = [e["label"] for e in record["examples"] if e.get("kind") != "trial" and "label" in e]
     return float(np.mean(labels)) if labels else 0.5
 
 
@@ -132,7 +144,7 @@ def summary_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
                     "scorer": name,
                     "hookpoint": hp,
                     "metric": s["headline"],
-                    "mean [95% CI]": _mean_ci(m),
+                    "mean [95% CI]": mean_with_ci(m),
                     "chance": _num(m.get("chance")),
                     "median": _num(m.get("median")),
                     "scored": str(s["scored"]),
@@ -156,19 +168,15 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
     note = (
-        "Mean over latents with a percentile-bootstrap 95% CI. Chance is what a scorer answering at random "
-        "gets. Skipped latents (too few activations, not explained) and failed latents (no usable answer) "
-        "are counted, never scored; `pending` latents have no record yet."
+        "Mean over latents with a 95% CI (percentile bootstrap; Student's t below 20 latents). Chance is "
+        "what a scorer answering at random gets (averaged over latents, each with its own share of "
+        "positives). Skipped latents (too few activating windows or held-out examples, not explained) and "
+        "failed latents (no usable answer, too few examples of a class) are counted, never scored; "
+        "`pending` latents have no record yet."
     )
     if "explanations" in summary:
         note += "\n\n" + summary["explanations"]["note"]
     return "# Scores\n\n" + "\n".join(lines) + "\n\n" + note + "\n"
-
-
-def _mean_ci(stats: dict[str, Any]) -> str:
-    if stats.get("mean") is None:
-        return "-"
-    return f"{stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
 
 
 def _num(value: float | None, fmt: str = ".3f") -> str:

@@ -70,7 +70,7 @@ class ClassificationTask(ScoringTask):
         labels = [item.label for item in self.items]
         predictions = [item.prediction for item in self.items]
         probabilities = [item.probability for item in self.items] if self.single else None
-        metrics = binary_metrics(labels, predictions, probabilities) | failures_by_class(self.items)
+        metrics = binary_metrics(labels, predictions, probabilities)
         if self.single:
             metrics["n_text_answers"] = sum(
                 1 for item in self.items if item.prediction is not None and item.probability is None
@@ -124,15 +124,6 @@ class IntruderTask(ScoringTask):
         }
         examples = [t.to_dict() for t in self.trials]
         return Outcome(metrics, examples, all_failed(self.trials), failures=failure_counts(self.trials))
-
-
-def failures_by_class(items: list[ScoredExample]) -> dict[str, int]:
-    """Failed examples among the positives and among the negatives (a class-dependent failure shows)."""
-    failed = [item for item in items if item.error is not None]
-    return {
-        "n_failed_positive": sum(1 for item in failed if item.label == 1),
-        "n_failed_negative": sum(1 for item in failed if item.label == 0),
-    }
 
 
 def error_text(exc: Exception) -> str:

@@ -31,7 +31,7 @@ class ScoreWriter:
         error = outcome.error
         score = outcome.metrics.get(headline)
         if not error and score is None:
-            error = f"{headline} is undefined for this latent"
+            error = outcome.metrics.get("undefined") or f"{headline} is undefined for this latent"
         self._write(target, outcome, usage, error=error, score=None if error else score)
 
     def fail(self, target: Target, error: str) -> None:
