@@ -241,7 +241,8 @@ def test_a_server_still_loading_is_waited_for_with_a_message(server, caplog):
     with caplog.at_level(logging.WARNING, logger="autointerp.llm"):
         assert generate(server.url, ready_timeout=10).text == "hello"
     assert server.probes == 4 and len(server.calls) == 1
-    assert any("waiting up to 10 s" in r.getMessage() and "Loading model" in r.getMessage() for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("waiting up to 10 s" in m and "Loading model" in m for m in messages)
 
 
 def test_a_server_that_starts_late_is_waited_for():
