@@ -9,19 +9,10 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
+from autointerp.cli_output import StageProgress, console, show_library_warnings, stdout_console
 from autointerp.config import RunConfig, load_config
 from autointerp.errors import UserError
 from autointerp.rundir import ShardSpec
@@ -32,7 +23,6 @@ app = typer.Typer(
     help="Explain and score sparse autoencoder latents with LLMs.",
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
 T = TypeVar("T")
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML run config.", show_default=False)]
@@ -58,6 +48,7 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     disable_progress_bars()
+    show_library_warnings()
 
 
 def _error(message: str) -> None:
@@ -82,43 +73,6 @@ def _setup(config_path: Path, overrides: list[str] | None, shard: str | None) ->
     return config, spec
 
 
-class _StageProgress:
-    """A rich progress bar shown from the first unit of work on (so setup errors stay one line)."""
-
-    def __init__(self, description: str, unit: str, show_tokens: bool = False):
-        columns = [
-            TextColumn(f"[bold]{description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn(unit),
-            TaskProgressColumn(),
-            TextColumn(f"{{task.fields[rate]}} {unit}/s"),
-        ]
-        if show_tokens:
-            columns.append(TextColumn("{task.fields[token_rate]} LLM tok/s"))
-        self.progress = Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console)
-        self.task = self.progress.add_task(description, total=None, rate="-", token_rate="-")
-        self.tokens = 0
-
-    def advance(self, amount: int, total: int, tokens: int = 0) -> None:
-        """Count `amount` units done of `total`; `tokens` LLM tokens (prompt + completion) they took."""
-        self.progress.start()
-        self.progress.update(self.task, advance=amount, total=total)
-        task = self.progress.tasks[self.task]
-        self.tokens += tokens
-        elapsed = task.elapsed or 0.0
-        token_rate = f"{self.tokens / elapsed:,.0f}" if elapsed and self.tokens else "-"
-        self.progress.update(
-            self.task, rate=f"{task.speed:,.1f}" if task.speed else "-", token_rate=token_rate
-        )
-
-    def __enter__(self) -> _StageProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-
 @app.command()
 def cache(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: ForceOpt = False) -> None:
     """Cache sparse activations of the subject model over the corpus."""
@@ -127,10 +81,10 @@ def cache(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force:
     def action() -> None:
         cfg, spec = _setup(config, set_, shard)
         _train_if_enabled(cfg)
-        with _StageProgress("cache", "tokens") as progress:
+        with StageProgress("cache", "tokens") as progress:
             report = run_cache(cfg, spec, force=force, progress=progress.advance)
         for warning in report.warnings:
-            console.print(f"[yellow]warning:[/] {warning}")
+            console.print(f"[yellow]warning:[/] {escape(warning)}")
         _print_cache_report(cfg, report)
 
     _guard(action)
@@ -159,10 +113,10 @@ def _train_coders(cfg: RunConfig, force: bool):
     """Train the missing coders under a progress bar."""
     from autointerp.training import ensure_coders
 
-    with _StageProgress("train", "tokens") as progress:
+    with StageProgress("train", "tokens") as progress:
         report = ensure_coders(cfg, force=force, progress=progress.advance)
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     return report
 
 
@@ -183,8 +137,8 @@ def _print_train_report(report) -> None:
             if record
             else []
         )
-        table.add_row(name, status, *numbers)
-    Console().print(table)
+        table.add_row(escape(name), escape(status), *numbers)
+    stdout_console().print(table)
 
 
 @app.command()
@@ -194,7 +148,7 @@ def explain(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, forc
 
     def action() -> None:
         cfg, spec = _setup(config, set_, shard)
-        with _StageProgress("explain", "latents", show_tokens=True) as progress:
+        with StageProgress("explain", "latents", show_tokens=True) as progress:
             report = run_explain(cfg, spec, force=force, progress=progress.advance)
         _print_explain_report(cfg, report)
 
@@ -203,7 +157,7 @@ def explain(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, forc
 
 def _print_explain_report(cfg: RunConfig, report) -> None:
     title = f"explain: {cfg.run_dir} ({report.seconds:.0f} s, {report.cache_hits} answers from the cache)"
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for column in (
         "hookpoint",
         "explained",
@@ -217,26 +171,26 @@ def _print_explain_report(cfg: RunConfig, report) -> None:
         table.add_column(column)
     for name, t in report.tallies.items():
         counts = (t.explained, t.failed, t.skipped, t.already_done, t.prompt_tokens, t.cached_tokens)
-        table.add_row(name, *(f"{v:,}" for v in (*counts, t.completion_tokens)))
-    Console().print(table)
+        table.add_row(escape(name), *(f"{v:,}" for v in (*counts, t.completion_tokens)))
+    stdout_console().print(table)
 
 
 def _print_cache_report(cfg: RunConfig, report) -> None:
-    table = Table(title=f"cache: {cfg.run_dir}")
+    table = Table(title=escape(f"cache: {cfg.run_dir}"))
     for column in ("hookpoint", "status", "tokens", "mean L0", "dead latents", "bytes/act", "tok/s"):
         table.add_column(column)
     for name, status in report.status.items():
         stats = report.stats.get(name, {})
         table.add_row(
-            name,
-            status,
+            escape(name),
+            escape(status),
             f"{stats['num_tokens']:,}" if stats else "",
             f"{stats['mean_l0']:.1f}" if stats else "",
             f"{stats['dead_latents']:,}" if stats else "",
             f"{stats['bytes_per_activation']:.2f}" if stats else "",
             f"{stats['tokens_per_second']:,.0f}" if stats.get("tokens_per_second") else "",
         )
-    Console().print(table)
+    stdout_console().print(table)
 
 
 @app.command()
@@ -253,7 +207,7 @@ def score(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force:
 def _score(cfg: RunConfig, spec: ShardSpec, force: bool) -> None:
     from autointerp.score import SCORES_DIR, run_score, summary_rows, write_summary
 
-    with _StageProgress("score", "records") as progress:
+    with StageProgress("score", "records") as progress:
         report = run_score(cfg, spec, force=force, progress=progress.advance)
     _print_score_report(cfg, report)
     if not spec.is_whole:
@@ -264,28 +218,28 @@ def _score(cfg: RunConfig, spec: ShardSpec, force: bool) -> None:
 
 
 def _print_score_report(cfg: RunConfig, report) -> None:
-    table = Table(title=f"score: {cfg.run_dir} ({report.seconds:.0f} s)")
+    table = Table(title=escape(f"score: {cfg.run_dir} ({report.seconds:.0f} s)"))
     columns = ("scorer", "hookpoint", "scored", "failed", "skipped", "done before", "not explained")
     for column in (*columns, "prompt tok", "cached tok", "out tok"):
         table.add_column(column)
     for (name, hp), t in report.tallies.items():
         counts = (t.scored, t.failed, t.skipped, t.already_done, t.not_explained)
         tokens = (t.prompt_tokens, t.cached_tokens, t.completion_tokens)
-        table.add_row(name, hp, *(f"{v:,}" for v in (*counts, *tokens)))
-    Console().print(table)
+        table.add_row(escape(name), escape(hp), *(f"{v:,}" for v in (*counts, *tokens)))
+    stdout_console().print(table)
 
 
 def _print_rows(title: str, rows: list[dict[str, str]]) -> None:
     if not rows:
-        console.print(f"{title}: no scores yet")
+        console.print(f"{escape(title)}: no scores yet")
         return
     columns = ("scorer", "hookpoint", "metric", "mean [95% CI]", "chance", "scored", "failed", "skipped")
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*(row[column] for column in columns))
-    Console().print(table)
+        table.add_row(*(escape(row[column]) for column in columns))
+    stdout_console().print(table)
 
 
 @app.command()
@@ -303,12 +257,12 @@ def compare(
     from autointerp.compare import headline_tables, run_compare
 
     def action() -> None:
-        with _StageProgress("compare", "run pairs") as progress:
+        with StageProgress("compare", "run pairs") as progress:
             report = run_compare(runs, out, scorers=scorer, progress=progress.advance)
         for note in report.notes + report.interpretability.notes:
             console.print(f"[yellow]note:[/] {escape(note)}")
         for table in headline_tables(report):
-            Console().print(table)
+            stdout_console().print(table)
         console.print(f"wrote {escape(str(report.out_dir))}")
 
     _guard(action)
@@ -324,18 +278,18 @@ def run(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: F
     def action() -> None:
         cfg, spec = _setup(config, set_, shard)
         _train_if_enabled(cfg)
-        with _StageProgress("cache", "tokens") as progress:
+        with StageProgress("cache", "tokens") as progress:
             cached = run_cache(cfg, spec, force=force, progress=progress.advance)
         _print_cache_report(cfg, cached)
         if any(status.startswith("parts") for status in cached.status.values()):
             console.print("next: merge the cache with a run without --shard once every shard has finished")
             return
-        with _StageProgress("explain", "latents", show_tokens=True) as progress:
+        with StageProgress("explain", "latents", show_tokens=True) as progress:
             explained = run_explain(cfg, spec, force=force, progress=progress.advance)
         _print_explain_report(cfg, explained)
         _score(cfg, spec, force)
         if spec.is_whole:
-            console.print(f"report: {write_report(cfg.run_dir)}")
+            console.print(f"report: {escape(str(write_report(cfg.run_dir)))}")
 
     _guard(action)
 
@@ -346,7 +300,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> N
     from autointerp.report import write_report
 
     index = _guard(lambda: write_report(run_dir))
-    Console().print(f"report: {index}", markup=False, highlight=False, soft_wrap=True)
+    stdout_console().print(f"report: {index}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from autointerp.compare.interpretability import Interpretability
@@ -117,7 +118,7 @@ def agreement_table(interp: Interpretability) -> Table:
 
 def headline_tables(report: CompareReport) -> list[RichTable]:
     """Console tables: explanation similarity per run pair, and each scorer's mean per run."""
-    pairs = RichTable(title=f"compare: {report.out_dir}")
+    pairs = RichTable(title=escape(f"compare: {report.out_dir}"))
     for column in (
         "run A",
         "run B",
@@ -131,8 +132,8 @@ def headline_tables(report: CompareReport) -> list[RichTable]:
     for pair in report.pairs:
         sim, base = pair.similarity.summary, pair.similarity.baseline_summary
         pairs.add_row(
-            pair.a.label,
-            pair.b.label,
+            escape(pair.a.label),
+            escape(pair.b.label),
             pair.matching.method,
             f"{len(pair.matching.a):,}",
             f"{sim['n']:,}",
@@ -149,7 +150,7 @@ def _scores_headline(interp: Interpretability) -> RichTable:
     runs = list(dict.fromkeys(row["run"] for row in interp.summaries))
     table = RichTable(title="mean score per latent [95% CI]")
     for column in ("scorer", *runs):
-        table.add_column(column)
+        table.add_column(escape(column))
     for scorer in dict.fromkeys(row["scorer"] for row in interp.summaries):
         by_run = {row["run"]: row for row in interp.summaries if row["scorer"] == scorer}
         table.add_row(scorer, *(_with_ci(by_run[run]) if run in by_run else "" for run in runs))
