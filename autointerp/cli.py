@@ -15,7 +15,7 @@ from rich.table import Table
 from autointerp.cli_output import StageProgress, console, show_library_warnings, stdout_console
 from autointerp.config import RunConfig, load_config
 from autointerp.errors import UserError
-from autointerp.rundir import ShardSpec
+from autointerp.rundir import ShardSpec, claim_run_dir, require_run_dir
 
 app = typer.Typer(
     add_completion=False,
@@ -67,9 +67,18 @@ def _guard(action: Callable[[], T]) -> T:
         raise typer.Exit(130) from None
 
 
-def _setup(config_path: Path, overrides: list[str] | None, shard: str | None) -> tuple[RunConfig, ShardSpec]:
+def _setup(
+    config_path: Path, overrides: list[str] | None, shard: str | None, force: bool
+) -> tuple[RunConfig, ShardSpec]:
+    """Load the config and the shard; refuse --force in a shard; claim the run directory."""
     config = load_config(config_path, overrides or [])
     spec = ShardSpec.parse(shard) if shard else ShardSpec.from_env()
+    if force and not spec.is_whole:
+        raise UserError(
+            "--force: not allowed with --shard or in a SLURM array task (the tasks would delete each "
+            "other's work); run once without --shard (and outside the array) to replace stale outputs"
+        )
+    claim_run_dir(config.run_dir)
     return config, spec
 
 
@@ -79,7 +88,7 @@ def cache(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force:
     from autointerp.cache import run_cache
 
     def action() -> None:
-        cfg, spec = _setup(config, set_, shard)
+        cfg, spec = _setup(config, set_, shard, force)
         _train_if_enabled(cfg)
         with StageProgress("cache", "tokens") as progress:
             report = run_cache(cfg, spec, force=force, progress=progress.advance)
@@ -147,7 +156,7 @@ def explain(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, forc
     from autointerp.explain import run_explain
 
     def action() -> None:
-        cfg, spec = _setup(config, set_, shard)
+        cfg, spec = _setup(config, set_, shard, force)
         with StageProgress("explain", "latents", show_tokens=True) as progress:
             report = run_explain(cfg, spec, force=force, progress=progress.advance)
         _print_explain_report(cfg, report)
@@ -198,7 +207,7 @@ def score(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force:
     """Score the explanations with every configured scorer; write scores/ and summary.json/.md."""
 
     def action() -> None:
-        cfg, spec = _setup(config, set_, shard)
+        cfg, spec = _setup(config, set_, shard, force)
         _score(cfg, spec, force)
 
     _guard(action)
@@ -276,7 +285,7 @@ def run(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: F
     from autointerp.report import write_report
 
     def action() -> None:
-        cfg, spec = _setup(config, set_, shard)
+        cfg, spec = _setup(config, set_, shard, force)
         _train_if_enabled(cfg)
         with StageProgress("cache", "tokens") as progress:
             cached = run_cache(cfg, spec, force=force, progress=progress.advance)
@@ -299,7 +308,11 @@ def report(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> N
     """Render the static HTML report of a run: latent table, summary, plots, one page per latent."""
     from autointerp.report import write_report
 
-    index = _guard(lambda: write_report(run_dir))
+    def action() -> Path:
+        require_run_dir(run_dir)
+        return write_report(run_dir)
+
+    index = _guard(action)
     stdout_console().print(f"report: {index}", markup=False, highlight=False, soft_wrap=True)
 
 
