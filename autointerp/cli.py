@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -14,7 +16,7 @@ from rich.table import Table
 
 from autointerp.cli_output import StageProgress, console, show_library_warnings, stdout_console
 from autointerp.config import RunConfig, load_config
-from autointerp.errors import UserError
+from autointerp.errors import ConfigError, UserError
 from autointerp.rundir import ShardSpec, claim_run_dir, require_run_dir
 
 app = typer.Typer(
@@ -55,16 +57,32 @@ def _error(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a SLURM time limit, scancel, preemption), raised like Ctrl-C so that writes unwind cleanly."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def _guard(action: Callable[[], T]) -> T:
-    """Run a stage; bad input becomes a one-line error and exit code 2."""
+    """Run a stage; bad input becomes a one-line error and exit code 2, SIGTERM exit code 143."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return action()
     except UserError as exc:
         _error(escape(str(exc)))
         raise typer.Exit(2) from None
+    except Terminated:
+        console.print("terminated (SIGTERM); rerun the same command to resume")
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
         console.print("interrupted; rerun the same command to resume")
         raise typer.Exit(130) from None
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _setup(
@@ -286,6 +304,10 @@ def run(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force: F
 
     def action() -> None:
         cfg, spec = _setup(config, set_, shard, force)
+        if not cfg.explainer.model:  # checked by explain too, but only after the cache stage
+            raise ConfigError(
+                "explainer.model", "is required: a hub id, local folder, .gguf file or package:NAME"
+            )
         _train_if_enabled(cfg)
         with StageProgress("cache", "tokens") as progress:
             cached = run_cache(cfg, spec, force=force, progress=progress.advance)

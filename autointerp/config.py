@@ -119,6 +119,10 @@ class SparseCoderConfig:
             raise ConfigError("sparse_coder.hookpoints", "needs at least one hookpoint, e.g. [layers.6]")
         if len(set(self.hookpoints)) != len(self.hookpoints):
             raise ConfigError("sparse_coder.hookpoints", "lists a hookpoint twice")
+        if any(not hookpoint.strip() for hookpoint in self.hookpoints):
+            raise ConfigError(
+                "sparse_coder.hookpoints", "holds an empty name; give module paths like layers.6"
+            )
         if self.format not in FORMATS_WITHOUT_PATH and not self.path:
             raise ConfigError(
                 "sparse_coder.path",
@@ -496,6 +500,12 @@ class RunConfig:
             raise ConfigError("name", f"must be a plain folder name (no '/', not empty), got {self.name!r}")
         if len(set(self.scorers)) != len(self.scorers):
             raise ConfigError("scorers", "lists a scorer twice")
+        if self.examples.window > self.cache.ctx_len:
+            raise ConfigError(
+                "examples.window",
+                f"is {self.examples.window}, longer than the cached sequences "
+                f"(cache.ctx_len={self.cache.ctx_len}); lower it or raise cache.ctx_len",
+            )
 
     @property
     def run_dir(self) -> Path:

@@ -150,7 +150,14 @@ def test_empty_corpus_writes_no_tokens_and_a_filled_one_is_used(tmp_path, tiny_c
 
 
 def test_a_deleted_manifest_with_stale_files_is_refused_until_forced(tmp_path, tiny_config):
-    base = ["--set", f"out_dir={tmp_path / 'run'}", "--set", "cache.n_tokens=512"]
+    base = [
+        "--set",
+        f"out_dir={tmp_path / 'run'}",
+        "--set",
+        "cache.n_tokens=512",
+        "--set",
+        "examples.window=8",
+    ]
     assert invoke("cache", tiny_config, *base)[0] == 0
     folder = tmp_path / "run" / "cache" / "layers.1"
     (folder / "manifest.json").unlink()
@@ -323,3 +330,51 @@ def test_slurm_array_shapes(env, expected):
     else:
         with pytest.raises(UserError, match=expected):
             ShardSpec.from_env(env)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_cleanly_and_the_rerun_resumes_to_identical_files(
+    tmp_path, tiny_model_dir, sparsify_coders_dir
+):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import write_config
+
+    cache = {"n_tokens": 65536, "sequences_per_part": 32}
+    reference = write_config(tmp_path / "ref.yaml", tiny_model_dir, sparsify_coders_dir, cache=cache)
+    victim = write_config(
+        tmp_path / "victim.yaml",
+        tiny_model_dir,
+        sparsify_coders_dir,
+        cache=cache,
+        out_dir=str(tmp_path / "victim"),
+    )
+    run_cache(load_config(reference))
+    command = [sys.executable, "-m", "autointerp", "cache", str(victim)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    parts = tmp_path / "victim" / "cache" / "layers.1" / "parts"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None and len(list(parts.glob("part-*"))) < 3:
+        time.sleep(0.05)
+    assert process.poll() is None, f"the run ended before it could be stopped: {process.stderr.read()}"
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate(timeout=60)[1]
+    assert process.returncode == 143, stderr
+    assert "SIGTERM" in stderr and "Traceback" not in stderr
+    assert not list((tmp_path / "victim").rglob("*.tmp")), "an interrupted write left its temporary file"
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    root = tmp_path / "run" / "cache"
+    expected = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.safetensors"))}
+    root = tmp_path / "victim" / "cache"
+    assert expected == {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.safetensors"))}
+
+
+def test_a_merge_with_missing_parts_says_it_computes_them(tmp_path, tiny_config):
+    config = load_config(tiny_config, [f"out_dir={tmp_path / 'run'}", "cache.n_tokens=1024"])
+    run_cache(config, ShardSpec(0, 2))
+    report = run_cache(config)
+    assert any("1 of 2 parts are missing" in warning for warning in report.warnings), report.warnings
+    assert report.tokens_processed == 512

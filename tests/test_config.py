@@ -185,3 +185,12 @@ def test_credentials_free_urls_and_env_names_are_accepted(tmp_path):
         ],
     )
     assert config.explainer.api_key_env == "AZURE_KEY_1"
+
+
+def test_cross_section_and_hookpoint_checks(tmp_path):
+    with pytest.raises(ConfigError, match="cache.ctx_len=16") as caught:
+        _load(tmp_path, "", ["cache.ctx_len=16"])
+    assert caught.value.key == "examples.window"
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, "", ['sparse_coder.hookpoints=[""]'])
+    assert caught.value.key == "sparse_coder.hookpoints"

@@ -118,6 +118,7 @@ def run_cache(
     for hp in hookpoints:
         state = _existing_state(hp, force)
         if state == "complete":
+            shutil.rmtree(hp.dir / PARTS_DIR, ignore_errors=True)  # left by a kill after the manifest
             report.status[hp.name] = "already cached"
         else:
             todo.append(hp)
@@ -129,6 +130,7 @@ def run_cache(
             write_json_atomic(hp.dir / MANIFEST_FILE, _manifest(config, hp, num_sequences=None))
     tokens_path, num_sequences = _ensure_tokens(config, subject, todo, report)
     plan = PartPlan(num_sequences, config.cache.sequences_per_part)
+    _warn_if_merge_computes(plan, todo, shard, report)
     started = time.perf_counter()
     report.tokens_processed = _compute_parts(
         config, subject, reader, todo, plan, tokens_path, shard, progress
@@ -143,6 +145,18 @@ def run_cache(
                 f"parts of shard {shard.index}/{shard.count} cached; run without --shard to merge"
             )
     return report
+
+
+def _warn_if_merge_computes(
+    plan: PartPlan, todo: list[_Hookpoint], shard: ShardSpec, report: CacheReport
+) -> None:
+    """A whole run that finds some parts done (by array tasks) but not all computes the rest: say so."""
+    done = sum(all(plan.file(hp.dir, part).is_file() for hp in todo) for part in range(plan.num_parts))
+    if shard.is_whole and 0 < done < plan.num_parts:
+        report.warnings.append(
+            f"{plan.num_parts - done} of {plan.num_parts} parts are missing (did array tasks fail?) and are "
+            "computed by this run"
+        )
 
 
 def _check_widths(subject: Subject, reader: ActivationReader, coders: dict[str, SparseCoder]) -> None:
@@ -197,6 +211,7 @@ def _finish_without_model(config: RunConfig, report: CacheReport) -> bool:
             report.stats[name] = _finalize(config, dirs[name], manifests[name], pending[name])
             report.status[name] = "cached (merged)"
         else:
+            shutil.rmtree(dirs[name] / PARTS_DIR, ignore_errors=True)  # left by a kill after the manifest
             report.status[name] = "already cached"
     return True
 
