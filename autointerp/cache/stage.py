@@ -101,6 +101,7 @@ def run_cache(
     if shard.is_whole and not force and _finish_without_model(config, report):
         return report
     subject = load_subject(config.model)
+    _check_context(config, subject)
     coders = load_coders(config.sparse_coder, subject.base_model)
     reader = ActivationReader(
         subject.base_model, [Tap(c.module_path, c.reads_input) for c in coders.values()]
@@ -156,6 +157,16 @@ def _warn_if_merge_computes(
         report.warnings.append(
             f"{plan.num_parts - done} of {plan.num_parts} parts are missing (did array tasks fail?) and are "
             "computed by this run"
+        )
+
+
+def _check_context(config: RunConfig, subject: Subject) -> None:
+    """Sequences longer than the model's positions would fail (or go silently wrong) mid-run."""
+    limit = getattr(subject.model.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and config.cache.ctx_len > limit:
+        raise ConfigError(
+            "cache.ctx_len",
+            f"is {config.cache.ctx_len} but {config.model.path} handles at most {limit} positions; lower it",
         )
 
 
