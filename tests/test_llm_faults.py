@@ -331,3 +331,9 @@ def test_messages_never_show_credentials_of_the_url(server):
     server.script = [error(503, "busy")]
     exc = failure(server.url + "?api-version=2024-01-01", max_retries=0)
     assert "127.0.0.1" in str(exc) and "api-version" not in str(exc)
+
+
+def test_a_key_that_may_not_list_models_still_generates(server):
+    server.models_script = [error(403, "Missing scopes: api.model.read")]
+    assert generate(server.url, ready_timeout=10).text == "hello"
+    assert server.probes == 1 and len(server.calls) == 1

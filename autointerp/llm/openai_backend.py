@@ -166,7 +166,7 @@ class OpenAIClient(LLMClient):
             log.warning("%s is up", self._where)
 
     async def _probe(self) -> str | None:
-        """None once the server answers; otherwise why it is not ready. Raises when it can never work."""
+        """None once the server answers; otherwise why it is not ready. Raises for a host that never does."""
         try:
             response = await asyncio.wait_for(self._http.get("/models"), self._timeout)
         except httpx.ConnectTimeout:
@@ -178,16 +178,9 @@ class OpenAIClient(LLMClient):
         except httpx.RequestError as exc:
             return f"connection error ({type(exc).__name__})"
         self._reached = True
-        status = response.status_code
-        if status in (200, 404, 405):  # some servers have no /models
-            return None
-        error = self._error_of(response)
-        if is_retryable(status):
-            return f"HTTP {status}: {error.message}"
-        fatal = self._fatal(status, error)
-        if fatal is not None and status != 400:
-            raise fatal
-        return None
+        if is_retryable(response.status_code) and response.status_code != 429:
+            return f"HTTP {response.status_code}: {self._error_of(response).message}"
+        return None  # up; what it thinks of the key or the model, the first request tells
 
     def _unreachable(self) -> LLMFatalError:
         return LLMFatalError(
