@@ -378,3 +378,16 @@ def test_a_merge_with_missing_parts_says_it_computes_them(tmp_path, tiny_config)
     report = run_cache(config)
     assert any("1 of 2 parts are missing" in warning for warning in report.warnings), report.warnings
     assert report.tokens_processed == 512
+
+
+def test_a_truncated_part_is_named_and_recomputed_once_deleted(tmp_path, tiny_config):
+    config = load_config(tiny_config, [f"out_dir={tmp_path / 'run'}", "cache.n_tokens=1024"])
+    run_cache(config, ShardSpec(0, 2))
+    run_cache(config, ShardSpec(1, 2))
+    part = sorted((config.run_dir / "cache" / "layers.1" / "parts").glob("part-*"))[0]
+    os.truncate(part, part.stat().st_size // 2)
+    with pytest.raises(UserError, match="cannot be read") as caught:
+        run_cache(config)
+    assert str(part) in str(caught.value) and "delete it" in str(caught.value)
+    part.unlink()
+    assert run_cache(config).tokens_processed == 512
