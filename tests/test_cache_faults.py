@@ -391,3 +391,19 @@ def test_a_truncated_part_is_named_and_recomputed_once_deleted(tmp_path, tiny_co
     assert str(part) in str(caught.value) and "delete it" in str(caught.value)
     part.unlink()
     assert run_cache(config).tokens_processed == 512
+
+
+def test_caches_that_hashed_the_resolved_dtype_are_still_current(cached, tiny_config):
+    from autointerp.rundir import config_hash
+
+    manifest = json.loads((cached / "manifest.json").read_text())
+    manifest["cache_key"]["model"]["dtype"] = "float32"  # what versions before hashed for `auto` on CPU
+    manifest["config_hash"] = config_hash(manifest["cache_key"])
+    (cached / "manifest.json").write_text(json.dumps(manifest))
+    config = load_config(tiny_config, [f"out_dir={cached.parent.parent}", "cache.n_tokens=512"])
+    assert run_cache(config).status["layers.1"] == "already cached"
+    explicit = load_config(
+        tiny_config, [f"out_dir={cached.parent.parent}", "cache.n_tokens=512", "model.dtype=bfloat16"]
+    )
+    with pytest.raises(UserError, match="model.dtype changed"):
+        run_cache(explicit)

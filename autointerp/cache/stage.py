@@ -204,7 +204,7 @@ def _finish_without_model(config: RunConfig, report: CacheReport) -> bool:
         manifests[name] = manifest
     pending = {}
     for name, manifest in manifests.items():
-        if manifest.get("config_hash") != config_hash(_cache_key(config, _fingerprint(config, name), name)):
+        if not _is_current(manifest, _cache_key(config, _fingerprint(config, name), name)):
             return False  # the full path reports what changed
         if manifest.get("complete"):
             continue
@@ -233,6 +233,20 @@ def _fingerprint(config: RunConfig, hookpoint: str) -> dict[str, object]:
     if fmt is not None and fmt.detect is None:
         return {}
     return load_file_coder(config.sparse_coder, hookpoint).fingerprint()
+
+
+def _is_current(manifest: dict[str, Any], key: dict[str, Any]) -> bool:
+    """Whether a manifest was made with `key`; with `dtype: auto`, caches whose key holds the dtype that an
+    earlier version resolved `auto` to count as made with `auto`."""
+    if manifest.get("config_hash") == config_hash(key):
+        return True
+    cache_key = manifest.get("cache_key")
+    model = cache_key.get("model") if isinstance(cache_key, dict) else None
+    stored = model.get("dtype") if isinstance(model, dict) else None
+    if key["model"]["dtype"] != "auto" or not isinstance(stored, str) or stored == "auto":
+        return False
+    legacy = {**key, "model": {**key["model"], "dtype": stored}}
+    return manifest.get("config_hash") == config_hash(legacy)
 
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -281,7 +295,7 @@ def _existing_state(hp: _Hookpoint, force: bool) -> str:
         if leftovers:
             shutil.rmtree(hp.dir)
         return "new"
-    if manifest.get("config_hash") == config_hash(hp.key):
+    if _is_current(manifest, hp.key):
         return "complete" if manifest.get("complete") else "partial"
     if force:
         shutil.rmtree(hp.dir)
