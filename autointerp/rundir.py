@@ -155,6 +155,8 @@ def claim_run_dir(run_dir: Path) -> None:
         raise UserError(f"out_dir: {run_dir} is a file, not a folder; set out_dir to a new or run folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     entries = sorted(p.name for p in run_dir.iterdir())
+    if RUN_MARKER in entries:
+        return  # another task claimed it meanwhile (the marker comes before anything else)
     if entries and not _is_unmarked_run_dir(run_dir):
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
         raise UserError(
