@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
+from autointerp.cli_output import StageProgress, console, show_library_warnings, stdout_console
 from autointerp.config import RunConfig, load_config
-from autointerp.errors import UserError
-from autointerp.rundir import ShardSpec
+from autointerp.errors import ConfigError, UserError
+from autointerp.rundir import ShardSpec, claim_run_dir, require_run_dir
 
 app = typer.Typer(
     add_completion=False,
@@ -32,7 +25,6 @@ app = typer.Typer(
     help="Explain and score sparse autoencoder latents with LLMs.",
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
 T = TypeVar("T")
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML run config.", show_default=False)]
@@ -66,69 +58,58 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     disable_progress_bars()
+    show_library_warnings()
 
 
 def _error(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a SLURM time limit, scancel, preemption), raised like Ctrl-C so that writes unwind cleanly."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def _guard(action: Callable[[], T]) -> T:
-    """Run a stage; bad input becomes a one-line error and exit code 2."""
+    """Run a stage; bad input becomes a one-line error and exit code 2, SIGTERM exit code 143."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return action()
     except UserError as exc:
         _error(escape(str(exc)))
         raise typer.Exit(2) from None
+    except Terminated:
+        console.print("terminated (SIGTERM); rerun the same command to resume")
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
         console.print("interrupted; rerun the same command to resume")
         raise typer.Exit(130) from None
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
-def _setup(config_path: Path, overrides: list[str] | None, shard: str | None) -> tuple[RunConfig, ShardSpec]:
+def _setup(
+    config_path: Path, overrides: list[str] | None, shard: str | None, force: bool
+) -> tuple[RunConfig, ShardSpec]:
+    """Load the config and the shard; refuse --force in a shard; claim the run directory."""
     config = load_config(config_path, overrides or [])
     if not config.sparse_coder.hookpoints:
         from autointerp.coders import with_hookpoints  # reads the coders' configs: only when needed
 
         config = with_hookpoints(config)
     spec = ShardSpec.parse(shard) if shard else ShardSpec.from_env()
-    return config, spec
-
-
-class _StageProgress:
-    """A rich progress bar shown from the first unit of work on (so setup errors stay one line)."""
-
-    def __init__(self, description: str, unit: str, show_tokens: bool = False):
-        columns = [
-            TextColumn(f"[bold]{description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn(unit),
-            TaskProgressColumn(),
-            TextColumn(f"{{task.fields[rate]}} {unit}/s"),
-        ]
-        if show_tokens:
-            columns.append(TextColumn("{task.fields[token_rate]} LLM tok/s"))
-        self.progress = Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console)
-        self.task = self.progress.add_task(description, total=None, rate="-", token_rate="-")
-        self.tokens = 0
-
-    def advance(self, amount: int, total: int, tokens: int = 0) -> None:
-        """Count `amount` units done of `total`; `tokens` LLM tokens (prompt + completion) they took."""
-        self.progress.start()
-        self.progress.update(self.task, advance=amount, total=total)
-        task = self.progress.tasks[self.task]
-        self.tokens += tokens
-        elapsed = task.elapsed or 0.0
-        token_rate = f"{self.tokens / elapsed:,.0f}" if elapsed and self.tokens else "-"
-        self.progress.update(
-            self.task, rate=f"{task.speed:,.1f}" if task.speed else "-", token_rate=token_rate
+    if force and not spec.is_whole:
+        raise UserError(
+            "--force: not allowed with --shard or in a SLURM array task (the tasks would delete each "
+            "other's work); run once without --shard (and outside the array) to replace stale outputs"
         )
-
-    def __enter__(self) -> _StageProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+    claim_run_dir(config.run_dir)
+    return config, spec
 
 
 @app.command()
@@ -137,12 +118,12 @@ def cache(config: ConfigArg, set_: SetOpt = None, shard: ShardOpt = None, force:
     from autointerp.cache import run_cache
 
     def action() -> None:
-        cfg, spec = _setup(config, set_, shard)
+        cfg, spec = _setup(config, set_, shard, force)
         _train_if_enabled(cfg)
-        with _StageProgress("cache", "tokens") as progress:
+        with StageProgress("cache", "tokens") as progress:
             report = run_cache(cfg, spec, force=force, progress=progress.advance)
         for warning in report.warnings:
-            console.print(f"[yellow]warning:[/] {warning}")
+            console.print(f"[yellow]warning:[/] {escape(warning)}")
         _print_cache_report(cfg, report)
 
     _guard(action)
@@ -171,10 +152,10 @@ def _train_coders(cfg: RunConfig, force: bool):
     """Train the missing coders under a progress bar."""
     from autointerp.training import ensure_coders
 
-    with _StageProgress("train", "tokens") as progress:
+    with StageProgress("train", "tokens") as progress:
         report = ensure_coders(cfg, force=force, progress=progress.advance)
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     return report
 
 
@@ -195,8 +176,8 @@ def _print_train_report(report) -> None:
             if record
             else []
         )
-        table.add_row(name, status, *numbers)
-    Console().print(table)
+        table.add_row(escape(name), escape(status), *numbers)
+    stdout_console().print(table)
 
 
 @app.command()
@@ -211,8 +192,8 @@ def explain(
     from autointerp.explain import run_explain
 
     def action() -> None:
-        cfg, spec = _setup(config, set_, shard)
-        with _StageProgress("explain", "latents", show_tokens=True) as progress:
+        cfg, spec = _setup(config, set_, shard, force)
+        with StageProgress("explain", "latents", show_tokens=True) as progress:
             report = run_explain(cfg, spec, force, progress.advance, retry_unparseable)
         _print_explain_report(cfg, report)
 
@@ -221,7 +202,7 @@ def explain(
 
 def _print_explain_report(cfg: RunConfig, report) -> None:
     title = f"explain: {cfg.run_dir} ({report.seconds:.0f} s, {report.cache_hits} answers from the cache)"
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for column in (
         "hookpoint",
         "explained",
@@ -238,26 +219,26 @@ def _print_explain_report(cfg: RunConfig, report) -> None:
     for name, t in report.tallies.items():
         counts = (t.explained, t.failed, t.skipped, t.already_done, t.retried, t.not_eligible)
         tokens = (t.prompt_tokens, t.cached_tokens, t.completion_tokens)
-        table.add_row(name, *(f"{v:,}" for v in (*counts, *tokens)))
-    Console().print(table)
+        table.add_row(escape(name), *(f"{v:,}" for v in (*counts, *tokens)))
+    stdout_console().print(table)
 
 
 def _print_cache_report(cfg: RunConfig, report) -> None:
-    table = Table(title=f"cache: {cfg.run_dir}")
+    table = Table(title=escape(f"cache: {cfg.run_dir}"))
     for column in ("hookpoint", "status", "tokens", "mean L0", "dead latents", "bytes/act", "tok/s"):
         table.add_column(column)
     for name, status in report.status.items():
         stats = report.stats.get(name, {})
         table.add_row(
-            name,
-            status,
+            escape(name),
+            escape(status),
             f"{stats['num_tokens']:,}" if stats else "",
             f"{stats['mean_l0']:.1f}" if stats else "",
             f"{stats['dead_latents']:,}" if stats else "",
             f"{stats['bytes_per_activation']:.2f}" if stats else "",
             f"{stats['tokens_per_second']:,.0f}" if stats.get("tokens_per_second") else "",
         )
-    Console().print(table)
+    stdout_console().print(table)
 
 
 @app.command()
@@ -285,7 +266,7 @@ def score(
     """Score the explanations with every configured scorer; write scores/ and summary.json/.md."""
 
     def action() -> None:
-        cfg, spec = _setup(config, set_, shard)
+        cfg, spec = _setup(config, set_, shard, force)
         if explanations is not None:
             cfg = _import(cfg, explanations, explanations_format, explanations_name, map_hookpoint)
         _score(cfg, spec, force, retry_unparseable)
@@ -312,7 +293,7 @@ def _score(cfg: RunConfig, spec: ShardSpec, force: bool, retry_unparseable: bool
     from autointerp.rundir import SCORES_DIR, SUMMARY_MD
     from autointerp.score import run_score, summary_rows, write_summary
 
-    with _StageProgress("score", "records") as progress:
+    with StageProgress("score", "records") as progress:
         report = run_score(cfg, spec, force, progress.advance, retry_unparseable)
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
@@ -325,7 +306,7 @@ def _score(cfg: RunConfig, spec: ShardSpec, force: bool, retry_unparseable: bool
 
 
 def _print_score_report(cfg: RunConfig, report) -> None:
-    table = Table(title=f"score: {cfg.run_dir} ({report.seconds:.0f} s)")
+    table = Table(title=escape(f"score: {cfg.run_dir} ({report.seconds:.0f} s)"))
     columns = (
         "scorer",
         "hookpoint",
@@ -341,21 +322,21 @@ def _print_score_report(cfg: RunConfig, report) -> None:
     for (name, hp), t in report.tallies.items():
         counts = (t.scored, t.failed, t.skipped, t.already_done, t.retried, t.not_explained)
         tokens = (t.prompt_tokens, t.cached_tokens, t.completion_tokens)
-        table.add_row(name, hp, *(f"{v:,}" for v in (*counts, *tokens)))
-    Console().print(table)
+        table.add_row(escape(name), escape(hp), *(f"{v:,}" for v in (*counts, *tokens)))
+    stdout_console().print(table)
 
 
 def _print_rows(title: str, rows: list[dict[str, str]]) -> None:
     if not rows:
-        console.print(f"{title}: no scores yet")
+        console.print(f"{escape(title)}: no scores yet")
         return
     columns = ("scorer", "hookpoint", "metric", "mean [95% CI]", "chance", "scored", "failed", "skipped")
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*(row[column] for column in columns))
-    Console().print(table)
+        table.add_row(*(escape(row[column]) for column in columns))
+    stdout_console().print(table)
 
 
 @app.command()
@@ -373,16 +354,16 @@ def compare(
     from autointerp.compare import headline_tables, run_compare
 
     def action() -> None:
-        with _StageProgress("compare", "run pairs") as progress:
+        with StageProgress("compare", "run pairs") as progress:
             report = run_compare(runs, out, scorers=scorer, progress=progress.advance)
         for note in report.notes + report.interpretability.notes:
             console.print(f"[yellow]note:[/] {escape(note)}")
         for table in headline_tables(report):
-            Console().print(table)
+            stdout_console().print(table)
         if report.next_commands:
             console.print("next: explain the matched partners, then compare again:")
             for command in report.next_commands:
-                Console().print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
+                stdout_console().print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
         console.print(f"wrote {escape(str(report.out_dir))}")
 
     _guard(action)
@@ -402,20 +383,24 @@ def run(
     from autointerp.report import write_report
 
     def action() -> None:
-        cfg, spec = _setup(config, set_, shard)
+        cfg, spec = _setup(config, set_, shard, force)
+        if not cfg.explainer.model:  # checked by explain too, but only after the cache stage
+            raise ConfigError(
+                "explainer.model", "is required: a hub id, local folder, .gguf file or package:NAME"
+            )
         _train_if_enabled(cfg)
-        with _StageProgress("cache", "tokens") as progress:
+        with StageProgress("cache", "tokens") as progress:
             cached = run_cache(cfg, spec, force=force, progress=progress.advance)
         _print_cache_report(cfg, cached)
         if any(status.startswith("parts") for status in cached.status.values()):
             console.print("next: merge the cache with a run without --shard once every shard has finished")
             return
-        with _StageProgress("explain", "latents", show_tokens=True) as progress:
+        with StageProgress("explain", "latents", show_tokens=True) as progress:
             explained = run_explain(cfg, spec, force, progress.advance, retry_unparseable)
         _print_explain_report(cfg, explained)
         _score(cfg, spec, force, retry_unparseable)
         if spec.is_whole:
-            console.print(f"report: {write_report(cfg.run_dir)}")
+            console.print(f"report: {escape(str(write_report(cfg.run_dir)))}")
 
     _guard(action)
 
@@ -461,12 +446,12 @@ def calibrate(
             "true - shuffled",
             "significant",
         )
-        table = Table(title=f"calibrate: {report.directory / 'calibration.md'}")
+        table = Table(title=escape(f"calibrate: {report.directory / 'calibration.md'}"))
         for column in columns:
             table.add_column(column)
         for row in scorer_rows(report.result):
             table.add_row(*(row[column] for column in columns))
-        Console().print(table)
+        stdout_console().print(table)
         for line in report.result["headline"]:
             style = "yellow" if "CANNOT" in line or "NOT" in line else "green"
             console.print(f"[{style}]{escape(line)}[/]")
@@ -481,14 +466,14 @@ class _Steps:
     UNITS = {"cache": "tokens", "explain": "latents"}
 
     def __init__(self) -> None:
-        self.current: _StageProgress | None = None
+        self.current: StageProgress | None = None
 
     def __call__(self, name: str) -> Callable[..., None] | None:
         self.close()
         if name == "plant":
             console.print("calibrate: fitting the planted probes (or reusing them)")
             return None
-        self.current = _StageProgress(name, self.UNITS.get(name, "records"), show_tokens=name == "explain")
+        self.current = StageProgress(name, self.UNITS.get(name, "records"), show_tokens=name == "explain")
         return self.current.advance
 
     def close(self) -> None:
@@ -508,8 +493,12 @@ def report(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> N
     """Render the static HTML report of a run: latent table, summary, plots, one page per latent."""
     from autointerp.report import write_report
 
-    index = _guard(lambda: write_report(run_dir))
-    Console().print(f"report: {index}", markup=False, highlight=False, soft_wrap=True)
+    def action() -> Path:
+        require_run_dir(run_dir)
+        return write_report(run_dir)
+
+    index = _guard(action)
+    stdout_console().print(f"report: {index}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -532,7 +521,7 @@ def export(
 
     options = ExportOptions(model_id=model_id, source_set=source_set, creator_id=creator_id)
     folder = _guard(lambda: run_export(run_dir, format_, out, options))
-    Console().print(f"export: {folder}", markup=False, highlight=False, soft_wrap=True)
+    stdout_console().print(f"export: {folder}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -20,6 +22,7 @@ import yaml
 from autointerp.errors import ConfigError
 from autointerp.latentfile import read_latent_file
 from autointerp.presets import PRESETS, merge_under, preset_defaults
+from autointerp.urls import display_url, url_credentials
 
 CoderFormat = Literal["auto", "sparsify", "saelens", "gemmascope", "llamascope", "neurons", "topk-neurons"]
 FORMATS_WITHOUT_PATH = ("neurons", "topk-neurons")
@@ -92,6 +95,8 @@ class TrainConfig:
             raise ConfigError("sparse_coder.train.lr", f"must be positive or null, got {self.lr}")
         if self.auxk_alpha < 0:
             raise ConfigError("sparse_coder.train.auxk_alpha", f"must be 0 or more, got {self.auxk_alpha}")
+        if self.seed < 0:
+            raise ConfigError("sparse_coder.train.seed", f"must be 0 or more, got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,10 @@ class SparseCoderConfig:
             raise ConfigError("sparse_coder.train.enabled", "trains into one folder: give a single path")
         if len(set(self.hookpoints)) != len(self.hookpoints):
             raise ConfigError("sparse_coder.hookpoints", "lists a hookpoint twice")
+        if any(not hookpoint.strip() for hookpoint in self.hookpoints):
+            raise ConfigError(
+                "sparse_coder.hookpoints", "holds an empty name; give module paths like layers.6"
+            )
         if self.format not in FORMATS_WITHOUT_PATH and not self.path:
             raise ConfigError(
                 "sparse_coder.path",
@@ -192,7 +201,12 @@ class LatentsConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.indices, str):
-            parse_latent_ranges(self.indices)
+            latent_ranges(self.indices)
+        elif self.indices is not None:
+            if not self.indices:
+                raise ConfigError("latents.indices", "is an empty list; list latents, or null to sample")
+            if min(self.indices) < 0:
+                raise ConfigError("latents.indices", f"latents are numbered from 0, got {min(self.indices)}")
         if self.indices_file is not None:
             if self.indices is not None:
                 raise ConfigError("latents.indices_file", "set either latents.indices or this, not both")
@@ -203,15 +217,37 @@ class LatentsConfig:
             raise ConfigError("latents.min_activations", f"must be at least 1, got {self.min_activations}")
 
 
+MAX_SELECTED_LATENTS = 1 << 25
+"""Most latents `latents.indices` may select per hookpoint (the widest published coders have 2**24)."""
+
+
 def parse_latent_ranges(text: str) -> list[int]:
     """`"0:3,7,10:12"` -> [0, 1, 2, 7, 10, 11]."""
-    latents: list[int] = []
+    return [latent for start, end in latent_ranges(text) for latent in range(start, end)]
+
+
+def latent_ranges(text: str) -> list[tuple[int, int]]:
+    """`"0:3,7"` -> [(0, 3), (7, 8)], checked (non-empty, bounded) without expanding the ranges."""
+    ranges = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         start, sep, end = part.partition(":")
         if not start.isdigit() or (sep and not end.isdigit()):
             raise ConfigError("latents.indices", f'expects ranges like "0:1000" or "0:10,42", got {text!r}')
-        latents.extend(range(int(start), int(end)) if sep else [int(start)])
-    return latents
+        first, stop = int(start), int(end) if sep else int(start) + 1
+        if stop <= first:
+            raise ConfigError("latents.indices", f"range {part!r} is empty: write start:end with end > start")
+        ranges.append((first, stop))
+    if not ranges:
+        raise ConfigError(
+            "latents.indices", 'selects no latent; write ranges like "0:1000", or null to sample'
+        )
+    total = sum(stop - first for first, stop in ranges)
+    if total > MAX_SELECTED_LATENTS:
+        raise ConfigError(
+            "latents.indices",
+            f"selects {total:,} latents, more than {MAX_SELECTED_LATENTS:,}; check the ranges",
+        )
+    return ranges
 
 
 @dataclass(frozen=True)
@@ -282,6 +318,9 @@ class LLMSettings:
     api_key_env: str
     max_concurrency: int
     timeout: float
+    connect_timeout: float
+    read_timeout: float | None
+    ready_timeout: float
     max_retries: int
     tensor_parallel_size: int
     gpu_memory_utilization: float
@@ -304,6 +343,9 @@ def _check_llm_keys(section: str, values: Any) -> None:
     checks = {
         "max_concurrency": (lambda v: v >= 1, "must be at least 1"),
         "timeout": (lambda v: v > 0, "must be positive (seconds)"),
+        "connect_timeout": (lambda v: v > 0, "must be positive (seconds)"),
+        "read_timeout": (lambda v: v > 0, "must be positive (seconds)"),
+        "ready_timeout": (lambda v: v >= 0, "must be 0 or more (seconds)"),
         "max_retries": (lambda v: v >= 0, "must be 0 or more"),
         "tensor_parallel_size": (lambda v: v >= 1, "must be at least 1"),
         "gpu_memory_utilization": (lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"),
@@ -317,8 +359,11 @@ def _check_llm_keys(section: str, values: Any) -> None:
     if base_url is not None and not base_url.startswith(("http://", "https://")):
         raise ConfigError(
             f"{section}.base_url",
-            f"must start with http:// or https://, e.g. http://127.0.0.1:8000/v1: {base_url!r}",
+            f"must start with http:// or https://, e.g. http://127.0.0.1:8000/v1: {display_url(base_url)}",
         )
+    check_base_url(base_url, f"{section}.base_url", f"{section}.api_key_env")
+    if values.api_key_env is not None:
+        check_api_key_env(values.api_key_env, f"{section}.api_key_env")
 
 
 @dataclass(frozen=True)
@@ -350,7 +395,14 @@ class ExplainerConfig:
     highlight_threshold: float = 0.0
     """Tokens whose activation exceeds this fraction of the latent's max are wrapped in << >>."""
     timeout: float = 300.0
-    """Seconds per request before it is retried (openai backend)."""
+    """Seconds one request attempt may take in all before it is retried (openai backend)."""
+    connect_timeout: float = 10.0
+    """Seconds to open a connection; a host that never answers is reported unreachable (openai backend)."""
+    read_timeout: float | None = None
+    """Seconds the server may stay silent while it answers; null = `timeout` (openai backend)."""
+    ready_timeout: float = 300.0
+    """Seconds to wait before the first request for a server that refuses connections or answers 5xx (still
+    loading its model), polling GET /models; 0 = fail at once (openai backend)."""
     max_retries: int = 6
     """Retries per request on 429, 5xx, timeouts and connection errors (openai backend)."""
     tensor_parallel_size: int = 1
@@ -371,6 +423,9 @@ class ExplainerConfig:
             api_key_env=self.api_key_env,
             max_concurrency=self.max_concurrency,
             timeout=self.timeout,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            ready_timeout=self.ready_timeout,
             max_retries=self.max_retries,
             tensor_parallel_size=self.tensor_parallel_size,
             gpu_memory_utilization=self.gpu_memory_utilization,
@@ -389,6 +444,48 @@ class ExplainerConfig:
             raise ConfigError("explainer.highlight_threshold", "must be in [0, 1)")
         if self.temperature < 0:
             raise ConfigError("explainer.temperature", f"must be 0 or more, got {self.temperature}")
+        for key in ("max_tokens", "tensor_parallel_size", "max_model_len"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"explainer.{key}", f"must be at least 1, got {value}")
+        for key in ("timeout", "connect_timeout", "read_timeout"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"explainer.{key}", f"must be a positive number of seconds, got {value}")
+        if self.ready_timeout < 0:
+            raise ConfigError(
+                "explainer.ready_timeout", f"must be 0 or more seconds, got {self.ready_timeout}"
+            )
+        if self.max_retries < 0:
+            raise ConfigError("explainer.max_retries", f"must be 0 or more, got {self.max_retries}")
+        check_api_key_env(self.api_key_env, "explainer.api_key_env")
+        check_base_url(self.base_url, "explainer.base_url")
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEY_LIKE = re.compile(r"^(sk|pk|rk|gsk|xai|hf|ghp|AIza)[-_]|^[A-Za-z0-9_\-]{40,}$")
+
+
+def check_api_key_env(name: str, key: str) -> None:
+    """`name` must name an environment variable; a pasted API key is refused without being echoed."""
+    if _KEY_LIKE.search(name):
+        raise ConfigError(
+            key,
+            "looks like an API key itself: set it to the NAME of the environment variable that holds the key",
+        )
+    if not _ENV_NAME.fullmatch(name):
+        raise ConfigError(
+            key, "must be the name of an environment variable (letters, digits, _), e.g. OPENAI_API_KEY"
+        )
+
+
+def check_base_url(url: str | None, key: str, key_env: str = "explainer.api_key_env") -> None:
+    """An endpoint URL must hold no credentials (they would land in config.yaml and in messages)."""
+    credential = url_credentials(url) if url else None
+    if credential:
+        raise ConfigError(
+            key, f"holds {credential}; put the key in the environment variable named by {key_env}"
+        )
 
 
 ScorerName = Literal[
@@ -408,7 +505,13 @@ class LLMOverrides:
     max_concurrency: int | None = None
     """Requests in flight at once (openai backend)."""
     timeout: float | None = None
-    """Seconds per request before it is retried (openai backend)."""
+    """Seconds one request attempt may take in all before it is retried (openai backend)."""
+    connect_timeout: float | None = None
+    """Seconds to open a connection (openai backend)."""
+    read_timeout: float | None = None
+    """Seconds the server may stay silent while it answers (openai backend)."""
+    ready_timeout: float | None = None
+    """Seconds to wait for a server still loading its model before the first request (openai backend)."""
     max_retries: int | None = None
     """Retries per request on 429, 5xx, timeouts and connection errors (openai backend)."""
     tensor_parallel_size: int | None = None
@@ -463,6 +566,10 @@ class EmbeddingConfig:
     """Prefix of the explanation, embedded as a retrieval query; null = the model's own `query` prompt when
     it defines one (e5, stella), else none (symmetric models such as the default MiniLM)."""
 
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError("embedding.batch_size", f"must be at least 1, got {self.batch_size}")
+
 
 @dataclass(frozen=True)
 class SurprisalConfig(LLMOverrides):
@@ -502,7 +609,7 @@ class InterventionConfig:
     gain over it (`score_gain`), so intervention scoring needs it."""
 
     def __post_init__(self) -> None:
-        if self.target_kl <= 0:
+        if not self.target_kl > 0:
             raise ConfigError("intervention.target_kl", "must be positive")
         for key in ("n_prompts", "new_tokens"):
             if getattr(self, key) < 1:
@@ -562,6 +669,18 @@ class RunConfig:
     """Control conditions scored beside the real ones."""
 
     def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ConfigError("seed", f"must be 0 or more, got {self.seed}")
+        if not self.name or self.name in (".", "..") or "/" in self.name or "\\" in self.name:
+            raise ConfigError("name", f"must be a plain folder name (no '/', not empty), got {self.name!r}")
+        if len(set(self.scorers)) != len(self.scorers):
+            raise ConfigError("scorers", "lists a scorer twice")
+        if self.examples.window > self.cache.ctx_len:
+            raise ConfigError(
+                "examples.window",
+                f"is {self.examples.window}, longer than the cached sequences "
+                f"(cache.ctx_len={self.cache.ctx_len}); lower it or raise cache.ctx_len",
+            )
         self.scorer_llm  # noqa: B018 - resolving validates: a bad scorer or surprisal endpoint fails at load
         self.surprisal_llm  # noqa: B018
         if "intervention" in self.scorers:
@@ -641,19 +760,111 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
+class _Int(int):
+    """An int read from YAML that remembers its text, so that `name: 0123` stays the string "0123"."""
+
+    text: str
+
+
+class _Float(float):
+    """A float read from YAML that remembers its text (`name: 1.10` stays "1.10")."""
+
+    text: str
+
+
+class _DuplicateKey(yaml.MarkedYAMLError):
+    pass
+
+
+class StrictLoader(yaml.SafeLoader):
+    """YAML 1.2-like numbers and no duplicate keys.
+
+    YAML 1.1 (PyYAML's default) reads `10:20` as 620 (base 60) and `0123` as 83 (octal), and lets a
+    repeated key silently replace the first; here the first two stay strings and the last is an error.
+    """
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    value = _Int(yaml.SafeLoader.construct_yaml_int(loader, node))
+    value.text = node.value
+    return value
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    value = _Float(yaml.SafeLoader.construct_yaml_float(loader, node))
+    value.text = node.value
+    return value
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (dict, list)):
+            continue  # unhashable: the SafeLoader's own error follows
+        if key in seen:
+            raise _DuplicateKey(
+                "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen[key] = key_node
+    loader.flatten_mapping(node)
+    return dict(loader.construct_pairs(node, deep=True))
+
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag not in _NUMBER_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+|0o[0-7_]+)$"),
+    list("-+0123456789"),
+)
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
+        r"|\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text with the StrictLoader."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark else ""
+    problem = getattr(exc, "problem", None)
+    return f"{problem}{where}" if problem else f"invalid syntax{where}"
+
+
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a YAML run config, apply `key.path=value` overrides and validate it."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError("", f"config file {str(path)!r} not found: pass the path of a YAML run config")
+        raise ConfigError(str(path), "config file not found: pass the path of a YAML run config")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(str(path), f"is not UTF-8 text (line {line}): save it as UTF-8") from None
+    try:
+        data = parse_yaml(text) or {}
+    except _DuplicateKey as exc:
+        raise ConfigError(str(path), f"{_yaml_problem(exc)}: each key may appear once per section") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError("", f"{path} is not valid YAML{where}: fix the syntax") from None
+        raise ConfigError(str(path), f"not valid YAML: {_yaml_problem(exc)}; fix the syntax") from None
     if not isinstance(data, dict):
-        raise ConfigError("", f"{path} must hold a mapping of config keys, not a {type(data).__name__}")
+        raise ConfigError(str(path), f"must hold a mapping of config keys, not a {type(data).__name__}")
     for override in overrides:
         apply_override(data, override)
     return config_from_dict(data)
@@ -682,7 +893,13 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         if not isinstance(child, dict):
             child = node[part] = {}
         node = child
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        node[parts[-1]] = parse_yaml(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            key.strip(),
+            f"--set value {raw!r} is not valid YAML ({_yaml_problem(exc)}); quote it: --set '{key}=\"...\"'",
+        ) from None
 
 
 def _check_key_path(parts: list[str]) -> None:
@@ -775,13 +992,15 @@ def _convert_scalar(tp: Any, value: Any, key: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
+            return int(value)
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(key, f"must be a finite number, got {value}")
             return float(value)
     elif tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
+            return getattr(value, "text", str(value))
     else:
         raise TypeError(f"unsupported config type {tp!r} for {key}")
     raise ConfigError(key, f"must be {tp.__name__}, got {_describe(value)}")

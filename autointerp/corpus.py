@@ -178,6 +178,11 @@ def _load_streaming(cfg: DatasetConfig) -> Any:
         )
     except _dataset_errors() as exc:
         raise _load_error(cfg, exc) from None
+    except StopIteration:  # `datasets` infers the schema from the first rows: an empty file has none
+        raise ConfigError(
+            "dataset.data_files",
+            f"{', '.join(data_files or [cfg.path])} holds no rows; fill it or fix the path",
+        ) from None
 
 
 def _load_error(cfg: DatasetConfig, exc: BaseException) -> ConfigError:

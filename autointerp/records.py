@@ -4,18 +4,24 @@ A stage writes one object per latent to `<dir>/<hookpoint>.jsonl`, or, as task I
 `<dir>/<hookpoint>.shard-I-of-N.jsonl`, so no two tasks ever write the same file. Readers merge every
 file of a hookpoint; a latent redone later (a retried failure) has a later record, whose `written` time
 wins. Each line is flushed and fsynced as soon as it is written; a torn last line (a kill mid-write) is
-ignored and that latent is redone.
+ignored and that latent is redone. A damaged line elsewhere (not JSON, not UTF-8, not a record with an
+integer `latent`) is skipped with a warning, so its latent is redone too. Lines are ASCII (non-ASCII text
+is escaped), and a writer holds an exclusive lock on its file.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from autointerp.errors import UserError
 from autointerp.rundir import (
     ShardSpec,
     drop_torn_tail,
@@ -23,6 +29,8 @@ from autointerp.rundir import (
     records_shards_glob,
     refuse_stale,
 )
+
+log = logging.getLogger(__name__)
 
 
 def records_file(directory: Path, hookpoint: str, shard: ShardSpec) -> Path:
@@ -37,15 +45,39 @@ def hookpoint_files(directory: Path, hookpoint: str) -> list[Path]:
 
 
 def iter_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Complete lines of a JSONL file; a torn final line is skipped."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                return
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                return
+    """The records of a JSONL file; a torn final line and damaged lines are skipped (with one warning)."""
+    damaged: list[int] = []
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.endswith(b"\n"):
+                break  # torn by a kill mid-write: that latent is redone
+            record = _parse_line(line)
+            if record is None:
+                if line.strip():
+                    damaged.append(number)
+                continue
+            yield record
+    if damaged:
+        log.warning(
+            "%s: skipped %d damaged line(s) (first: line %d); their latents are redone on the next run",
+            path,
+            len(damaged),
+            damaged[0],
+        )
+
+
+def _parse_line(line: bytes) -> dict[str, Any] | None:
+    """A record: a JSON object with a non-negative integer `latent`; None for anything else."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    latent = record.get("latent")
+    if not isinstance(latent, int) or isinstance(latent, bool) or latent < 0:
+        return None
+    return record
 
 
 def read_records(
@@ -90,17 +122,26 @@ def remove_hookpoint(directory: Path, hookpoint: str) -> None:
 
 
 class RecordWriter:
-    """Appends records to one file, each line flushed and fsynced."""
+    """Appends records to one file, each line flushed and fsynced, under an exclusive lock of the file.
+
+    A second writer of the same file (two runs of one config, a requeued task overlapping the old one) is
+    refused instead of interleaving lines.
+    """
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        drop_torn_tail(path)
-        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.file = open(path, "a", encoding="ascii")  # noqa: SIM115 - closed in close()
+        try:
+            lock_exclusively(self.file.fileno(), path)
+            drop_torn_tail(path)
+        except BaseException:
+            self.file.close()
+            raise
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record, stamped with when it was `written` (a redone latent's later record wins)."""
         stamped = {**record, "written": round(time.time(), 6)}
-        self.file.write(json.dumps(stamped, ensure_ascii=False) + "\n")
+        self.file.write(json.dumps(stamped, ensure_ascii=True) + "\n")
         self.file.flush()
         os.fsync(self.file.fileno())
 
@@ -112,3 +153,20 @@ class RecordWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def lock_exclusively(fd: int, path: Path) -> None:
+    """Take an exclusive lock on an open file, or raise UserError if another process holds one.
+
+    File systems without locks (some network mounts) are written without one.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UserError(
+            f"{path}: another autointerp process is writing this file (the same run or shard started "
+            "twice?); wait for it to finish or stop it, then rerun"
+        ) from None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+            raise

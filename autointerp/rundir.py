@@ -5,11 +5,13 @@ File names of the public run-directory format live here and nowhere else.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +26,10 @@ MANIFEST_FILE = "manifest.json"
 TOKENS_FILE = "tokens.safetensors"
 STATS_FILE = "stats.safetensors"
 PARTS_DIR = "parts"
+RUN_MARKER = ".autointerp-run"
+"""Marks a folder as a run directory written by autointerp; others are never written into."""
 FORMAT_VERSION = 1
+_RUN_ENTRIES = ("cache", "explanations", "scores")
 
 EXPLANATIONS_DIR = "explanations"
 """`explanations/<hookpoint>[.shard-I-of-N].jsonl`: one explanation record per latent."""
@@ -114,35 +119,126 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `target`; rename it into place when the block succeeds.
+def atomic_dir(target: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside `target`; fsync it and rename it into place when the block succeeds.
 
-    If another process finished the same folder first, theirs is kept.
+    If another process finished the same folder first, theirs is kept; with `replace`, an existing
+    `target` is replaced instead (only once the new folder is complete, so a failure keeps the old one).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    old = tmp.with_name(tmp.name.removesuffix(".tmp") + ".old.tmp")
     try:
         yield tmp
+        _fsync_tree(tmp)
+        if replace and target.exists():
+            os.replace(target, old)
         try:
             os.replace(tmp, target)
         except OSError:
             if not target.is_dir():
                 raise
+        _fsync_dir(target.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and folder under `root`, so a renamed folder never holds empty files after a crash."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(Path(folder))
+
+
+_UNSUPPORTED_FSYNC = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EACCES)
 
 
 def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+    """fsync a folder's entries; file systems that cannot (some FUSE, SMB, object stores) are skipped."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError as exc:
+        if exc.errno in _UNSUPPORTED_FSYNC:
+            return
+        raise
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _UNSUPPORTED_FSYNC:
+            raise
     finally:
         os.close(fd)
 
 
+def sweep_stale_temporaries(folder: Path, older_than: float = 3600.0) -> int:
+    """Remove `.<name>.*.tmp` files and folders left in `folder` by killed writers; returns how many.
+
+    Only those untouched for `older_than` seconds go, so that a concurrent task's live ones are kept.
+    """
+    if not folder.is_dir():
+        return 0
+    removed, cutoff = 0, time.time() - older_than
+    for entry in folder.iterdir():
+        if not (entry.name.startswith(".") and entry.name.endswith((".tmp", ".raw"))):
+            continue
+        try:
+            if entry.lstat().st_mtime > cutoff:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+def claim_run_dir(run_dir: Path) -> None:
+    """Make sure `run_dir` is autointerp's to write: new, empty, marked, or a run directory from before the
+    marker existed (then it is marked). A folder holding other files is refused."""
+    marker = run_dir / RUN_MARKER
+    if marker.is_file():
+        return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"out_dir: {run_dir} is a file, not a folder; set out_dir to a new or run folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    entries = sorted(p.name for p in run_dir.iterdir())
+    if RUN_MARKER in entries:
+        return  # another task claimed it meanwhile (the marker comes before anything else)
+    if entries and not _is_unmarked_run_dir(run_dir):
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise UserError(
+            f"out_dir: {run_dir} is not an autointerp run directory (it holds {shown}) and would be "
+            "overwritten; set out_dir (or name) to a new or empty folder"
+        )
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return  # another task claimed it at the same moment
+    with os.fdopen(fd, "w") as f:
+        json.dump({"format_version": FORMAT_VERSION, "tool": "autointerp"}, f)
+        f.write("\n")
+
+
+def require_run_dir(run_dir: Path) -> None:
+    """A folder read as a run directory must be one (marked, or an unmarked one from an older version)."""
+    if (run_dir / RUN_MARKER).is_file() or _is_unmarked_run_dir(run_dir):
+        return
+    raise UserError(f"{run_dir}: not an autointerp run directory (no {RUN_MARKER}); give a run's out_dir")
+
+
+def _is_unmarked_run_dir(run_dir: Path) -> bool:
+    """A run directory written before markers existed: a cache manifest or explanation records inside."""
+    return any(run_dir.glob(f"{CACHE_DIR}/*/{MANIFEST_FILE}")) or any(run_dir.glob("explanations/*.jsonl"))
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -150,7 +246,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_json_file(path: Path, fix: str) -> Any:
+    """Parse a JSON file this tool wrote; a damaged one is a UserError naming the file and `fix`."""
+    try:
+        return read_json(path)
+    except (ValueError, OSError) as exc:
+        reason = type(exc).__name__ if isinstance(exc, OSError) else "not valid JSON"
+        raise UserError(f"{path}: {reason} (damaged?); {fix}") from None
 
 
 def config_hash(key: Mapping[str, Any]) -> str:
@@ -225,15 +330,42 @@ class ShardSpec:
 
     @staticmethod
     def from_env(environ: Mapping[str, str] = os.environ) -> ShardSpec:
-        """From SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT (offset by SLURM_ARRAY_TASK_MIN)."""
+        """From SLURM_ARRAY_TASK_ID / _COUNT, offset by _MIN and divided by _STEP (`--array=0-14:2`).
+
+        Arrays whose ids do not map onto 0..COUNT-1 (`--array=1,5,9`), and a single resubmitted task
+        (`--array=3`, which SLURM reports as an array of one), are refused: pass `--shard I/N` instead.
+        """
         if "SLURM_ARRAY_TASK_ID" not in environ or "SLURM_ARRAY_TASK_COUNT" not in environ:
             return ShardSpec()
         try:
-            task = int(environ["SLURM_ARRAY_TASK_ID"]) - int(environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+            task_id = int(environ["SLURM_ARRAY_TASK_ID"])
+            offset = task_id - int(environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+            step = int(environ.get("SLURM_ARRAY_TASK_STEP", "1") or "1")
             count = int(environ["SLURM_ARRAY_TASK_COUNT"])
+            last = int(environ["SLURM_ARRAY_TASK_MAX"]) if "SLURM_ARRAY_TASK_MAX" in environ else None
         except ValueError:
             raise UserError("SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT are not integers") from None
-        return ShardSpec.parse(f"{task}/{count}")
+        if count == 1 and task_id != 0:
+            raise UserError(
+                f"--shard: this is SLURM array task {task_id} alone (a resubmitted task?); pass --shard "
+                f"{task_id}/N with the N of the original array"
+            )
+        if (
+            step < 1
+            or offset % step
+            or offset // step >= count
+            or not _spans(task_id - offset, last, step, count)
+        ):
+            raise UserError(
+                f"--shard: SLURM array task {task_id} does not map onto tasks 0..{count - 1} (a sparse "
+                "--array list?); submit --array=0-N-1, or pass --shard I/N"
+            )
+        return ShardSpec(offset // step, count)
+
+
+def _spans(first: int, last: int | None, step: int, count: int) -> bool:
+    """Whether ids first, first+step, ..., last are exactly `count` tasks (unknown `last`: assume so)."""
+    return last is None or ((last - first) % step == 0 and (last - first) // step + 1 == count)
 
 
 WHOLE = ShardSpec()

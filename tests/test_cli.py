@@ -50,6 +50,7 @@ def test_unknown_key_suggests_the_closest(tmp_path, tiny_config):
         ("sparse_coder.hookpoints=[layers.9]", ("sparse_coder.hookpoints", "layers.9")),
         ("sparse_coder.hookpoints=[layers.1.mlpp]", ("sparse_coder.hookpoints",)),
         ("dataset.path=json", ("dataset.data_files", "required")),
+        ("cache.ctx_len=1024", ("cache.ctx_len", "at most 512 positions")),
     ],
 )
 def test_bad_values_give_one_line_errors(tiny_config, override, fragments):

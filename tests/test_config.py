@@ -84,3 +84,118 @@ def test_changed_keys_are_dotted():
     old = {"cache": {"n_tokens": 1, "ctx_len": 2}, "model": {"path": "a"}}
     new = {"cache": {"n_tokens": 5, "ctx_len": 2}, "model": {"path": "b"}}
     assert changed_keys(old, new) == ["cache.n_tokens", "model.path"]
+
+
+def _load(tmp_path, text: str, overrides: list[str] = ()):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {path: org/model}\nsparse_coder: {path: org/saes}\n" + text)
+    return load_config(path, list(overrides))
+
+
+def test_yaml_1_1_number_forms_stay_what_they_look_like(tmp_path):
+    config = _load(tmp_path, "name: 0123\nlatents:\n  indices: 10:20\n")
+    assert config.name == "0123"
+    from autointerp.examples.selection import select_latents
+
+    assert select_latents(config.latents, 100, config.seed, "hp") == list(range(10, 20))
+    assert _load(tmp_path, "", ["latents.indices=1:30"]).latents.indices == "1:30"
+    assert _load(tmp_path, "name: 1.10\n").name == "1.10"
+    assert _load(tmp_path, "", ["sparse_coder.train.lr=1e-4"]).sparse_coder.train.lr == 1e-4
+    assert _load(tmp_path, "cache: {n_tokens: 1_000}\n").cache.n_tokens == 1000
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "cache: {n_tokens: 5}\ncache: {ctx_len: 64}\n",
+        "name: a\nname: b\n",
+        "cache:\n  ctx_len: 8\n  ctx_len: 9\n",
+    ],
+)
+def test_duplicate_keys_are_an_error(tmp_path, text):
+    with pytest.raises(ConfigError, match="duplicate key") as caught:
+        _load(tmp_path, text)
+    assert "line" in str(caught.value) and str(tmp_path / "c.yaml") in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("seed=-1", "seed"),
+        ("explainer.max_tokens=0", "explainer.max_tokens"),
+        ("explainer.timeout=0", "explainer.timeout"),
+        ("explainer.timeout=-5", "explainer.timeout"),
+        ("explainer.connect_timeout=0", "explainer.connect_timeout"),
+        ("explainer.read_timeout=0", "explainer.read_timeout"),
+        ("explainer.ready_timeout=-1", "explainer.ready_timeout"),
+        ("explainer.max_retries=-1", "explainer.max_retries"),
+        ("explainer.tensor_parallel_size=0", "explainer.tensor_parallel_size"),
+        ("explainer.max_model_len=0", "explainer.max_model_len"),
+        ("explainer.temperature=.nan", "explainer.temperature"),
+        ("intervention.target_kl=.nan", "intervention.target_kl"),
+        ("sparse_coder.train.lr=.nan", "sparse_coder.train.lr"),
+        ("sparse_coder.train.seed=-2", "sparse_coder.train.seed"),
+        ("explainer.gpu_memory_utilization=.inf", "explainer.gpu_memory_utilization"),
+        ("embedding.batch_size=0", "embedding.batch_size"),
+        ('latents.indices="10:5"', "latents.indices"),
+        ('latents.indices=""', "latents.indices"),
+        ("latents.indices=[]", "latents.indices"),
+        ("latents.indices=[-1, 3]", "latents.indices"),
+        ("scorers=[detection, detection]", "scorers"),
+        ('name=""', "name"),
+        ("name=../x", "name"),
+        ("explainer.api_key_env=sk-test-SECRET", "explainer.api_key_env"),
+        ("explainer.api_key_env=MY KEY", "explainer.api_key_env"),
+        ("explainer.base_url=https://user:pw@host/v1", "explainer.base_url"),
+        ("explainer.base_url=https://host/v1?api_key=abc", "explainer.base_url"),
+        ("scorer.base_url=https://user:pw@host/v1", "scorer.base_url"),
+    ],
+)
+def test_out_of_range_values_are_refused_at_load(tmp_path, override, key):
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, "", [override])
+    assert caught.value.key == key, caught.value
+    assert "SECRET" not in str(caught.value) and "pw@" not in str(caught.value)
+
+
+def test_huge_latent_ranges_are_refused_without_allocating(tmp_path):
+    import tracemalloc
+
+    tracemalloc.start()
+    with pytest.raises(ConfigError, match="more than"):
+        _load(tmp_path, "", ['latents.indices="0:99999999999"'])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50 * 2**20
+
+
+def test_bad_set_yaml_and_non_utf8_files_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML") as caught:
+        _load(tmp_path, "", ["name=[a"])
+    assert caught.value.key == "name"
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"model: {path: org/model}\nname: caf\xe9\n")
+    with pytest.raises(ConfigError, match="not UTF-8") as caught:
+        load_config(path)
+    assert caught.value.key == str(path) and "line 2" in str(caught.value)
+
+
+def test_credentials_free_urls_and_env_names_are_accepted(tmp_path):
+    config = _load(
+        tmp_path,
+        "",
+        [
+            "explainer.base_url=https://host/openai/v1?api-version=2024-06-01",
+            "explainer.api_key_env=AZURE_KEY_1",
+        ],
+    )
+    assert config.explainer.api_key_env == "AZURE_KEY_1"
+
+
+def test_cross_section_and_hookpoint_checks(tmp_path):
+    with pytest.raises(ConfigError, match="cache.ctx_len=16") as caught:
+        _load(tmp_path, "", ["cache.ctx_len=16"])
+    assert caught.value.key == "examples.window"
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, "", ['sparse_coder.hookpoints=[""]'])
+    assert caught.value.key == "sparse_coder.hookpoints"

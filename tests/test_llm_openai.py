@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fault_server import FaultServer, serving
 
 from autointerp.config import ExplainerConfig
 from autointerp.llm import (
@@ -34,107 +31,17 @@ CHAT = LLMRequest(
 )
 
 
-class FakeServer(ThreadingHTTPServer):
-    """Answers /v1/chat/completions and /v1/completions; `script` holds the next answers, then success."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.script: list[tuple] = []
-        self.calls: list[dict] = []
-        self.success_delay = 0.0
-        self.active = self.max_active = 0
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-    def next_action(self, call: dict) -> tuple:
-        with self.lock:
-            self.calls.append(call)
-            self.active += 1
-            self.max_active = max(self.max_active, self.active)
-            return self.script.pop(0) if self.script else ("ok",)
-
-    def done(self) -> None:
-        with self.lock:
-            self.active -= 1
-
-    def handle_error(self, request, client_address) -> None:
-        """Clients that time out close their socket; the late write fails quietly."""
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: FakeServer
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        call = {"path": self.path, "body": body, "headers": dict(self.headers), "time": time.monotonic()}
-        action = self.server.next_action(call)
-        try:
-            if action[0] == "hang":
-                time.sleep(action[1])
-            if action[0] == "status":
-                _, status, headers, payload = action
-                self.reply(status, payload, headers)
-            else:
-                time.sleep(self.server.success_delay)
-                self.reply(200, success(self.path, body))
-        finally:
-            self.server.done()
-
-    def reply(self, status: int, payload: dict, headers: dict | None = None) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-def success(path: str, body: dict) -> dict:
-    actual = {"logprob": -1.0, "rank": 3, "decoded_token": "a"}
-    prompt_logprobs = [None, {"7": actual, "5": {"logprob": -0.5, "rank": 1, "decoded_token": "b"}}]
-    if path.endswith("/chat/completions"):
-        tokens = [("hel", -0.1, {"he": -2.5}), ("lo", -0.2, {"la": -3.0})]
-        content = [
-            {"token": t, "logprob": lp, "top_logprobs": [{"token": a, "logprob": v} for a, v in alts.items()]}
-            for t, lp, alts in tokens
-        ]
-        usage = {"prompt_tokens": 12, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 8}}
-        choice = {"message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}
-        choice["logprobs"] = {"content": content} if body.get("logprobs") else None
-        reply = {"choices": [choice], "usage": usage}
-        if "prompt_logprobs" in body:
-            reply["prompt_logprobs"] = prompt_logprobs
-        return reply
-    choice = {"text": " world", "finish_reason": "length"}
-    choice["logprobs"] = {"tokens": [" world"], "token_logprobs": [-0.3], "top_logprobs": [{" there": -1.2}]}
-    if "prompt_logprobs" in body:
-        choice["prompt_logprobs"] = prompt_logprobs
-    return {"choices": [choice], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
-
-
 @pytest.fixture
-def server(monkeypatch) -> Iterator[FakeServer]:
+def server(monkeypatch) -> Iterator[FaultServer]:
     monkeypatch.setenv(KEY_ENV, KEY)
-    fake = FakeServer()
-    thread = threading.Thread(target=fake.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield fake
-    fake.shutdown()
-    fake.server_close()
+    with serving(FaultServer()) as fake:
+        yield fake
 
 
 def make(url: str, backoff_cap: float = 0.05, **overrides) -> OpenAIClient:
-    settings = dict(backend="openai", model="test-model", base_url=url, api_key_env=KEY_ENV, timeout=0.3)
+    settings = dict(
+        backend="openai", model="test-model", base_url=url, api_key_env=KEY_ENV, timeout=0.3, ready_timeout=0
+    )
     cfg = ExplainerConfig(**{**settings, "max_retries": 5, "max_concurrency": 4, **overrides})
     return OpenAIClient(cfg.llm, backoff_base=0.01, backoff_cap=backoff_cap)
 

@@ -181,3 +181,17 @@ def _invoke(*args: object) -> tuple[int, str]:
 
 def _fail(*_args, **_kwargs):
     raise AssertionError("the subject model was loaded")
+
+
+def test_a_failed_forced_retraining_keeps_the_old_coder(tmp_path, tiny_model_dir, monkeypatch):
+    ensure_coders(make_config(tiny_model_dir, tmp_path, epochs=1))
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(training_stage, "fit_sparse_coder", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        ensure_coders(make_config(tiny_model_dir, tmp_path, epochs=2), force=True)
+    config = make_config(tiny_model_dir, tmp_path, epochs=1)
+    assert load_file_coder(config.sparse_coder, HOOKPOINT).num_latents == 64
+    assert ensure_coders(config).status == {HOOKPOINT: "already trained"}

@@ -11,12 +11,14 @@ from __future__ import annotations
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors import safe_open
 
 from autointerp.cache.safetensors_io import SafetensorsWriter, TensorSpec, torch_to_numpy
+from autointerp.errors import UserError
 from autointerp.rundir import atomic_path, shard_file_name
 
 CHUNK_ENTRIES = 1 << 22
@@ -56,7 +58,7 @@ def merge_parts(
     max_act = np.zeros(num_latents, dtype=np.float32)
     shards = []
     with ExitStack() as stack:
-        parts = [stack.enter_context(safe_open(str(f), framework="pt")) for f in part_files]
+        parts = [_open_part(stack, path, num_latents) for path in part_files]
         metadata = [part.metadata() or {} for part in parts]
         for start, end in shard_ranges(num_latents, latents_per_shard):
             name = shard_file_name(start, end)
@@ -71,6 +73,19 @@ def merge_parts(
         unmasked_tokens=sum(int(m.get("tokens", 0)) for m in metadata),
         seconds=sum(float(m.get("seconds", 0.0)) for m in metadata),
     )
+
+
+def _open_part(stack: ExitStack, path: Path, num_latents: int) -> Any:
+    """An open part file, checked to be a readable CSR over `num_latents` latents."""
+    fix = "delete it and rerun `autointerp cache` to recompute that part"
+    try:
+        part = stack.enter_context(safe_open(str(path), framework="pt"))
+        shape = part.get_slice("indptr").get_shape()
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise UserError(f"{path}: cannot be read ({type(exc).__name__}: damaged?); {fix}") from None
+    if list(shape) != [num_latents + 1]:
+        raise UserError(f"{path}: holds {shape[0] - 1 if shape else 0} latents, not {num_latents}; {fix}")
+    return part
 
 
 class _ShardMerge:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,9 @@ from safetensors import safe_open
 
 from autointerp.cache.tokens import read_tokens
 from autointerp.errors import UserError
-from autointerp.rundir import MANIFEST_FILE, STATS_FILE, TOKENS_FILE, read_json
+from autointerp.rundir import MANIFEST_FILE, STATS_FILE, TOKENS_FILE, read_json_file
+
+REBUILD = "rerun `autointerp cache --force` to rebuild the cache"
 
 
 @dataclass(frozen=True)
@@ -33,11 +37,14 @@ class CacheReader:
         if not manifest_path.is_file():
             raise UserError(f"no cache at {hookpoint_dir}: run `autointerp cache` first")
         self.dir = hookpoint_dir
-        self.manifest: dict[str, Any] = read_json(manifest_path)
-        if not self.manifest.get("complete"):
+        self.manifest: dict[str, Any] = read_json_file(manifest_path, REBUILD)
+        if not isinstance(self.manifest, dict) or not self.manifest.get("complete"):
             raise UserError(
                 f"the cache at {hookpoint_dir} is unfinished: run `autointerp cache` to complete it"
             )
+        problem = manifest_problem(self.manifest)
+        if problem:
+            raise UserError(f"{manifest_path}: {problem} (edited or damaged?); {REBUILD}")
         self._starts = [shard["start"] for shard in self.manifest["shards"]]
 
     @property
@@ -54,20 +61,69 @@ class CacheReader:
 
     def tokens(self, start: int = 0, end: int | None = None) -> torch.Tensor:
         """Token rows `start:end`, int32 [rows, ctx_len]."""
-        return read_tokens(self.dir / TOKENS_FILE, start, end)
+        path = self.dir / TOKENS_FILE
+        with _readable(path):
+            tokens = read_tokens(path, start, end)
+        if tokens.ndim != 2 or tokens.shape[1] != self.ctx_len:
+            raise UserError(
+                f"{path}: rows of {list(tokens.shape)[1:]} tokens, not ctx_len={self.ctx_len}; {REBUILD}"
+            )
+        return tokens
 
     def latent(self, latent: int) -> LatentActivations:
         if not 0 <= latent < self.num_latents:
             raise IndexError(f"latent {latent} out of range [0, {self.num_latents})")
         shard = self.manifest["shards"][bisect.bisect_right(self._starts, latent) - 1]
         local = latent - shard["start"]
-        with safe_open(str(self.dir / shard["file"]), framework="pt") as f:
-            lo, hi = (int(v) for v in f.get_slice("indptr")[local : local + 2])
-            token_index = f.get_slice("token_index")[lo:hi].long().numpy()
-            activation = f.get_slice("activation")[lo:hi].float().numpy()
+        path = self.dir / shard["file"]
+        with _readable(path), safe_open(str(path), framework="pt") as f:
+            bounds = [int(v) for v in f.get_slice("indptr")[local : local + 2]]
+            if len(bounds) != 2 or not 0 <= bounds[0] <= bounds[1]:
+                raise UserError(f"{path}: its latents do not match the manifest; {REBUILD}")
+            token_index = f.get_slice("token_index")[bounds[0] : bounds[1]].long().numpy()
+            activation = f.get_slice("activation")[bounds[0] : bounds[1]].float().numpy()
         return LatentActivations(latent, token_index, activation)
 
     def stats(self) -> dict[str, np.ndarray]:
         """Per-latent `firing_count` and `max_activation`."""
-        with safe_open(str(self.dir / STATS_FILE), framework="np") as f:
+        path = self.dir / STATS_FILE
+        with _readable(path), safe_open(str(path), framework="np") as f:
             return {key: f.get_tensor(key) for key in f.keys()}
+
+
+@contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """A cache file that cannot be read (missing, truncated, not safetensors) is a UserError naming it."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:  # safetensors raises its own error types (SafetensorError, ...) for damage
+        reason = type(exc).__name__
+        raise UserError(f"{path}: cannot be read ({reason}: damaged or truncated?); {REBUILD}") from None
+
+
+def manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What makes a complete manifest unusable (missing keys, wrong types, shards not covering every
+    latent), or None."""
+    for key in ("num_latents", "ctx_len", "num_sequences"):
+        value = manifest.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            return f"{key!r} is {value!r}, not a positive integer"
+    shards = manifest.get("shards")
+    if not isinstance(shards, list) or not shards:
+        return "lists no shards"
+    expected = 0
+    for shard in shards:
+        if not isinstance(shard, dict) or not isinstance(shard.get("file"), str):
+            return f"has a shard entry that is not {{start, end, file}}: {shard!r}"
+        if (
+            shard.get("start") != expected
+            or not isinstance(shard.get("end"), int)
+            or shard["end"] <= expected
+        ):
+            return f"its shards do not cover the latents in order (at latent {expected})"
+        expected = shard["end"]
+    if expected != manifest["num_latents"]:
+        return f"its shards cover {expected} latents, not num_latents={manifest['num_latents']}"
+    return None

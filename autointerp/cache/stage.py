@@ -22,13 +22,14 @@ from safetensors.numpy import save_file as save_numpy
 
 from autointerp.cache.merge import merge_parts
 from autointerp.cache.parts import PartBuffer, PartPlan, write_part
-from autointerp.cache.tokens import count_sequences, link_or_copy, read_tokens, write_tokens
-from autointerp.coders import load_coders, with_hookpoints
+from autointerp.cache.tokens import check_tokens, link_or_copy, read_tokens, write_tokens
+from autointerp.coders import FORMATS, load_coders, load_file_coder, with_hookpoints
 from autointerp.coders.base import SparseCoder
 from autointerp.config import RunConfig, dump_config
 from autointerp.corpus import corpus_version, iter_documents, iter_sequences, special_token_ids
-from autointerp.errors import ConfigError
+from autointerp.errors import ConfigError, UserError
 from autointerp.rundir import (
+    CACHE_DIR,
     CONFIG_FILE,
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -39,9 +40,11 @@ from autointerp.rundir import (
     ShardSpec,
     atomic_path,
     cache_dir,
+    claim_run_dir,
     config_hash,
-    read_json,
+    read_json_file,
     refuse_stale,
+    sweep_stale_temporaries,
     write_json_atomic,
     write_text_atomic,
 )
@@ -82,10 +85,24 @@ def run_cache(
     force: bool = False,
     progress: ProgressFn | None = None,
 ) -> CacheReport:
-    """Cache every hookpoint of `config`; with a partial `shard`, compute only that task's parts."""
-    report = CacheReport()
+    """Cache every hookpoint of `config`; with a partial `shard`, compute only that task's parts.
+
+    A whole run whose hookpoints all have a matching manifest and every part (the merge after a job
+    array) merges them without loading the subject model.
+    """
+    if force and not shard.is_whole:
+        raise UserError(
+            "--force: not allowed with --shard or in a SLURM array task (the tasks would delete each other's "
+            "work); run once without --shard to replace a stale cache"
+        )
+    claim_run_dir(config.run_dir)
     config = with_hookpoints(config)
+    _sweep(config)
+    report = CacheReport()
+    if shard.is_whole and not force and _finish_without_model(config, report):
+        return report
     subject = load_subject(config.model)
+    _check_context(config, subject)
     coders = load_coders(config.sparse_coder, subject.base_model)
     report.warnings.extend(_training_mismatches(config, subject, coders))
     reader = ActivationReader(
@@ -95,13 +112,16 @@ def run_cache(
         coder.to(subject.device, subject.dtype)
     _check_widths(subject, reader, coders)
     hookpoints = [
-        _Hookpoint(name, coder, cache_dir(config.run_dir, name), _cache_key(config, subject, coder))
+        _Hookpoint(
+            name, coder, cache_dir(config.run_dir, name), _cache_key(config, coder.fingerprint(), name)
+        )
         for name, coder in coders.items()
     ]
     todo = []
     for hp in hookpoints:
         state = _existing_state(hp, force)
         if state == "complete":
+            shutil.rmtree(hp.dir / PARTS_DIR, ignore_errors=True)  # left by a kill after the manifest
             report.status[hp.name] = "already cached"
         else:
             todo.append(hp)
@@ -111,8 +131,9 @@ def run_cache(
     for hp in todo:
         if not (hp.dir / MANIFEST_FILE).is_file():
             write_json_atomic(hp.dir / MANIFEST_FILE, _manifest(config, hp, num_sequences=None))
-    tokens_path = _ensure_tokens(config, subject, todo, report)
-    plan = PartPlan(count_sequences(tokens_path), config.cache.sequences_per_part)
+    tokens_path, num_sequences = _ensure_tokens(config, subject, todo, report)
+    plan = PartPlan(num_sequences, config.cache.sequences_per_part)
+    _warn_if_merge_computes(plan, todo, shard, report)
     started = time.perf_counter()
     report.tokens_processed = _compute_parts(
         config, subject, reader, todo, plan, tokens_path, shard, progress
@@ -120,13 +141,35 @@ def run_cache(
     report.seconds = time.perf_counter() - started
     for hp in todo:
         if shard.is_whole:
-            report.stats[hp.name] = _finalize(config, hp, plan)
+            report.stats[hp.name] = _finalize(config, hp.dir, _manifest(config, hp, None), plan)
             report.status[hp.name] = "cached"
         else:
             report.status[hp.name] = (
                 f"parts of shard {shard.index}/{shard.count} cached; run without --shard to merge"
             )
     return report
+
+
+def _warn_if_merge_computes(
+    plan: PartPlan, todo: list[_Hookpoint], shard: ShardSpec, report: CacheReport
+) -> None:
+    """A whole run that finds some parts done (by array tasks) but not all computes the rest: say so."""
+    done = sum(all(plan.file(hp.dir, part).is_file() for hp in todo) for part in range(plan.num_parts))
+    if shard.is_whole and 0 < done < plan.num_parts:
+        report.warnings.append(
+            f"{plan.num_parts - done} of {plan.num_parts} parts are missing (did array tasks fail?) and are "
+            "computed by this run"
+        )
+
+
+def _check_context(config: RunConfig, subject: Subject) -> None:
+    """Sequences longer than the model's positions would fail (or go silently wrong) mid-run."""
+    limit = getattr(subject.model.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and config.cache.ctx_len > limit:
+        raise ConfigError(
+            "cache.ctx_len",
+            f"is {config.cache.ctx_len} but {config.model.path} handles at most {limit} positions; lower it",
+        )
 
 
 def _check_widths(subject: Subject, reader: ActivationReader, coders: dict[str, SparseCoder]) -> None:
@@ -166,15 +209,94 @@ def _training_mismatches(config: RunConfig, subject: Subject, coders: dict[str, 
     return found
 
 
-def _cache_key(config: RunConfig, subject: Subject, coder: SparseCoder) -> dict[str, Any]:
-    """The config values that define a hookpoint's cache; any change makes the cache stale."""
+def _sweep(config: RunConfig) -> None:
+    """Drop temporary files that killed runs left in the run, cache and parts folders."""
+    folders = [config.run_dir, config.run_dir / CACHE_DIR]
+    for name in config.sparse_coder.hookpoints:
+        folders += [cache_dir(config.run_dir, name), cache_dir(config.run_dir, name) / PARTS_DIR]
+    for folder in folders:
+        sweep_stale_temporaries(folder)
+
+
+def _finish_without_model(config: RunConfig, report: CacheReport) -> bool:
+    """Report or merge every hookpoint without the subject model, if all are cached or have all parts."""
+    dirs = {name: cache_dir(config.run_dir, name) for name in config.sparse_coder.hookpoints}
+    manifests = {}
+    for name, folder in dirs.items():
+        manifest = _read_manifest(folder)
+        if manifest is None:
+            return False
+        manifests[name] = manifest
+    pending = {}
+    for name, manifest in manifests.items():
+        if not _is_current(manifest, _cache_key(config, _fingerprint(config, name), name)):
+            return False  # the full path reports what changed
+        if manifest.get("complete"):
+            continue
+        tokens = dirs[name] / TOKENS_FILE
+        if not tokens.is_file():
+            return False
+        plan = PartPlan(
+            check_tokens(tokens, config.cache.ctx_len, _tokens_key(config)), config.cache.sequences_per_part
+        )
+        if not all(path.is_file() for path in plan.files(dirs[name])):
+            return False
+        pending[name] = plan
+    for name in dirs:
+        if name in pending:
+            report.stats[name] = _finalize(config, dirs[name], manifests[name], pending[name])
+            report.status[name] = "cached (merged)"
+        else:
+            shutil.rmtree(dirs[name] / PARTS_DIR, ignore_errors=True)  # left by a kill after the manifest
+            report.status[name] = "already cached"
+    return True
+
+
+def _fingerprint(config: RunConfig, hookpoint: str) -> dict[str, object]:
+    """The coder's fingerprint from its files; coders built from the model itself have none."""
+    fmt = FORMATS.get(config.sparse_coder.format)
+    if fmt is not None and fmt.detect is None:
+        return {}
+    return load_file_coder(config.sparse_coder, hookpoint).fingerprint()
+
+
+def _is_current(manifest: dict[str, Any], key: dict[str, Any]) -> bool:
+    """Whether a manifest was made with `key`; with `dtype: auto`, caches whose key holds the dtype that an
+    earlier version resolved `auto` to count as made with `auto`."""
+    if manifest.get("config_hash") == config_hash(key):
+        return True
+    cache_key = manifest.get("cache_key")
+    model = cache_key.get("model") if isinstance(cache_key, dict) else None
+    stored = model.get("dtype") if isinstance(model, dict) else None
+    if key["model"]["dtype"] != "auto" or not isinstance(stored, str) or stored == "auto":
+        return False
+    legacy = {**key, "model": {**key["model"], "dtype": stored}}
+    return manifest.get("config_hash") == config_hash(legacy)
+
+
+def _read_manifest(folder: Path) -> dict[str, Any] | None:
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    manifest = read_json_file(path, "pass --force to recompute this cache")
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path}: is not a manifest (damaged?); pass --force to recompute this cache")
+    return manifest
+
+
+def _cache_key(config: RunConfig, fingerprint: dict[str, object], hookpoint: str) -> dict[str, Any]:
+    """The config values that define a hookpoint's cache; any change makes the cache stale.
+
+    `model.dtype` is hashed as configured (`auto` stays `auto`), so that tasks on machines that resolve it
+    differently (a bf16 GPU, a CPU merge job) share one cache.
+    """
     return {
         "format_version": FORMAT_VERSION,
-        "model": {"path": config.model.path, "dtype": str(subject.dtype).removeprefix("torch.")},
+        "model": {"path": config.model.path, "dtype": config.model.dtype},
         "sparse_coder": {
             "path": config.sparse_coder.path,
-            "hookpoint": coder.hookpoint,
-            **coder.fingerprint(),
+            "hookpoint": hookpoint,
+            **fingerprint,
         },
         "dataset": config.to_dict()["dataset"] | corpus_version(config.dataset),
         "cache": {
@@ -187,11 +309,18 @@ def _cache_key(config: RunConfig, subject: Subject, coder: SparseCoder) -> dict[
 
 def _existing_state(hp: _Hookpoint, force: bool) -> str:
     """`new`, `partial` or `complete`; a cache made with another config is refused unless forced."""
-    manifest_path = hp.dir / MANIFEST_FILE
-    if not manifest_path.is_file():
+    manifest = _read_manifest(hp.dir)
+    if manifest is None:
+        leftovers = [p.name for p in (hp.dir / TOKENS_FILE, hp.dir / PARTS_DIR) if p.exists()]
+        if leftovers and not force:
+            raise UserError(
+                f"{hp.dir} holds {' and '.join(leftovers)} but no {MANIFEST_FILE} (deleted by hand?); "
+                "they may come from another config: pass --force to recompute this cache"
+            )
+        if leftovers:
+            shutil.rmtree(hp.dir)
         return "new"
-    manifest = read_json(manifest_path)
-    if manifest.get("config_hash") == config_hash(hp.key):
+    if _is_current(manifest, hp.key):
         return "complete" if manifest.get("complete") else "partial"
     if force:
         shutil.rmtree(hp.dir)
@@ -229,21 +358,36 @@ def _manifest(config: RunConfig, hp: _Hookpoint, num_sequences: int | None, **ex
     }
 
 
-def _ensure_tokens(config: RunConfig, subject: Subject, todo: list[_Hookpoint], report: CacheReport) -> Path:
+def _tokens_key(config: RunConfig) -> str:
+    """What the token sequences are made from (stored in the tokens file and checked on reuse)."""
+    cache = config.cache
+    return config_hash(
+        {
+            "model": config.model.path,
+            "dataset": config.to_dict()["dataset"] | corpus_version(config.dataset),
+            "ctx_len": cache.ctx_len,
+            "n": cache.n_tokens,
+        }
+    )
+
+
+def _ensure_tokens(
+    config: RunConfig, subject: Subject, todo: list[_Hookpoint], report: CacheReport
+) -> tuple[Path, int]:
     """Tokenize the corpus once into the first hookpoint's folder and link it into the others."""
     existing = [hp.dir / TOKENS_FILE for hp in todo if (hp.dir / TOKENS_FILE).is_file()]
     source = existing[0] if existing else todo[0].dir / TOKENS_FILE
     wanted = -(-config.cache.n_tokens // config.cache.ctx_len)
     if not existing:
         sequences = iter_sequences(iter_documents(config.dataset), subject.tokenizer, config.cache.ctx_len)
-        written = write_tokens(sequences, wanted, config.cache.ctx_len, source)
+        written = write_tokens(sequences, wanted, config.cache.ctx_len, source, _tokens_key(config))
         if written == 0:
             raise ConfigError(
                 "dataset.path",
                 f"{config.dataset.path!r} yields no full sequence of "
                 f"{config.cache.ctx_len} tokens; use a larger corpus or a smaller cache.ctx_len",
             )
-    found = count_sequences(source)
+    found = check_tokens(source, config.cache.ctx_len, _tokens_key(config))
     if found < wanted:
         report.warnings.append(
             f"the corpus holds {found * config.cache.ctx_len:,} tokens, fewer than cache.n_tokens="
@@ -251,7 +395,7 @@ def _ensure_tokens(config: RunConfig, subject: Subject, todo: list[_Hookpoint], 
         )
     for hp in todo:
         link_or_copy(source, hp.dir / TOKENS_FILE)
-    return source
+    return source, found
 
 
 def _compute_parts(
@@ -323,22 +467,26 @@ def _write_parts(
             write_part(path, buffers[hp.name], seconds)
 
 
-def _finalize(config: RunConfig, hp: _Hookpoint, plan: PartPlan) -> dict[str, Any]:
-    """Merge the parts into shards, write statistics and the complete manifest, drop the parts."""
+def _finalize(config: RunConfig, folder: Path, base: dict[str, Any], plan: PartPlan) -> dict[str, Any]:
+    """Merge the parts into shards, write statistics and the complete manifest, drop the parts.
+
+    `base` is the hookpoint's (incomplete) manifest: everything about the coder comes from it, so that
+    merging needs neither the coder nor the subject model.
+    """
     index_dtype = torch.int32 if plan.num_sequences * config.cache.ctx_len < 2**31 else torch.int64
     result = merge_parts(
-        plan.files(hp.dir),
-        hp.dir,
-        hp.coder.num_latents,
+        plan.files(folder),
+        folder,
+        int(base["num_latents"]),
         config.cache.latents_per_shard,
         index_dtype,
         VALUE_DTYPES[config.cache.activation_dtype],
     )
-    with atomic_path(hp.dir / STATS_FILE) as tmp:
+    with atomic_path(folder / STATS_FILE) as tmp:
         save_numpy({"firing_count": result.firing_count, "max_activation": result.max_activation}, str(tmp))
     num_tokens = plan.num_sequences * config.cache.ctx_len
     nnz = int(result.firing_count.sum())
-    shard_bytes = sum((hp.dir / s.file).stat().st_size for s in result.shards)
+    shard_bytes = sum((folder / s.file).stat().st_size for s in result.shards)
     stats = {
         "num_tokens": num_tokens,
         "unmasked_tokens": result.unmasked_tokens,
@@ -350,15 +498,14 @@ def _finalize(config: RunConfig, hp: _Hookpoint, plan: PartPlan) -> dict[str, An
         "tokens_per_second": num_tokens / result.seconds if result.seconds else None,
         "firing_counts_file": STATS_FILE,
     }
-    manifest = _manifest(
-        config,
-        hp,
-        num_sequences=plan.num_sequences,
-        shards=[dataclasses.asdict(s) for s in result.shards],
-        token_index_dtype=str(index_dtype).removeprefix("torch."),
-        complete=True,
-        stats=stats,
-    )
-    write_json_atomic(hp.dir / MANIFEST_FILE, manifest)
-    shutil.rmtree(hp.dir / PARTS_DIR, ignore_errors=True)
+    manifest = {
+        **base,
+        "num_sequences": plan.num_sequences,
+        "shards": [dataclasses.asdict(s) for s in result.shards],
+        "token_index_dtype": str(index_dtype).removeprefix("torch."),
+        "complete": True,
+        "stats": stats,
+    }
+    write_json_atomic(folder / MANIFEST_FILE, manifest)
+    shutil.rmtree(folder / PARTS_DIR, ignore_errors=True)
     return stats

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -12,30 +13,39 @@ import torch
 from safetensors import safe_open
 
 from autointerp.cache.safetensors_io import SafetensorsWriter, TensorSpec
+from autointerp.errors import UserError
 from autointerp.rundir import atomic_path
 
 TOKENS_KEY = "tokens"
 _COPY_ROWS = 65536
 
 
-def write_tokens(sequences: Iterable[np.ndarray], max_sequences: int, ctx_len: int, path: Path) -> int:
+def write_tokens(
+    sequences: Iterable[np.ndarray], max_sequences: int, ctx_len: int, path: Path, key: str = ""
+) -> int:
     """Stream up to `max_sequences` sequences into `path` (atomically); returns how many were written.
 
-    Rows go to a raw scratch file first, so memory stays at one sequence whatever the count.
+    Rows go to a raw scratch file of a unique name first, so memory stays at one sequence whatever the
+    count and concurrent writers never share it. No sequence at all writes no file. `key` (what the tokens
+    were made from) is stored in the file's metadata, with `ctx_len`, for `check_tokens`.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.{os.getpid()}.raw")
+    fd, scratch_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".raw", dir=path.parent)
+    scratch = Path(scratch_name)
     count = 0
     try:
-        with open(scratch, "wb") as raw:
+        with os.fdopen(fd, "wb") as raw:
             for sequence in sequences:
                 if count == max_sequences:
                     break
                 raw.write(np.ascontiguousarray(sequence, dtype=np.int32).tobytes())
                 count += 1
-        rows = np.memmap(scratch, dtype=np.int32, mode="r", shape=(count, ctx_len)) if count else None
+        if count == 0:
+            return 0
+        rows = np.memmap(scratch, dtype=np.int32, mode="r", shape=(count, ctx_len))
+        metadata = {"ctx_len": str(ctx_len), "key": key}
         with atomic_path(path) as tmp:
-            out = SafetensorsWriter(tmp, [TensorSpec(TOKENS_KEY, torch.int32, (count, ctx_len))])
+            out = SafetensorsWriter(tmp, [TensorSpec(TOKENS_KEY, torch.int32, (count, ctx_len))], metadata)
             for start in range(0, count, _COPY_ROWS):
                 assert rows is not None  # count > 0
                 out.write(TOKENS_KEY, start * ctx_len, rows[start : start + _COPY_ROWS])
@@ -43,6 +53,25 @@ def write_tokens(sequences: Iterable[np.ndarray], max_sequences: int, ctx_len: i
     finally:
         scratch.unlink(missing_ok=True)
     return count
+
+
+def check_tokens(path: Path, ctx_len: int, key: str) -> int:
+    """The number of sequences in `path`, after checking it was made with `ctx_len` (and `key`, if stored)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shape = f.get_slice(TOKENS_KEY).get_shape()
+            metadata = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise UserError(
+            f"{path}: cannot be read ({type(exc).__name__}); delete it to tokenize again"
+        ) from None
+    stored = metadata.get("key")
+    if len(shape) != 2 or shape[1] != ctx_len or (stored and key and stored != key):
+        raise UserError(
+            f"{path}: made for another corpus or ctx_len (shape {list(shape)}); delete it, or pass "
+            "--force to recompute the cache"
+        )
+    return int(shape[0])
 
 
 def count_sequences(path: Path) -> int:

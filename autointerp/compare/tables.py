@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from autointerp.compare.interpretability import Interpretability, few_pairs_warning
@@ -86,7 +87,7 @@ def _difference(mean: float | None, baseline: float | None) -> float | None:
 
 
 def latent_matrix_table(report: CompareReport) -> Table:
-    labels = [run.label for run in report.runs]
+    labels = [escape(run.label) for run in report.runs]
     matrix = report.latent_similarity_matrix()
     rows = [[label, *matrix[i]] for i, label in enumerate(labels)]
     title = "Latent similarity matrix: mean similarity of matched latents (method per pair in pairs.csv)"
@@ -94,7 +95,7 @@ def latent_matrix_table(report: CompareReport) -> Table:
 
 
 def matrix_table(report: CompareReport) -> Table:
-    labels = [run.label for run in report.runs]
+    labels = [escape(run.label) for run in report.runs]
     matrix = report.similarity_matrix()
     rows = [[label, *matrix[i]] for i, label in enumerate(labels)]
     return Table(
@@ -145,13 +146,13 @@ def headline_tables(report: CompareReport) -> list[RichTable]:
 
 
 def _latents_headline(report: CompareReport) -> RichTable:
-    table = RichTable(title=f"compare: {report.out_dir}\nlatent similarity of matched latents")
+    table = RichTable(title=escape(f"compare: {report.out_dir}") + "\nlatent similarity of matched latents")
     for column in ("run A", "run B", "matched by", "matched", "mean [95% CI]", "random"):
         table.add_column(column)
     for pair in report.pairs:
         table.add_row(
-            pair.a.label,
-            pair.b.label,
+            escape(pair.a.label),
+            escape(pair.b.label),
             pair.matching.method,
             f"{len(pair.matching.a):,}",
             mean_with_ci(pair.latents.summary),
@@ -168,14 +169,18 @@ def _explanations_headline(report: CompareReport) -> RichTable:
         sim, base = pair.similarity.summary, pair.similarity.baseline_summary
         few = f" (< {MIN_PAIRS}!)" if sim["n"] < MIN_PAIRS else ""
         table.add_row(
-            pair.a.label, pair.b.label, f"{sim['n']:,}{few}", mean_with_ci(sim), _cell(base["mean"])
+            escape(pair.a.label),
+            escape(pair.b.label),
+            f"{sim['n']:,}{few}",
+            mean_with_ci(sim),
+            _cell(base["mean"]),
         )
     return table
 
 
 def _matrix_headline(report: CompareReport) -> RichTable:
     table = RichTable(title="latent similarity matrix (mean over matched latents)")
-    labels = [run.label for run in report.runs]
+    labels = [escape(run.label) for run in report.runs]
     for column in ("run", *labels):
         table.add_column(column)
     for label, row in zip(labels, report.latent_similarity_matrix(), strict=True):
@@ -186,8 +191,8 @@ def _matrix_headline(report: CompareReport) -> RichTable:
 def _scores_headline(interp: Interpretability) -> RichTable:
     runs = list(dict.fromkeys(row["run"] for row in interp.summaries))
     table = RichTable(title="mean score per latent [95% CI]")
-    for column in ("scorer", *runs):
-        table.add_column(column)
+    for column in ("scorer", *(escape(run) for run in runs)):
+        table.add_column(escape(column))
     for scorer in dict.fromkeys(row["scorer"] for row in interp.summaries):
         by_run = {row["run"]: row for row in interp.summaries if row["scorer"] == scorer}
         table.add_row(scorer, *(mean_with_ci(by_run[run]) if run in by_run else "" for run in runs))

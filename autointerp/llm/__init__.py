@@ -10,6 +10,8 @@ from autointerp.errors import ConfigError
 from autointerp.llm.base import LLMClient, run_requests
 from autointerp.llm.response_cache import CachedClient, ResponseCache
 from autointerp.llm.types import (
+    FAILURE_KINDS,
+    FailureKind,
     LLMError,
     LLMFatalError,
     LLMRequest,
@@ -20,6 +22,8 @@ from autointerp.llm.types import (
 )
 
 __all__ = [
+    "FAILURE_KINDS",
+    "FailureKind",
     "CachedClient",
     "LLMClient",
     "LLMError",

@@ -1,117 +1,361 @@
-"""Any OpenAI-compatible server (`vllm serve`, llama.cpp server, hosted APIs) as an LLMClient."""
+"""Any OpenAI-compatible server (`vllm serve`, llama.cpp server, hosted APIs) as an LLMClient.
+
+Failure policy (README, "Retries, failures and timeouts"):
+
+- Retried with full-jitter exponential backoff, honouring Retry-After and `x-ratelimit-reset-*` (a wait asked
+  for by the server pauses every request of the client, not only the one that got it): 408, 409, 425, 429
+  rate limits, every 5xx but 501 and 505 (so Cloudflare's 52x too), timeouts, refused or dropped
+  connections, and 200 answers whose body is an error with such a code or none.
+- Fatal (`LLMFatalError`: the stage stops and records nothing for the requests in flight): 401/403 (API
+  key), 402 (no credits), a 429 saying the quota is exhausted, an unknown model, a host that does not answer
+  a connection attempt within `connect_timeout`, a server not ready within `ready_timeout`, a server lost
+  mid-run (no attempt of a request could connect), and the same rejection for REJECT_LIMIT requests in a row.
+- Per request (`LLMError` with its `kind`): any other 4xx (`rejected`), an answer that cannot be read
+  (`parse`), retries exhausted (`transient`).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
+import ipaddress
+import logging
 import os
 import random
+import re
 import time
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from autointerp.config import LLMSettings
+from autointerp.errors import ConfigError
 from autointerp.llm.base import LLMClient
-from autointerp.llm.types import LLMError, LLMFatalError, LLMRequest, LLMResponse, TokenLogprob
+from autointerp.llm.openai_wire import (
+    MalformedAnswer,
+    ServerError,
+    one_line,
+    parse_reset_duration,
+    parse_response,
+    parse_retry_after,
+    request_payload,
+    server_error,
+)
+from autointerp.llm.types import LLMError, LLMFatalError, LLMRequest, LLMResponse
+from autointerp.urls import display_url, url_credentials
 
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-MESSAGE_CHARS = 300
+__all__ = ["OpenAIClient", "is_retryable", "parse_response", "parse_retry_after", "request_payload"]
+
+log = logging.getLogger(__name__)
+
+RETRY_4XX = frozenset({408, 409, 425, 429})
+NEVER_RETRY_5XX = frozenset({501, 505})
+REJECT_LIMIT = 20
+"""Identical rejections in a row (no success between them) after which the server is taken to refuse all."""
+QUOTA_CODES = frozenset({"insufficient_quota", "quota_exceeded", "billing_hard_limit_reached"})
+_QUOTA_MESSAGE = re.compile(r"exceeded your current quota|insufficient[_ ]quota|billing", re.IGNORECASE)
+_MODEL_MISSING = re.compile(r"\bmodel\b.*\b(does not exist|not found|not exist)\b", re.IGNORECASE)
+_RESET_HEADERS = ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens", "x-ratelimit-reset")
+
+
+def is_retryable(status: int) -> bool:
+    """Whether an HTTP status may succeed when the same request is sent again."""
+    return status in RETRY_4XX or (500 <= status <= 599 and status not in NEVER_RETRY_5XX)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """One failed attempt that may be retried."""
+
+    reason: str
+    delay: float | None = None
+    """Seconds the server asked us to wait (Retry-After), or None for the jittered backoff."""
+    connect: bool = False
+    """The attempt could not connect at all."""
 
 
 class OpenAIClient(LLMClient):
-    """Bounded concurrency, retries with full-jitter exponential backoff that honour Retry-After, timeouts.
+    """Bounded concurrency, classified retries, a readiness wait, connect / read / total time limits.
 
     The API key is read from `$<settings.api_key_env>` only (absent: no Authorization header) and is never
-    logged, cached or put into an exception message.
+    logged, cached or put into an exception message; messages show `base_url` without credentials.
     """
 
-    def __init__(self, settings: LLMSettings, backoff_base: float = 1.0, backoff_cap: float = 60.0):
-        if not settings.model:
-            raise settings.missing("model", "the served model name")
-        if not settings.base_url:
-            raise settings.missing("base_url", "the server's endpoint, e.g. http://127.0.0.1:8000/v1")
-        self._settings = settings
-        self.model: str = settings.model
-        self.base_url: str = settings.base_url.rstrip("/")
-        self.max_in_flight = settings.max_concurrency
-        self._api_key_env: str = settings.api_key_env
-        self._api_key = os.environ.get(settings.api_key_env) or None
-        self._timeout: float = settings.timeout
-        self._max_retries: int = settings.max_retries
+    def __init__(
+        self,
+        settings: LLMSettings,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 60.0,
+        retry_after_cap: float = 600.0,
+        ready_poll: float = 2.0,
+    ):
+        _check_settings(settings)
+        cfg = self._settings = settings
+        assert cfg.model and cfg.base_url  # checked just above
+        self.model: str = cfg.model
+        self.base_url: str = cfg.base_url.rstrip("/")
+        self.max_in_flight = cfg.max_concurrency
+        self._where = display_url(self.base_url)
+        self._api_key_env: str = cfg.api_key_env
+        self._api_key = os.environ.get(cfg.api_key_env) or None
+        self._timeout: float = cfg.timeout
+        self._connect_timeout: float = min(cfg.connect_timeout, cfg.timeout)
+        self._ready_timeout: float = cfg.ready_timeout
+        self._max_retries: int = cfg.max_retries
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
-        self._semaphore = asyncio.Semaphore(settings.max_concurrency)
+        self._retry_after_cap = retry_after_cap
+        self._ready_poll = ready_poll
+        self._semaphore = asyncio.Semaphore(cfg.max_concurrency)
+        self._ready_lock = asyncio.Lock()
+        self._ready = False
         self._reached = False
+        self._pause_until = 0.0
+        self._rejection: tuple[int, str] | None = None
+        self._rejections = 0
+        self._warned: set[str] = set()
+        timeout = httpx.Timeout(
+            connect=self._connect_timeout, read=cfg.read_timeout or cfg.timeout, write=cfg.timeout, pool=None
+        )
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {self._api_key}"} if self._api_key else {},
-            timeout=settings.timeout,
-            limits=httpx.Limits(max_connections=settings.max_concurrency),
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=cfg.max_concurrency),
         )
+        if self._api_key and _is_plain_remote(self.base_url):
+            log.warning(
+                "the API key is sent over plain http to %s; use https for remote servers", self._where
+            )
 
     async def generate(self, request: LLMRequest) -> LLMResponse:
         async with self._semaphore:
+            await self._ensure_ready()
             return await self._generate_with_retries(request)
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        async with self._ready_lock:
+            if not self._ready:
+                await self._wait_until_ready()
+                self._ready = True
+
+    async def _wait_until_ready(self) -> None:
+        """Poll GET /models until the server answers, for at most `ready_timeout` seconds."""
+        deadline = time.monotonic() + self._ready_timeout
+        announced = False
+        while (reason := await self._probe()) is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LLMFatalError(
+                    f"cannot reach {self._where}: {reason} (waited {self._ready_timeout:g} s, "
+                    f"{self._settings.key('ready_timeout')}); is the server running at that address?"
+                )
+            if not announced:
+                log.warning(
+                    "waiting up to %g s for %s to come up (%s; still loading its model?)",
+                    self._ready_timeout,
+                    self._where,
+                    reason,
+                )
+                announced = True
+            await asyncio.sleep(min(self._ready_poll, left))
+        if announced:
+            log.warning("%s is up", self._where)
+
+    async def _probe(self) -> str | None:
+        """None once the server answers; otherwise why it is not ready. Raises for a host that never does."""
+        try:
+            response = await asyncio.wait_for(self._http.get("/models"), self._timeout)
+        except httpx.ConnectTimeout:
+            raise self._unreachable() from None
+        except httpx.ConnectError as exc:
+            return f"cannot connect ({one_line(str(exc)) or 'connection refused'})"
+        except (asyncio.TimeoutError, httpx.TimeoutException):
+            return f"no answer to GET /models within {self._timeout:g} s"
+        except httpx.RequestError as exc:
+            return f"connection error ({type(exc).__name__})"
+        self._reached = True
+        if is_retryable(response.status_code) and response.status_code != 429:
+            return f"HTTP {response.status_code}: {self._error_of(response).message}"
+        return None  # up; what it thinks of the key or the model, the first request tells
+
+    def _unreachable(self) -> LLMFatalError:
+        return LLMFatalError(
+            f"cannot reach {self._where}: no answer to a connection attempt within "
+            f"{self._connect_timeout:g} s ({self._settings.key('connect_timeout')}); check the host and port "
+            f"of {self._settings.key('base_url')} "
+            "(a wrong address, or a firewall that drops packets)"
+        )
+
     async def _generate_with_retries(self, request: LLMRequest) -> LLMResponse:
         path, body = request_payload(self.model, request)
-        connect_failures = 0
+        failures: list[_Failure] = []
+        started = time.monotonic()
         for attempt in range(self._max_retries + 1):
+            await self._wait_for_pause()
             start = time.perf_counter()
             try:
                 response = await asyncio.wait_for(self._http.post(path, json=body), self._timeout)
-            except (httpx.ConnectError, httpx.ConnectTimeout):
-                connect_failures += 1
-                reason, delay = "cannot connect", None
+            except httpx.ConnectTimeout:
+                if not self._reached:
+                    raise self._unreachable() from None
+                failure = _Failure(f"cannot connect within {self._connect_timeout:g} s", connect=True)
+            except httpx.ConnectError:
+                failure = _Failure("cannot connect", connect=True)
             except (asyncio.TimeoutError, httpx.TimeoutException):
-                reason, delay = f"no answer within {self._timeout:g} s", None
+                failure = _Failure(f"no answer within {self._timeout:g} s")
             except httpx.RequestError as exc:
-                reason, delay = f"connection error ({type(exc).__name__})", None
+                failure = _Failure(f"connection dropped ({type(exc).__name__})")
             else:
                 self._reached = True
-                if response.status_code == 200:
-                    return self._parse(response, request, time.perf_counter() - start)
-                self._raise_for_status(response)
-                reason, delay = f"HTTP {response.status_code}", self._retry_after(response)
+                outcome = self._outcome(response, request, time.perf_counter() - start)
+                if isinstance(outcome, LLMResponse):
+                    return outcome
+                failure = outcome
+            failures.append(failure)
             if attempt < self._max_retries:
-                await asyncio.sleep(self._backoff(attempt) if delay is None else delay)
-        attempts = self._max_retries + 1
-        if connect_failures == attempts and not self._reached:
-            raise LLMFatalError(f"cannot reach {self.base_url} ({attempts} attempts): is the server running?")
-        raise LLMError(f"{self.base_url}: gave up after {attempts} attempts, last: {reason}")
+                await asyncio.sleep(self._delay(failure, attempt))
+        return self._give_up(failures, time.monotonic() - started)
 
-    def _parse(self, response: httpx.Response, request: LLMRequest, latency: float) -> LLMResponse:
-        try:
-            return parse_response(response.json(), request, latency)
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise LLMError(f"{self.base_url} sent a malformed answer ({type(exc).__name__}: {exc})") from None
+    def _delay(self, failure: _Failure, attempt: int) -> float:
+        if failure.delay is None:
+            return self._backoff(attempt)
+        self._pause_until = max(self._pause_until, time.monotonic() + failure.delay)
+        return failure.delay
 
-    def _raise_for_status(self, response: httpx.Response) -> None:
-        """Raise for a non-retryable error status; return for a retryable one."""
-        status = response.status_code
-        if status in RETRY_STATUSES:
-            return
-        message = self._redact(server_message(response))
-        if status in (401, 403):
+    async def _wait_for_pause(self) -> None:
+        """A wait the server asked for holds back every request of this client."""
+        while (wait := self._pause_until - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+
+    def _give_up(self, failures: list[_Failure], seconds: float) -> LLMResponse:
+        attempts = len(failures)
+        if all(f.connect for f in failures):
             raise LLMFatalError(
-                f"{self.base_url} refused the API key (HTTP {status}: {message}); "
-                f"check the key in ${self._api_key_env}"
+                f"lost the connection to {self._where}: {attempts} attempts over {seconds:.0f} s could not "
+                "connect; rerun once the server is back (finished work is kept)"
             )
-        if status == 404 or _says_model_missing(message):
-            raise LLMFatalError(
-                f"model {self.model!r} not found at {self.base_url} (HTTP {status}: {message}); "
+        raise LLMError(
+            f"{self._where}: gave up after {attempts} attempts, last: {failures[-1].reason}", kind="transient"
+        )
+
+    def _outcome(
+        self, response: httpx.Response, request: LLMRequest, latency: float
+    ) -> LLMResponse | _Failure:
+        """The parsed answer, or a retryable failure; raises for a failure that retrying cannot fix."""
+        status = response.status_code
+        if status == 200:
+            data = _json(response)
+            if not (isinstance(data, dict) and data.get("error") and not data.get("choices")):
+                return self._answer(data, response, request, latency)
+            error = self._error_of(response)
+            status = error.status or 500
+            label = f"HTTP 200 with an error body (code {error.code or 'none'})"
+        else:
+            error = self._error_of(response)
+            label = f"HTTP {status}"
+        fatal = self._fatal(status, error)
+        if fatal is not None:
+            raise fatal
+        if is_retryable(status):
+            return _Failure(f"{label}: {error.message}", self._server_delay(response, status))
+        self._count_rejection(status, error.message)
+        raise LLMError(f"{label}: {error.message}", kind="rejected")
+
+    def _answer(
+        self, data: Any, response: httpx.Response, request: LLMRequest, latency: float
+    ) -> LLMResponse:
+        if data is None:
+            raise LLMError(
+                f"{self._where} sent an answer that is not JSON: "
+                f"{self._redact(one_line(response.text[:200]))}",
+                kind="parse",
+            )
+        try:
+            parsed = parse_response(data, request, latency)
+        except MalformedAnswer as exc:
+            raise LLMError(f"{self._where} sent a malformed answer ({exc})", kind="parse") from None
+        self._rejection, self._rejections = None, 0
+        self._check_logprobs(parsed, request)
+        return parsed
+
+    def _check_logprobs(self, response: LLMResponse, request: LLMRequest) -> None:
+        """Warn once when the server drops logprobs that were asked for (answers then come from text)."""
+        missing = []
+        if request.params.logprobs is not None and response.logprobs is None:
+            missing.append("logprobs")
+        if request.params.prompt_logprobs is not None and response.prompt_logprobs is None:
+            missing.append("prompt_logprobs")
+        for name in missing:
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning(
+                    "%s returns no %s although they were asked for; scores that need them fall back to "
+                    "the answer text (probabilities become 0 or 1)",
+                    self._where,
+                    name,
+                )
+
+    def _error_of(self, response: httpx.Response) -> ServerError:
+        error = server_error(_json(response), response.text)
+        return ServerError(self._redact(error.message), error.code, error.type)
+
+    def _fatal(self, status: int, error: ServerError) -> LLMFatalError | None:
+        """The fatal error for a status and error body, or None when the request alone failed."""
+        where, message = self._where, f"HTTP {status}: {error.message}"
+        if status in (401, 403):
+            return LLMFatalError(
+                f"{where} refused the API key ({message}); check the key in ${self._api_key_env}"
+            )
+        if status == 402:
+            return LLMFatalError(
+                f"{where} refuses requests for lack of credits ({message}); add credits, then rerun "
+                "(finished work is kept)"
+            )
+        if {error.code, error.type} & QUOTA_CODES or (status == 429 and _QUOTA_MESSAGE.search(error.message)):
+            return LLMFatalError(
+                f"{where}: the quota is exhausted ({message}); raise it or wait until it resets, then rerun "
+                "(finished work is kept)"
+            )
+        if status == 404 or (
+            status in (400, 422) and (error.code == "model_not_found" or _MODEL_MISSING.search(error.message))
+        ):
+            return LLMFatalError(
+                f"model {self.model!r} not found at {where} ({message}); "
                 f"check {self._settings.key('model')} and {self._settings.key('base_url')}"
             )
-        raise LLMError(f"HTTP {status}: {message}")
+        return None
 
-    def _retry_after(self, response: httpx.Response) -> float | None:
+    def _count_rejection(self, status: int, message: str) -> None:
+        """The same rejection REJECT_LIMIT times in a row means the server refuses every request."""
+        key = (status, message)
+        self._rejections = self._rejections + 1 if self._rejection == key else 1
+        self._rejection = key
+        if self._rejections >= REJECT_LIMIT:
+            raise LLMFatalError(
+                f"{self._where} rejected {self._rejections} requests in a row with HTTP {status}: {message}; "
+                "nothing can succeed with these settings"
+            )
+
+    def _server_delay(self, response: httpx.Response, status: int) -> float | None:
+        """The wait the server asks for (Retry-After, or on a 429 the rate-limit reset headers)."""
         seconds = parse_retry_after(response.headers.get("retry-after"))
-        return None if seconds is None else min(seconds, self._backoff_cap)
+        if seconds is None and status == 429:
+            resets = [parse_reset_duration(response.headers.get(name)) for name in _RESET_HEADERS]
+            seconds = max((s for s in resets if s is not None), default=None)
+        if seconds is not None and seconds > self._retry_after_cap:
+            raise LLMError(
+                f"HTTP {status}: {self._where} asks to wait {seconds:.0f} s before retrying, longer than "
+                f"the {self._retry_after_cap:g} s this client waits; rerun later",
+                kind="transient",
+            )
+        return seconds
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2^attempt)]."""
@@ -121,122 +365,44 @@ class OpenAIClient(LLMClient):
         return text.replace(self._api_key, "***") if self._api_key else text
 
 
-def request_payload(model: str, request: LLMRequest) -> tuple[str, dict[str, Any]]:
-    """The endpoint path and JSON body for `request` (chat or raw completion)."""
-    params = request.params
-    body: dict[str, Any] = {
-        "model": model,
-        "temperature": params.temperature,
-        "max_tokens": params.max_tokens,
-    }
-    if params.stop:
-        body["stop"] = list(params.stop)
-    if params.seed is not None:
-        body["seed"] = params.seed
-    if params.prompt_logprobs is not None:
-        body["prompt_logprobs"] = params.prompt_logprobs  # vLLM extension
-    if request.raw:
-        body["prompt"] = request.messages[0].content
-        if params.logprobs is not None:
-            body["logprobs"] = params.logprobs
-        return "/completions", body
-    body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
-    if request.messages[-1].role == "assistant":  # a prefill to continue (vLLM extension)
-        body.update(continue_final_message=True, add_generation_prompt=False)
-    if params.logprobs is not None:
-        body.update(logprobs=True, top_logprobs=params.logprobs)
-    return "/chat/completions", body
+def _check_settings(settings: LLMSettings) -> None:
+    if not settings.model:
+        raise settings.missing("model", "the served model name")
+    if not settings.base_url:
+        raise settings.missing("base_url", "the server's endpoint, e.g. http://127.0.0.1:8000/v1")
+    if not settings.base_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            settings.key("base_url"), f"must start with http:// or https://: {display_url(settings.base_url)}"
+        )
+    credential = url_credentials(settings.base_url)
+    if credential:
+        raise ConfigError(
+            settings.key("base_url"),
+            f"holds {credential}; put the key in the environment variable named by "
+            f"{settings.key('api_key_env')}",
+        )
+    if settings.max_retries < 0:
+        raise ConfigError(settings.key("max_retries"), f"must be 0 or more, got {settings.max_retries}")
+    for key in ("timeout", "connect_timeout"):
+        if not getattr(settings, key) > 0:
+            raise ConfigError(settings.key(key), f"must be positive, got {getattr(settings, key)}")
 
 
-def parse_response(data: dict[str, Any], request: LLMRequest, latency: float) -> LLMResponse:
-    """An LLMResponse from a (chat) completion body; `latency` is that of the successful attempt."""
-    choice = data["choices"][0]
-    usage = data.get("usage") or {}
-    details = usage.get("prompt_tokens_details") or {}
-    if request.raw:
-        text, logprobs = choice.get("text", ""), _completion_logprobs(choice.get("logprobs"))
-    else:
-        text = (choice.get("message") or {}).get("content") or ""
-        logprobs = _chat_logprobs(choice.get("logprobs"))
-    prompt_logprobs = choice.get("prompt_logprobs", data.get("prompt_logprobs"))
-    return LLMResponse(
-        text=text,
-        logprobs=logprobs if request.params.logprobs is not None else None,
-        prompt_logprobs=None if prompt_logprobs is None else [_vllm_logprob(x) for x in prompt_logprobs],
-        prompt_tokens=usage.get("prompt_tokens") or 0,
-        cached_tokens=details.get("cached_tokens") or 0,
-        completion_tokens=usage.get("completion_tokens") or 0,
-        latency=latency,
-        finish_reason=choice.get("finish_reason"),
-    )
-
-
-def _chat_logprobs(data: dict[str, Any] | None) -> list[TokenLogprob] | None:
-    if not data or data.get("content") is None:
-        return None
-    return [_token_logprob(item["token"], item["logprob"], _alternatives(item)) for item in data["content"]]
-
-
-def _completion_logprobs(data: dict[str, Any] | None) -> list[TokenLogprob] | None:
-    if not data or data.get("tokens") is None:
-        return None
-    tops = data.get("top_logprobs") or [None] * len(data["tokens"])
-    return [
-        _token_logprob(token, logprob, top or {})
-        for token, logprob, top in zip(data["tokens"], data["token_logprobs"], tops, strict=True)
-    ]
-
-
-def _alternatives(item: dict[str, Any]) -> dict[str, float]:
-    return {top["token"]: top["logprob"] for top in item.get("top_logprobs") or []}
-
-
-def _vllm_logprob(entry: dict[str, Any] | None) -> TokenLogprob | None:
-    """A vLLM prompt-logprob entry `{token_id: {logprob, rank, decoded_token}}`, real token first."""
-    if entry is None:
-        return None
-    items = list(entry.values())
-    top = {item["decoded_token"]: item["logprob"] for item in items}
-    return _token_logprob(items[0]["decoded_token"], items[0]["logprob"], top)
-
-
-def _token_logprob(token: str, logprob: float, top: dict[str, float]) -> TokenLogprob:
-    """The chosen token is always among the alternatives, as with the vLLM and transformers backends."""
-    return TokenLogprob(token=token, logprob=logprob, top={**top, token: top.get(token, logprob)})
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delay in seconds or an HTTP date); None if absent or bad."""
-    if not value:
-        return None
+def _json(response: httpx.Response) -> Any:
     try:
-        return max(0.0, float(value))
+        return response.json()
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
-def server_message(response: httpx.Response) -> str:
-    """The server's error message on one line (OpenAI, vLLM and llama.cpp error bodies)."""
+def _is_plain_remote(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = parts.hostname or ""
+    if host == "localhost":
+        return False
     try:
-        data = response.json()
+        return not ipaddress.ip_address(host).is_loopback
     except ValueError:
-        data = None
-    message: Any = response.text
-    if isinstance(data, dict):
-        error = data.get("error")
-        message = error.get("message", error) if isinstance(error, dict) else error
-        message = message or data.get("message", data)
-    line = " ".join(str(message).split())
-    return line if len(line) <= MESSAGE_CHARS else line[: MESSAGE_CHARS - 3] + "..."
-
-
-def _says_model_missing(message: str) -> bool:
-    lowered = message.lower()
-    return "model" in lowered and ("does not exist" in lowered or "not found" in lowered)
+        return True

@@ -14,6 +14,7 @@ from typing import IO
 
 from autointerp.llm.base import LLMClient
 from autointerp.llm.types import LLMRequest, LLMResponse
+from autointerp.records import lock_exclusively
 from autointerp.rundir import drop_torn_tail, response_cache_file_name
 
 SYNC_EVERY = 64
@@ -26,7 +27,6 @@ class ResponseCache:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / response_cache_file_name(shard)
-        drop_torn_tail(self.path)
         self._entries: dict[str, LLMResponse] = {}
         for file in sorted(directory.glob("*.jsonl")):
             self._entries.update(_read(file))
@@ -42,13 +42,24 @@ class ResponseCache:
 
     def put(self, key: str, response: LLMResponse) -> None:
         if self._file is None:
-            self._file = self.path.open("a", encoding="utf-8")
+            self._file = self._open_locked()
         self._file.write(json.dumps({"key": key, "response": response.to_dict()}) + "\n")
         self._file.flush()
         self._entries[key] = response
         self._unsynced += 1
         if self._unsynced >= self._sync_every:
             self.sync()
+
+    def _open_locked(self) -> IO[str]:
+        """Open the shard's file for appending, locked against a second writer, after any torn line."""
+        file = self.path.open("a", encoding="utf-8")
+        try:
+            lock_exclusively(file.fileno(), self.path)
+            drop_torn_tail(self.path)
+        except BaseException:
+            file.close()
+            raise
+        return file
 
     def sync(self) -> None:
         """fsync what was written so far."""

@@ -60,7 +60,8 @@ class TransformersClient(LLMClient):
         if self._context is not None and len(prompt) + request.params.max_tokens > self._context:
             raise LLMError(
                 f"prompt of {len(prompt)} tokens plus max_tokens {request.params.max_tokens} exceeds "
-                f"the model's context of {self._context} tokens"
+                f"the model's context of {self._context} tokens",
+                kind="rejected",
             )
         future = asyncio.get_running_loop().create_future()
         self._futures.add(future)

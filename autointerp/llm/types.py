@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -91,9 +92,37 @@ class LLMResponse:
         )
 
 
+FailureKind = Literal["transient", "rejected", "parse", "fatal"]
+"""Why a request failed, as stage code records it so that a later run knows what to retry:
+
+- `transient`: the server could not answer now (5xx and 52x, 429 rate limits, timeouts, refused or dropped
+  connections) after every retry; a rerun is likely to succeed and should retry it.
+- `rejected`: the server refused this very request (a 4xx such as a prompt over the context length); the same
+  request fails again, so a rerun retries it only on request.
+- `parse`: the server answered 200 with a body this client cannot read (not JSON, `choices` not a list of
+  objects, `usage` not an object, ...); likely to fail again with the same server.
+- `fatal`: nothing can work (bad API key, no credits, quota exhausted, unknown model, unreachable
+  server); only `LLMFatalError` has this kind, and it stops the stage instead of being recorded per item.
+"""
+FAILURE_KINDS: tuple[FailureKind, ...] = typing.get_args(FailureKind)
+
+
 class LLMError(Exception):
-    """A request failed for good (after retries, or a 4xx that cannot succeed). Recorded per item."""
+    """A request failed for good (after retries, or an answer that cannot succeed). Recorded per item.
+
+    `kind` (a `FailureKind`) is machine-readable: record it with the failure so that a rerun can retry
+    `transient` failures by default and the others on request.
+    """
+
+    def __init__(self, message: str, kind: FailureKind = "transient"):
+        if kind not in FAILURE_KINDS:
+            raise ValueError(f"unknown LLM failure kind {kind!r}")
+        super().__init__(message)
+        self.kind: FailureKind = kind
 
 
 class LLMFatalError(LLMError):
-    """The backend cannot work at all (wrong model name, bad API key, unreachable server)."""
+    """The backend cannot work at all (wrong model name, bad API key, no credits, unreachable server)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, kind="fatal")

@@ -79,7 +79,7 @@ class VLLMClient(LLMClient):
         except EngineDeadError as exc:
             raise LLMFatalError(f"the vLLM engine died: {exc}") from exc
         except (VLLMError, ValueError) as exc:
-            raise LLMError(f"vLLM rejected the request: {exc}") from exc
+            raise LLMError(f"vLLM rejected the request: {exc}", kind="rejected") from exc
         return to_response(output, request.params, time.perf_counter() - start)
 
     async def aclose(self) -> None:

@@ -9,7 +9,6 @@ every later run: a coder trained with other settings is refused until `autointer
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -100,7 +99,8 @@ def training_key(config: RunConfig, hookpoint: str) -> dict[str, Any]:
 
 
 def _needs_training(config: RunConfig, root: Path, hookpoint: str, force: bool, report: TrainReport) -> bool:
-    """Whether `hookpoint` needs a coder trained; a stale one is deleted first when `force`."""
+    """Whether `hookpoint` needs a coder trained; a stale one is replaced when `force` (once the new one
+    is saved, so that a failed retraining keeps it)."""
     folder = root / hookpoint
     if not folder.exists():
         if len(config.sparse_coder.hookpoints) == 1 and _holds_coder(root):
@@ -126,7 +126,6 @@ def _needs_training(config: RunConfig, root: Path, hookpoint: str, force: bool, 
             "run `autointerp train CONFIG --force` to retrain it, delete it, or set another "
             "sparse_coder.path",
         )
-    shutil.rmtree(folder)
     return True
 
 
@@ -181,8 +180,14 @@ def _train(
 
 
 def _save(folder: Path, coder: SparseCoder, record: dict[str, Any]) -> None:
-    """Write the coder in sparsify's format plus `training.json` to a temporary folder, then rename it."""
-    with atomic_dir(folder) as tmp:
+    """Write the coder in sparsify's format plus `training.json` to a temporary folder, then rename it.
+
+    A folder trained with other settings (retraining with --force) is replaced; one that another task
+    trained with the same settings meanwhile is kept.
+    """
+    previous = folder / TRAINING_FILE
+    stale = previous.is_file() and read_json(previous).get("key_hash") != record["key_hash"]
+    with atomic_dir(folder, replace=stale) as tmp:
         coder.save_to_disk(tmp)
         write_json_atomic(tmp / TRAINING_FILE, record)
 
