@@ -161,8 +161,7 @@ def stage_figures(spec: dict[str, Any], stage: Any) -> dict[str, Any]:
 
 
 def profiled(spec: dict[str, Any], stage: Any) -> Any:
-    """`stage()` under cProfile when the spec asks for it; the top functions by own time go to the spec's
-    `profile` file."""
+    """`stage()`, under cProfile when the spec names a `profile` file (the stats are dumped there)."""
     if not spec.get("profile"):
         return stage()
     import cProfile
