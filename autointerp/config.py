@@ -258,12 +258,22 @@ class ExamplesConfig:
     """Centre each activating window on its peak token (clipped at sequence edges)."""
     n_explain: int = 40
     """Activating examples shown to the explainer."""
-    explain_sampling: Literal["quantiles", "top", "random", "mix"] = "quantiles"
-    """Explainer examples: equal-count activation quantiles, the top, uniform, or half top half quantiles."""
+    explain_sampling: Literal["quantiles", "top", "random", "mix", "top_iw"] = "quantiles"
+    """Explainer examples: equal-count activation quantiles, the top, uniform, half top half quantiles, or
+    `top_iw` (SAEBench): the `n_top` highest, then importance-weighted ones (chosen with probability
+    proportional to the squared activation) among the windows below them."""
+    n_top: int = 10
+    """`top_iw` sampling: how many explainer examples are the highest windows (SAEBench: 10 of 15)."""
     n_quantiles: int = 10
     """Activation quantile bins for `quantiles` sampling and for test examples (10 = deciles)."""
     n_test: int = 100
-    """Activating examples held out for scoring (drawn evenly from the quantile bins)."""
+    """Activating examples held out for scoring (by `test_sampling`)."""
+    test_sampling: Literal["quantiles", "top_iw"] = "quantiles"
+    """Held-out examples: evenly from equal-count quantile bins of the windows the explainer did not see,
+    or `top_iw` (SAEBench): the `n_test_top` highest of those, then importance-weighted ones below them."""
+    n_test_top: int = 2
+    """`test_sampling: top_iw`: how many held-out examples are the highest unseen windows (SAEBench: 2 of
+    4)."""
     n_negative: int = 100
     """Non-activating examples for scoring."""
     n_explain_negative: int = 10
@@ -283,7 +293,7 @@ class ExamplesConfig:
     in the paper's top 10,000; null = all."""
 
     def __post_init__(self) -> None:
-        for key in ("window", "n_explain", "n_quantiles", "n_test", "n_negative"):
+        for key in ("window", "n_explain", "n_quantiles", "n_test", "n_negative", "n_top", "n_test_top"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"examples.{key}", f"must be at least 1, got {getattr(self, key)}")
         if self.n_explain_negative < 0:

@@ -20,6 +20,7 @@ class PresetValue:
 
 
 PAPER = "Paulo et al. 2025 (arXiv 2410.13928) and its code, EleutherAI delphi"
+SAEBENCH = "SAEBench 0.6.0 evals/autointerp (eval_config.py, main.py)"
 PRESETS: dict[str, tuple[PresetValue, ...]] = {
     "paper": (
         PresetValue("examples.window", 32, f"{PAPER}: 32-token examples"),
@@ -30,12 +31,39 @@ PRESETS: dict[str, tuple[PresetValue, ...]] = {
         PresetValue("examples.n_test", 100, f"{PAPER}: 100 activating examples scored, 10 per decile"),
         PresetValue("examples.n_negative", 100, f"{PAPER}: 100 non-activating examples scored"),
         PresetValue("examples.negatives", "random", f"{PAPER}: random non-activating contexts"),
+        PresetValue("examples.max_candidates", 10_000, f"{PAPER}: quantiles over the top 10,000 windows"),
+        PresetValue("latents.min_activations", 200, f"{PAPER}: at least 200 activating windows"),
         PresetValue("explainer.show_activations", True, "delphi: activation values shown to the explainer"),
         PresetValue("scorer.examples_per_prompt", 5, f"{PAPER}: 5 examples per scorer prompt"),
         PresetValue(
             "scorer.fuzzing_mode", "non_activating", f"{PAPER}: random highlights on non-activating contexts"
         ),
         PresetValue("scorers", ["detection", "fuzzing"], "delphi's default scorers"),
+    ),
+    "saebench": (
+        PresetValue("examples.window", 21, f"{SAEBENCH}: buffer 10 on each side of the chosen token"),
+        PresetValue("examples.center", True, f"{SAEBENCH}: windows around the chosen token"),
+        PresetValue("examples.n_explain", 15, f"{SAEBENCH}: n_top_ex_for_generation 10 + n_iw 5"),
+        PresetValue("examples.explain_sampling", "top_iw", f"{SAEBENCH}: top and importance-weighted"),
+        PresetValue("examples.n_top", 10, f"{SAEBENCH}: n_top_ex_for_generation"),
+        PresetValue(
+            "examples.n_test", 4, f"{SAEBENCH}: n_top_ex_for_scoring 2 + n_iw_sampled_ex_for_scoring 2"
+        ),
+        PresetValue("examples.test_sampling", "top_iw", f"{SAEBENCH}: top and importance-weighted"),
+        PresetValue("examples.n_test_top", 2, f"{SAEBENCH}: n_top_ex_for_scoring"),
+        PresetValue("examples.test_windows", "like_explain", f"{SAEBENCH}: scored windows placed alike"),
+        PresetValue("examples.n_negative", 10, f"{SAEBENCH}: n_random_ex_for_scoring"),
+        PresetValue("examples.negatives", "random", f"{SAEBENCH}: random sequences"),
+        PresetValue("examples.max_candidates", None, f"{SAEBENCH}: top and weighted draws over all tokens"),
+        PresetValue("examples.min_test", 10, f"{SAEBENCH}: every latent is scored on all 4 + 10 sequences"),
+        PresetValue("latents.min_activations", 19, f"{SAEBENCH}: enough windows for 15 + 4 examples"),
+        PresetValue("latents.sample", 1000, f"{SAEBENCH}: n_latents"),
+        PresetValue("cache.ctx_len", 128, f"{SAEBENCH}: llm_context_size"),
+        PresetValue("cache.n_tokens", 2_000_000, f"{SAEBENCH}: total_tokens"),
+        PresetValue("explainer.kind", "saebench", f"{SAEBENCH}: its explainer prompt, with demonstrations"),
+        PresetValue("explainer.highlight_threshold", 0.01, f"{SAEBENCH}: act_threshold_frac"),
+        PresetValue("explainer.max_tokens", 30, f"{SAEBENCH}: max_tokens_in_explanation"),
+        PresetValue("scorers", ["saebench"], f"{SAEBENCH}: the detection score, fraction of 14 right"),
     ),
 }
 """Preset name -> the values it sets."""

@@ -504,3 +504,26 @@ def test_latent_samples_take_eligible_latents_and_grow_by_prefix():
     )
     few = sample_latents(LatentsConfig(sample=500), 1000, 5, "h", eligible.__contains__)
     assert few.latents == sorted(eligible) and few.not_eligible == 1000 - len(eligible)
+
+
+def test_top_and_importance_weighted_draws_as_saebench():
+    """`top_iw`: the explainer gets the `n_top` highest windows, then windows below them drawn with
+    probability proportional to the squared activation; the held-out set the highest unseen, then the same."""
+    from autointerp.config import ExamplesConfig
+    from autointerp.examples.sampling import sample_explain, sample_test
+
+    values = np.linspace(0.01, 1.0, 200)
+    cfg = ExamplesConfig(explain_sampling="top_iw", n_explain=15, n_top=10, test_sampling="top_iw", n_test=4)
+    counts = np.zeros(200)
+    for seed in range(300):
+        explain = [i for i, _ in sample_explain(values, cfg, np.random.default_rng(seed))]
+        assert explain[:10] == list(range(199, 189, -1)) and len(set(explain)) == 15
+        assert all(values[i] < values[190] for i in explain[10:])
+        counts[explain[10:]] += 1
+        blocked = np.zeros(200, bool)
+        blocked[explain] = True
+        test = [i for i, _ in sample_test(values, blocked, cfg, np.random.default_rng(seed))]
+        unseen = sorted((i for i in range(200) if not blocked[i]), key=lambda i: -values[i])
+        assert test[:2] == unseen[:2] and not set(test) & set(explain) and len(test) == 4
+    low, high = counts[:60].sum(), counts[130:190].sum()
+    assert high > 5 * low, "weighted by the squared activation: high windows are drawn far more often"

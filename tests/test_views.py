@@ -19,7 +19,14 @@ def test_every_examples_key_shapes_one_named_view():
     names = {f.name for f in dataclasses.fields(ExamplesConfig)}
     assert EXPLAINER_VIEW_KEYS | HELD_OUT_VIEW_KEYS == names
     assert not EXPLAINER_VIEW_KEYS & HELD_OUT_VIEW_KEYS
-    assert HELD_OUT_VIEW_KEYS == {"n_test", "n_negative", "min_test", "test_windows"}
+    assert HELD_OUT_VIEW_KEYS == {
+        "n_test",
+        "n_negative",
+        "min_test",
+        "test_windows",
+        "test_sampling",
+        "n_test_top",
+    }
 
 
 def test_held_out_keys_keep_explanations_and_redo_scores(run):  # noqa: F811

@@ -26,7 +26,14 @@ from autointerp.examples.windows import Candidates, Cells, Example, TokenDisjoin
 
 _EXAMPLE_LISTS = ("explain", "test", "explain_negatives", "test_negatives")
 TEST_ONLY_KEYS = frozenset(
-    {"examples.n_test", "examples.n_negative", "examples.min_test", "examples.test_windows"}
+    {
+        "examples.n_test",
+        "examples.n_negative",
+        "examples.min_test",
+        "examples.test_windows",
+        "examples.test_sampling",
+        "examples.n_test_top",
+    }
 )
 """Example keys that shape only what is held out for scoring, never what the explainer sees."""
 

@@ -85,6 +85,8 @@ def sample_explain(
         return _first_accepted(rng.permutation(len(values)), n, accept)
     if cfg.explain_sampling == "top":
         return _first_accepted(top_indices(values, len(values)), n, accept)
+    if cfg.explain_sampling == "top_iw":
+        return top_then_weighted(values, np.arange(len(values)), min(cfg.n_top, n), n, rng, accept)
     top = _first_accepted(top_indices(values, len(values)), n // 2, accept)
     rest = np.setdiff1d(np.arange(len(values)), [i for i, _ in top])
     bins = [rest[b] for b in equal_count_bins(values[rest], cfg.n_quantiles)]
@@ -98,7 +100,28 @@ def sample_test(
     rng: np.random.Generator,
     accept: Accept = _accept_all,
 ) -> list[Draw]:
-    """`cfg.n_test` candidates outside `blocked`, evenly from equal-count bins of those left."""
+    """`cfg.n_test` candidates outside `blocked`: evenly from equal-count bins of those left, or (`top_iw`)
+    the highest of them, then importance-weighted ones below."""
     rest = np.flatnonzero(~blocked)
+    if cfg.test_sampling == "top_iw":
+        n = min(cfg.n_test, len(rest))
+        return top_then_weighted(values, rest, min(cfg.n_test_top, n), n, rng, accept)
     bins = [rest[b] for b in equal_count_bins(values[rest], cfg.n_quantiles)]
     return draw_from_bins(rng, bins, min(cfg.n_test, len(rest)), accept)
+
+
+def top_then_weighted(
+    values: np.ndarray, pool: np.ndarray, n_top: int, n: int, rng: np.random.Generator, accept: Accept
+) -> list[Draw]:
+    """SAEBench's draw: the `n_top` highest candidates of `pool`, then `n - n_top` importance-weighted ones
+    (each next one chosen with probability proportional to its squared value) among those below the lowest
+    of the top ones."""
+    order = pool[np.argsort(-values[pool], kind="stable")]
+    top = _first_accepted(order, n_top, accept)
+    floor = min((values[i] for i, _ in top), default=np.inf)
+    below = pool[(values[pool] < floor) & (values[pool] > 0)]
+    weights = values[below].astype(np.float64) ** 2
+    weighted = (
+        rng.choice(below, size=len(below), replace=False, p=weights / weights.sum()) if len(below) else below
+    )
+    return top + _first_accepted(weighted, n - len(top), accept)

@@ -25,7 +25,7 @@ from autointerp.interop.export import ExportOptions
 from autointerp.interop.rundata import RunData
 
 EVAL_TYPE_ID = "autointerp"
-SCORER = "detection"
+SCORER = "saebench"
 
 
 @dataclass(frozen=True)
@@ -49,19 +49,20 @@ class Requirement:
 
 
 PROTOCOL = (
-    Requirement("scorers", SCORER, "SAEBench's score is a detection score"),
-    Requirement("examples.explain_sampling", "saebench", "top and importance-weighted examples"),
+    Requirement("scorers", SCORER, "SAEBench's score is the saebench scorer's fraction classified right"),
+    Requirement("explainer.kind", "saebench", "SAEBench's explainer prompt and answer format"),
+    Requirement("examples.explain_sampling", "top_iw", "top and importance-weighted examples to explain"),
     Requirement("examples.n_explain", 15, "10 top + 5 importance-weighted examples to explain"),
+    Requirement("examples.n_top", 10, "10 top examples to explain"),
+    Requirement("examples.test_sampling", "top_iw", "top and importance-weighted sequences to score"),
     Requirement("examples.n_test", 4, "2 top + 2 importance-weighted sequences to score"),
+    Requirement("examples.n_test_top", 2, "2 top sequences to score"),
     Requirement("examples.n_negative", 10, "10 random sequences to score"),
     Requirement("examples.negatives", "random", "random sequences as negatives"),
-    Requirement("examples.window", 21, "buffer 10 on each side of the peak token"),
-    Requirement("examples.center", True, "sequences centred on the peak"),
-    Requirement("scorer.examples_per_prompt", 14, "all 14 sequences in one prompt"),
-    Requirement("scorer.answer_format", "indices", "the answer lists the activating sequences' indices"),
+    Requirement("examples.window", 21, "buffer 10 on each side of the chosen token"),
+    Requirement("examples.center", True, "sequences centred on the chosen token"),
 )
-"""SAEBench's autointerp protocol as config values. `examples.explain_sampling: saebench` and
-`scorer.answer_format: indices` are the values the `saebench` preset sets (issue 13)."""
+"""SAEBench's autointerp protocol as config values (what `preset: saebench` sets)."""
 
 
 def protocol_differences(raw: dict[str, Any]) -> list[str]:
