@@ -15,11 +15,14 @@ from conftest import write_config
 from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
+from autointerp.cache import CacheReader
 from autointerp.cli import app
+from autointerp.config import load_config
 from autointerp.errors import UserError
 from autointerp.report import write_report
 from autointerp.report.index import READY_ATTRIBUTE
-from autointerp.rundir import cache_dir
+from autointerp.rundir import cache_dir, config_hash
+from autointerp.score.plan import score_key
 from autointerp.texts import TokenTexts
 
 HP = "layers.1"
@@ -130,8 +133,12 @@ def _add_scores(run: Path, tokens: np.ndarray) -> None:
             _score_record("detection.random_explanation", 5, None, error="llm error: timeout"),
         ],
     }
+    config = load_config(run / "config.yaml")
+    reader = CacheReader(cache_dir(run, HP))
     for scorer, records in scores.items():
-        _write_jsonl(run / "scores" / scorer / f"{HP}.jsonl", records)
+        name, _, control = scorer.partition(".")
+        stamp = config_hash(score_key(config, reader, name, control or None))
+        _write_jsonl(run / "scores" / scorer / f"{HP}.jsonl", [r | {"config_hash": stamp} for r in records])
     metric = {"mean": 0.75, "ci_low": 0.6, "ci_high": 0.9, "median": 0.75, "n": 2, "chance": 0.5}
     entry = {
         "headline": "balanced_accuracy",

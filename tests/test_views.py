@@ -46,3 +46,35 @@ def test_held_out_keys_keep_explanations_and_redo_scores(run):  # noqa: F811
     assert stub.calls > calls
     with pytest.raises(UserError, match=r"examples\.window"):  # the explainer view changed
         run_explain(load_config(run, [*overrides, "examples.window=6"]))
+
+
+@pytest.mark.parametrize(
+    ("override", "changed"),
+    [("model.path=another-model", "model.path"), ("cache.n_tokens=4096", "cache.n_tokens")],
+)
+def test_explain_and_score_refuse_a_cache_made_from_other_inputs(run, override, changed):  # noqa: F811
+    """Changing the model or the cache settings without re-caching is refused by the stages that read the
+    cache (they would render the old token ids with another tokenizer, or claim a corpus not cached)."""
+    config = load_config(run, [override])
+    with pytest.raises(UserError, match=rf"the cache of .*: made with a different config \({changed}"):
+        run_explain(config)
+    with pytest.raises(UserError, match=changed):
+        run_score(config)
+
+
+def test_the_summary_leaves_out_score_folders_made_with_another_config(run):  # noqa: F811
+    """Scores of old explanations (fuzzing, scored before the explanations were redone) are not
+    summarised as current: they are counted as left out, with a note."""
+    from autointerp.score import write_summary
+
+    with StubServer(answers_by_hash) as stub:
+        overrides = stub_overrides(stub, f"explainer.base_url={stub.base_url}")
+        run_score(load_config(run, [*overrides, "scorers=[fuzzing]"]))
+        redone = load_config(run, [*overrides, "explainer.max_tokens=150", "scorers=[detection]"])
+        run_explain(redone, force=True)
+        run_score(redone)
+    summary = write_summary(redone, redone.run_dir / "scores")
+    assert "headline" in summary["scorers"]["detection"][HP]
+    fuzzing = summary["scorers"]["fuzzing"][HP]
+    assert "headline" not in fuzzing and fuzzing["left_out"] > 0
+    assert "scores/fuzzing/" in (redone.run_dir / "summary.md").read_text()

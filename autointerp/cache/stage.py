@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from safetensors.numpy import save_file as save_numpy
 
+from autointerp.cache.inputs import cache_inputs
 from autointerp.cache.merge import merge_parts
 from autointerp.cache.parts import PartBuffer, PartPlan, write_part
 from autointerp.cache.tokens import check_tokens, link_or_copy, read_tokens, write_tokens
@@ -285,26 +286,11 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
 
 
 def _cache_key(config: RunConfig, fingerprint: dict[str, object], hookpoint: str) -> dict[str, Any]:
-    """The config values that define a hookpoint's cache; any change makes the cache stale.
-
-    `model.dtype` is hashed as configured (`auto` stays `auto`), so that tasks on machines that resolve it
-    differently (a bf16 GPU, a CPU merge job) share one cache.
-    """
-    return {
-        "format_version": FORMAT_VERSION,
-        "model": {"path": config.model.path, "dtype": config.model.dtype},
-        "sparse_coder": {
-            "path": config.sparse_coder.path,
-            "hookpoint": hookpoint,
-            **fingerprint,
-        },
-        "dataset": config.to_dict()["dataset"] | corpus_version(config.dataset),
-        "cache": {
-            "n_tokens": config.cache.n_tokens,
-            "ctx_len": config.cache.ctx_len,
-            "activation_dtype": config.cache.activation_dtype,
-        },
-    }
+    """The config values that define a hookpoint's cache, with the coder's fingerprint; any change makes
+    the cache stale."""
+    key = cache_inputs(config, hookpoint)
+    key["sparse_coder"] = {**key["sparse_coder"], **fingerprint}
+    return key
 
 
 def _existing_state(hp: _Hookpoint, force: bool) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autointerp.cache import CacheReader
+from autointerp.cache.inputs import refuse_other_cache
 from autointerp.config import RunConfig, dump_config
 from autointerp.errors import UserError
 from autointerp.examples import ExampleBuilder, LatentExamples, run_latents
@@ -112,6 +113,8 @@ class _ExplainRun:
         self.out_dir = config.run_dir / EXPLANATIONS_DIR
         hookpoints = config.sparse_coder.hookpoints
         self.readers = {hp: CacheReader(cache_dir(config.run_dir, hp)) for hp in hookpoints}
+        for hp, reader in self.readers.items():
+            refuse_other_cache(config, reader, hp)
         self.keys = {hp: Explainer.record_key(config, reader) for hp, reader in self.readers.items()}
         self.report = ExplainReport()
         self.client: CachedClient | None = None

@@ -20,6 +20,7 @@ from autointerp.rundir import (
     cache_dir,
     read_json,
 )
+from autointerp.score.plan import current_records
 
 SCORER_ORDER = typing.get_args(ScorerName)
 
@@ -86,7 +87,7 @@ def gather(run_dir: Path) -> ReportData:
     latents = [
         row
         for hookpoint in config.sparse_coder.hookpoints
-        for row in _hookpoint_rows(run_dir, hookpoint, scorers)
+        for row in _hookpoint_rows(config, run_dir, hookpoint, scorers)
     ]
     if not latents:
         raise UserError(
@@ -109,9 +110,19 @@ def _scorer_names(scores_dir: Path) -> list[str]:
     return sorted(names, key=order)
 
 
-def _hookpoint_rows(run_dir: Path, hookpoint: str, scorers: list[str]) -> list[LatentRow]:
+def _hookpoint_rows(config: RunConfig, run_dir: Path, hookpoint: str, scorers: list[str]) -> list[LatentRow]:
+    """One row per latent with an explanation or a score; score records made with another config (stale
+    folders from earlier runs) are left out, as the summary leaves them out."""
     explained = read_records(run_dir / EXPLANATIONS_DIR, hookpoint)
-    scored = {name: read_records(run_dir / SCORES_DIR / name, hookpoint) for name in scorers}
+    reader = (
+        CacheReader(cache_dir(run_dir, hookpoint))
+        if (cache_dir(run_dir, hookpoint) / MANIFEST_FILE).is_file()
+        else None
+    )
+    scored = {
+        name: current_records(config, reader, run_dir / SCORES_DIR / name, hookpoint)[0] if reader else {}
+        for name in scorers
+    }
     latents = sorted(set(explained).union(*scored.values()))
     stats = _cache_stats(run_dir, hookpoint)
     rows = []
@@ -189,6 +200,8 @@ def _read_summary(path: Path) -> tuple[list[SummaryRow] | None, dict[str, str]]:
     headlines: dict[str, str] = {}
     for scorer, by_hookpoint in read_json(path).get("scorers", {}).items():
         for hookpoint, entry in by_hookpoint.items():
+            if "headline" not in entry:
+                continue  # only records made with another config
             metric = entry.get("headline") or ""
             headlines.setdefault(scorer, metric)
             values = entry.get("metrics", {}).get(metric, {})

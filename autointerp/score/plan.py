@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from autointerp.cache import CacheReader
+from autointerp.cache.inputs import refuse_other_cache
 from autointerp.config import RunConfig
 from autointerp.errors import UserError
 from autointerp.examples import run_latents
@@ -20,7 +21,7 @@ from autointerp.records import hookpoint_files, iter_records, read_records, remo
 from autointerp.rundir import EXPLANATIONS_DIR, SCORES_DIR, ShardSpec, cache_dir, config_hash, refuse_stale
 from autointerp.score.base import ScoreReport, ScorerTally, Target, scorer_dir
 from autointerp.score.prompts import PROMPT_VERSION
-from autointerp.score.registry import get_scorer
+from autointerp.score.registry import SCORERS, get_scorer
 
 CONTROL = "random_explanation"
 """The control that scores each latent with another latent's explanation."""
@@ -44,6 +45,8 @@ class Plan:
         self.report = ScoreReport()
         hookpoints = config.sparse_coder.hookpoints
         self.readers = {hp: CacheReader(cache_dir(config.run_dir, hp)) for hp in hookpoints}
+        for hp, reader in self.readers.items():
+            refuse_other_cache(config, reader, hp)
         self.explanations = {hp: self._explanations(hp) for hp in hookpoints}
         scorers = [get_scorer(name) for name in config.scorers]
         self.report.warnings = [warning for scorer in scorers for warning in scorer.warnings(config)]
@@ -125,6 +128,21 @@ class Plan:
         """Every target of the scorers that run in `phase`, ordered so consecutive ones share examples."""
         targets = [t for name, ts in self.targets.items() if get_scorer(name).phase == phase for t in ts]
         return sorted(targets, key=lambda t: (t.hookpoint, t.latent))
+
+
+def current_records(
+    config: RunConfig, reader: CacheReader, directory: Path, hookpoint: str
+) -> tuple[dict[int, dict[str, Any]], int]:
+    """A score folder's records of a hookpoint that this config would write (its key), and how many others
+    it holds (made with another config: other explanations, another scorer setup, an older version).
+    Folders of a scorer that is not registered give no records."""
+    scorer, _, control = directory.name.partition(".")
+    records = read_records(directory, hookpoint)
+    if scorer not in SCORERS:
+        return {}, len(records)
+    expected = config_hash(score_key(config, reader, scorer, control or None))
+    current = {latent: r for latent, r in records.items() if r.get("config_hash") == expected}
+    return current, len(records) - len(current)
 
 
 def needs_retry(record: dict[str, Any], retry_unparseable: bool) -> bool:

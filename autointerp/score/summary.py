@@ -12,9 +12,9 @@ from autointerp.cache import CacheReader
 from autointerp.config import RunConfig
 from autointerp.examples import run_latents
 from autointerp.interop.imports import import_provenance
-from autointerp.records import read_records
 from autointerp.rundir import SUMMARY_JSON, SUMMARY_MD, cache_dir, write_json_atomic, write_text_atomic
 from autointerp.score.metrics import aggregate, mean_with_ci
+from autointerp.score.plan import current_records
 from autointerp.score.registry import Scorer, get_scorer
 
 
@@ -32,15 +32,18 @@ def summarize(config: RunConfig, scores_dir: Path) -> dict[str, dict[str, Any]]:
     result: dict[str, dict[str, Any]] = {}
     if not scores_dir.is_dir():
         return result
+    readers = {hp: CacheReader(cache_dir(config.run_dir, hp)) for hp in config.sparse_coder.hookpoints}
+    selected = {hp: set(run_latents(config, reader, hp).latents) for hp, reader in readers.items()}
     for directory in sorted(p for p in scores_dir.iterdir() if p.is_dir()):
-        for hp in config.sparse_coder.hookpoints:
-            records = read_records(directory, hp)
-            if not records:
+        for hp, reader in readers.items():
+            records, stale = current_records(config, reader, directory, hp)
+            kept = [r for latent, r in sorted(records.items()) if latent in selected[hp]]
+            if not kept:
+                if stale:
+                    result.setdefault(directory.name, {})[hp] = {"left_out": stale}
                 continue
-            reader = CacheReader(cache_dir(config.run_dir, hp))
-            selected = set(run_latents(config, reader, hp).latents)
-            kept = [r for latent, r in sorted(records.items()) if latent in selected]
-            result.setdefault(directory.name, {})[hp] = summarize_records(kept, len(selected), config)
+            entry = summarize_records(kept, len(selected[hp]), config) | {"left_out": stale}
+            result.setdefault(directory.name, {})[hp] = entry
     return result
 
 
@@ -137,6 +140,8 @@ def summary_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
     rows = []
     for name, hookpoints in summary["scorers"].items():
         for hp, s in hookpoints.items():
+            if "headline" not in s:
+                continue  # only records made with another config
             m = s["metrics"].get(s["headline"], {})
             cost = s["cost"]
             rows.append(
@@ -176,7 +181,20 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     )
     if "explanations" in summary:
         note += "\n\n" + summary["explanations"]["note"]
+    for line in left_out_notes(summary):
+        note += f"\n\n{line}"
     return "# Scores\n\n" + "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def left_out_notes(summary: dict[str, Any]) -> list[str]:
+    """One line per scorer folder and hookpoint holding records made with another config."""
+    return [
+        f"scores/{name}/{hp}: {s['left_out']} records made with another config (other explanations or "
+        "scorer settings) are left out; score with this config to redo them"
+        for name, hookpoints in summary["scorers"].items()
+        for hp, s in hookpoints.items()
+        if s.get("left_out")
+    ]
 
 
 def _num(value: float | None, fmt: str = ".3f") -> str:
