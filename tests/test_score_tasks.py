@@ -433,3 +433,25 @@ def test_saebench_prompts_are_saebenchs_own():
     assert scoring[0].content == prompt("get_scoring_prompts", "SYSTEM_PROMPT", env)
     assert protocol.parse_predictions("1, 3 and 4.") == [1, 3, 4] and protocol.parse_predictions("None") == []
     assert protocol.parse_explanation("This neuron activates on rain words.") == "rain words"
+
+
+def test_intruder_trials_draw_each_trial_from_one_quantile():
+    """Each trial's activating excerpts share an activation quantile (accuracy is reported per quantile)."""
+    from autointerp.score.items import intruder_trials
+
+    test = [
+        Example(
+            i, 0, np.arange(1, 9, dtype=np.int32), np.eye(8, dtype=np.float32)[i % 8] * (1 + i // 10), i // 10
+        )
+        for i in range(30)
+    ]
+    negatives = [example(100 + i, False, width=8) for i in range(10)]
+    examples = LatentExamples("h", 0, 50, 3.0, test=test, test_negatives=negatives)
+    trials = intruder_trials(examples, Texts(), 5, np.random.default_rng(0))
+    assert len(trials) == 6  # 10 excerpts per quantile give two trials of 4 each
+    for trial in trials:
+        quantiles = {item.example.quantile for item in trial.items if item.label == 0}
+        assert quantiles == {trial.quantile}
+    task = IntruderTask(trials)
+    outcome = task.finish([digits_answer({str(d): 0.2 for d in range(1, 6)}) for _ in trials])
+    assert {f"accuracy_quantile_{q}" for q in range(3)} <= set(outcome.metrics)

@@ -88,6 +88,8 @@ class IntruderTrial:
 
     items: list[ScoredExample]
     intruder: int
+    quantile: int | None = None
+    """The activation quantile every activating excerpt of the trial comes from (None: drawn unbinned)."""
     prediction: int | None = None
     probability: float | None = None
     error: str | None = None
@@ -97,6 +99,7 @@ class IntruderTrial:
         return {
             "kind": "trial",
             "label": self.intruder,
+            "quantile": self.quantile,
             "prediction": self.prediction,
             "probability": self.probability,
             "error": self.error,
@@ -107,24 +110,28 @@ class IntruderTrial:
 def intruder_trials(
     examples: LatentExamples, texts: TokenTexts, size: int, rng: np.random.Generator, threshold: float = 0.0
 ) -> list[IntruderTrial]:
-    """As many trials as the held-out examples allow; each activating excerpt is used once.
+    """As many trials as the held-out examples allow, each of activating excerpts of one activation quantile
+    (as Paulo & Belrose draw them, so accuracy can be read per quantile); each excerpt is used once.
 
     Activating excerpts are highlighted like the explainer's (above `threshold` times the latent's maximum).
     The intruder (a scoring negative) is highlighted with a random activating excerpt's pattern, in place,
     so the number and position of highlights are no tell.
     """
     cutoff = threshold * examples.max_activation
-    n_trials = min(len(examples.test) // (size - 1), len(examples.test_negatives))
-    order = rng.permutation(len(examples.test))
+    groups: dict[int | None, list[Example]] = {}
+    for example in examples.test:
+        groups.setdefault(example.quantile, []).append(example)
+    chunks = []
+    for quantile in sorted(groups, key=lambda q: -1 if q is None else q):
+        members = [groups[quantile][i] for i in rng.permutation(len(groups[quantile]))]
+        chunks += [(quantile, members[s : s + size - 1]) for s in range(0, len(members) - size + 2, size - 1)]
     trials = []
-    for t in range(n_trials):
-        chosen = [examples.test[i] for i in order[t * (size - 1) : (t + 1) * (size - 1)]]
+    for (quantile, chosen), negative in zip(chunks, examples.test_negatives, strict=False):
         items = [_highlighted(e, "activating", 0, _real(e, cutoff), texts) for e in chosen]
-        negative = examples.test_negatives[t]
         mask = _borrowed_pattern(negative, examples.test, cutoff, texts, rng)
         position = int(rng.integers(size))
         items.insert(position, _highlighted(negative, "non_activating", 1, mask, texts))
-        trials.append(IntruderTrial(items, position))
+        trials.append(IntruderTrial(items, position, quantile=quantile))
     return trials
 
 

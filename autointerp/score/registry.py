@@ -147,7 +147,7 @@ def _intruder_task(inputs: TaskInputs) -> ScoringTask:
 
 
 def _intruder_chance(metric: str, positive_fraction: float, config: RunConfig) -> float | None:
-    if metric in ("accuracy", "mean_probability"):
+    if metric in ("accuracy", "mean_probability") or metric.startswith("accuracy_quantile_"):
         return 1 / config.scorer.intruder_size  # the intruder is one of intruder_size candidates
     return chance_level(metric, positive_fraction)
 

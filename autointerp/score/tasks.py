@@ -122,6 +122,9 @@ class IntruderTask(ScoringTask):
             "n_trials": len(scored),
             "n_failed": len(self.trials) - len(scored),
         }
+        for quantile in sorted({t.quantile for t in scored if t.quantile is not None}):
+            hits = [t.prediction == t.intruder for t in scored if t.quantile == quantile]
+            metrics[f"accuracy_quantile_{quantile}"] = float(np.mean(hits))
         examples = [t.to_dict() for t in self.trials]
         return Outcome(metrics, examples, all_failed(self.trials), failures=failure_counts(self.trials))
 
