@@ -210,7 +210,8 @@ def _lines(path: Path) -> int:
 def test_unreachable_server_is_one_clear_error(run):
     stub = StubServer(answer_with_example_count)  # bound but never started: connections hang up
     stub.server.server_close()
-    config = load_config(run, [f"explainer.base_url={stub.base_url}", "explainer.max_retries=1"])
+    settings = [f"explainer.base_url={stub.base_url}", "explainer.max_retries=1", "explainer.ready_timeout=0"]
+    config = load_config(run, settings)
     with pytest.raises(UserError, match="reach"):
         run_explain(config)
 
