@@ -25,6 +25,12 @@ PRESETS: dict[str, tuple[PresetValue, ...]] = {
     "paper": (
         PresetValue("examples.window", 32, f"{PAPER}: 32-token examples"),
         PresetValue("examples.center", False, f"{PAPER}: fixed, uncentred windows"),
+        PresetValue(
+            "examples.test_windows",
+            "random",
+            "not the paper's: held-out windows at a seeded random offset around their peak (this tool's "
+            "default, tested free of positional tells); like_explain gives the paper's placement",
+        ),
         PresetValue("examples.n_explain", 40, f"{PAPER}: 40 activating examples shown to the explainer"),
         PresetValue("examples.explain_sampling", "quantiles", f"{PAPER}: 4 per activation decile"),
         PresetValue("examples.n_quantiles", 10, f"{PAPER}: deciles"),

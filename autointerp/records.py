@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,15 +81,22 @@ def _parse_line(line: bytes) -> dict[str, Any] | None:
 
 
 def read_records(
-    directory: Path, hookpoint: str, fields: tuple[str, ...] | None = None
+    directory: Path,
+    hookpoint: str,
+    fields: tuple[str, ...] | None = None,
+    project: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Latent -> its latest record (by `written`), merged over the whole-run file and every shard file; with
-    `fields`, only those keys (plus `latent`, `config_hash` and `written`) are kept, which bounds memory."""
+    `fields`, only those keys (plus `latent`, `config_hash` and `written`) are kept, which bounds memory, and
+    `project` adds keys computed from the full record (e.g. a digest of its examples)."""
     records: dict[int, dict[str, Any]] = {}
     for path in hookpoint_files(directory, hookpoint):
-        for record in iter_records(path):
+        for full in iter_records(path):
+            record = full
             if fields is not None:
-                record = {name: record.get(name) for name in ("latent", "config_hash", "written", *fields)}
+                record = {name: full.get(name) for name in ("latent", "config_hash", "written", *fields)}
+            if project is not None:
+                record = record | project(full)
             latent = int(record["latent"])
             if latent not in records or (record.get("written") or 0) >= (records[latent].get("written") or 0):
                 records[latent] = record

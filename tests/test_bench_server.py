@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from autointerp.config import LLMSettings
+from autointerp.config import ExplainerConfig, LLMSettings
 from autointerp.explain.parse import parse_explanation
 from autointerp.llm import LLMRequest, Message, SamplingParams, run_requests
 from autointerp.llm.openai_backend import OpenAIClient
@@ -46,8 +46,7 @@ def instant_url():
 
 
 def _settings(url: str) -> LLMSettings:
-    return LLMSettings(
-        section="explainer",
+    config = ExplainerConfig(
         backend="openai",
         model="instant",
         base_url=url,
@@ -55,10 +54,8 @@ def _settings(url: str) -> LLMSettings:
         max_concurrency=8,
         timeout=10.0,
         max_retries=0,
-        tensor_parallel_size=1,
-        gpu_memory_utilization=0.9,
-        max_model_len=None,
     )
+    return config.llm
 
 
 def test_instant_server_answers_scorer_and_explainer_prompts_and_counts_them(instant_url):

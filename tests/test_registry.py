@@ -180,3 +180,20 @@ def test_a_missing_scorer_model_names_the_scorer_section(run):  # noqa: F811
     config = load_config(run, ["explainer.model=null", "scorer.backend=transformers"])
     with pytest.raises(ConfigError, match=r"scorer\.model: is required \(or explainer\.model\)"):
         make_client(config.scorer_llm)
+
+
+def test_fuzzing_warns_of_the_centred_highlight_tell():
+    from autointerp.config import config_from_dict
+
+    base = {"model": {"path": "m"}, "sparse_coder": {"path": "c", "hookpoints": ["h"]}}
+    leaky = config_from_dict({**base, "preset": "saebench", "scorers": ["saebench", "fuzzing"]})
+    assert SCORERS["fuzzing"].warnings(leaky) and "leaks the label" in SCORERS["fuzzing"].warnings(leaky)[0]
+    assert not SCORERS["fuzzing"].warnings(config_from_dict(base))
+
+
+def test_the_saebench_export_checks_every_protocol_value_of_the_preset():
+    from autointerp.interop.export_saebench import PROTOCOL, RUN_SIZE_KEYS
+    from autointerp.presets import PRESETS
+
+    checked = {r.key for r in PROTOCOL}
+    assert checked == {item.key for item in PRESETS["saebench"]} - RUN_SIZE_KEYS

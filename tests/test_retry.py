@@ -124,3 +124,21 @@ def test_unreadable_answers_are_retried_only_on_request(cached_run, tmp_path):
         forced = run_explain(config, retry_unparseable=True)
     assert sum(t.retried for t in forced.tallies.values()) == sum(t.failed for t in first.tallies.values())
     assert garbled.calls > calls
+
+
+def test_score_reads_the_latest_explanation_across_shard_and_whole_files(tmp_path):
+    """A latent that failed in an array task (shard file) and was explained by a later whole run: score
+    sees the later explanation (the merge rule is `written`, not file order)."""
+    from autointerp.records import RecordWriter, records_file
+    from autointerp.rundir import ShardSpec
+    from autointerp.score.plan import _light_explanations
+
+    folder = tmp_path / "explanations"
+    with RecordWriter(records_file(folder, "h", ShardSpec(1, 10))) as writer:
+        writer.write({"latent": 3, "explanation": None, "error": "llm error: down", "examples": {}})
+    with RecordWriter(records_file(folder, "h", ShardSpec())) as writer:
+        writer.write({"latent": 3, "explanation": "digits", "error": None, "examples": {}})
+    assert _light_explanations(folder, "h")[3]["explanation"] == "digits"
+    with RecordWriter(records_file(folder, "h", ShardSpec(2, 10))) as writer:
+        writer.write({"latent": 3, "explanation": "later", "error": None, "examples": {}})
+    assert _light_explanations(folder, "h")[3]["explanation"] == "later"

@@ -146,8 +146,6 @@ class _ExplainRun:
 
     def _retries(self, record: dict[str, Any]) -> bool:
         kind = record.get("error_kind")
-        if kind is None and str(record.get("error") or "").startswith("llm error"):
-            kind = "transient"  # recorded before failures had kinds
         return kind == "transient" or (self.retry_unparseable and kind in ("rejected", "parse"))
 
     async def explain(self, todo: dict[str, list[int]]) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 from autointerp.errors import UserError
 from autointerp.interop.export import ExportOptions
 from autointerp.interop.rundata import RunData
+from autointerp.presets import PRESETS
 
 EVAL_TYPE_ID = "autointerp"
 SCORER = "saebench"
@@ -48,21 +49,14 @@ class Requirement:
         return actual == self.value
 
 
-PROTOCOL = (
-    Requirement("scorers", SCORER, "SAEBench's score is the saebench scorer's fraction classified right"),
-    Requirement("explainer.kind", "saebench", "SAEBench's explainer prompt and answer format"),
-    Requirement("examples.explain_sampling", "top_iw", "top and importance-weighted examples to explain"),
-    Requirement("examples.n_explain", 15, "10 top + 5 importance-weighted examples to explain"),
-    Requirement("examples.n_top", 10, "10 top examples to explain"),
-    Requirement("examples.test_sampling", "top_iw", "top and importance-weighted sequences to score"),
-    Requirement("examples.n_test", 4, "2 top + 2 importance-weighted sequences to score"),
-    Requirement("examples.n_test_top", 2, "2 top sequences to score"),
-    Requirement("examples.n_negative", 10, "10 random sequences to score"),
-    Requirement("examples.negatives", "random", "random sequences as negatives"),
-    Requirement("examples.window", 21, "buffer 10 on each side of the chosen token"),
-    Requirement("examples.center", True, "sequences centred on the chosen token"),
+RUN_SIZE_KEYS = frozenset({"latents.sample", "latents.min_activations", "cache.n_tokens", "cache.ctx_len"})
+"""Preset values that size a run (how many latents and tokens) rather than define the protocol."""
+PROTOCOL = tuple(
+    Requirement(item.key, SCORER if item.key == "scorers" else item.value, item.source)
+    for item in PRESETS["saebench"]
+    if item.key not in RUN_SIZE_KEYS
 )
-"""SAEBench's autointerp protocol as config values (what `preset: saebench` sets)."""
+"""SAEBench's autointerp protocol: the values `preset: saebench` sets, but those that only size the run."""
 
 
 def protocol_differences(raw: dict[str, Any]) -> list[str]:

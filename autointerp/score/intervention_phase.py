@@ -95,7 +95,7 @@ class _InterventionRun:
             try:
                 item = self._score_latent(steerings.score, target)
             except Exception as exc:  # recorded for this latent; the run goes on
-                self.writer.fail(target, f"internal error: {exc!r}")
+                self.writer.fail(target, f"internal error: {exc!r}", "internal")
                 continue
             if self.client is None:
                 self.writer.write(target, item.outcome)

@@ -142,7 +142,7 @@ async def _llm_phase(
             try:
                 task = build(source.inputs(target, examples))
             except Exception as exc:  # recorded for this latent; the run goes on
-                writer.fail(target, f"internal error: {exc!r}")
+                writer.fail(target, f"internal error: {exc!r}", "internal")
                 continue
             if not task.requests:
                 writer.write(target, _finish(task, []))

@@ -17,7 +17,7 @@ from autointerp.examples.builder import explainer_view_digest
 from autointerp.examples.recipe import held_out_view_key
 from autointerp.examples.selection import rng_for
 from autointerp.explain.explainer import Explainer
-from autointerp.records import hookpoint_files, iter_records, read_records, remove_hookpoint, stale_record
+from autointerp.records import read_records, remove_hookpoint, stale_record
 from autointerp.rundir import EXPLANATIONS_DIR, SCORES_DIR, ShardSpec, cache_dir, config_hash, refuse_stale
 from autointerp.score.base import ScoreReport, ScorerTally, Target, scorer_dir
 from autointerp.score.prompts import PROMPT_VERSION
@@ -30,8 +30,11 @@ _EXPLANATION_FIELDS = ("explanation", "error", "skipped", "source")
 _SHOWN = ("explain", "explain_negatives")
 """The lists of an explanation record that the explainer saw (their digest is checked at score time)."""
 _SCORE_FIELDS = ("explanation", "error_kind", "failures")
-RETRIED_ON_REQUEST = frozenset({"rejected", "parse", "internal"})
-"""Failure kinds a rerun redoes only with `retry_unparseable` (the same model will likely fail again)."""
+RETRIED = frozenset({"transient", "internal"})
+"""Failure kinds a rerun redoes by default: the server could not answer now, or this tool failed."""
+RETRIED_ON_REQUEST = frozenset({"rejected", "parse"})
+"""Failure kinds a rerun redoes only with `retry_unparseable` (the same model will likely fail again).
+`undefined` (too few examples of a class for a metric) is never redone: the same examples give it again."""
 
 
 class Plan:
@@ -147,11 +150,12 @@ def current_records(
 
 def needs_retry(record: dict[str, Any], retry_unparseable: bool) -> bool:
     """Whether a finished record is redone: a latent that failed, or lost examples, for a transient reason
-    (server down, timeouts); with `retry_unparseable` also unreadable answers and rejected requests."""
+    (server down, timeouts) or an error of this tool; with `retry_unparseable` also unreadable answers and
+    rejected requests."""
     kinds = set(record.get("failures") or {})
     if record.get("error_kind"):
         kinds.add(record["error_kind"])
-    return "transient" in kinds or (retry_unparseable and bool(kinds & RETRIED_ON_REQUEST))
+    return bool(kinds & RETRIED) or (retry_unparseable and bool(kinds & RETRIED_ON_REQUEST))
 
 
 def score_key(config: RunConfig, reader: CacheReader, scorer: str, control: str | None) -> dict[str, Any]:
@@ -168,16 +172,15 @@ def score_key(config: RunConfig, reader: CacheReader, scorer: str, control: str 
 
 
 def _light_explanations(directory: Path, hookpoint: str) -> dict[int, dict[str, Any]]:
-    """Explanation records without their examples: the windows shown are kept as a digest."""
-    records = {}
-    for path in hookpoint_files(directory, hookpoint):
-        for record in iter_records(path):
-            light = {name: record.get(name) for name in _EXPLANATION_FIELDS}
-            examples = record.get("examples") or {}
-            shown = [[(e["sequence"], e["start"]) for e in examples.get(k) or []] for k in _SHOWN]
-            light["shown"] = explainer_view_digest(*shown)
-            records[int(record["latent"])] = light | {"config_hash": record.get("config_hash")}
-    return records
+    """Each latent's latest explanation record without its examples: the windows shown are kept as a
+    digest."""
+    return read_records(directory, hookpoint, _EXPLANATION_FIELDS, _shown_digest)
+
+
+def _shown_digest(record: dict[str, Any]) -> dict[str, Any]:
+    examples = record.get("examples") or {}
+    shown = [[(e["sequence"], e["start"]) for e in examples.get(k) or []] for k in _SHOWN]
+    return {"shown": explainer_view_digest(*shown)}
 
 
 def _control_explanations(records: dict[int, dict[str, Any]], seed: int, hookpoint: str) -> dict[int, int]:

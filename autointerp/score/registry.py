@@ -128,6 +128,23 @@ def _detection_task(inputs: TaskInputs) -> ScoringTask:
     return _classification(inputs, detection_items(inputs.examples, inputs.texts))
 
 
+def _highlight_tell(config: RunConfig) -> list[str]:
+    """Held-out windows centred like the explainer's put a correct highlight on the middle token, which a
+    wrong one in an activating excerpt never covers: a positional tell (0.93 balanced accuracy)."""
+    examples = config.examples
+    if (
+        examples.test_windows == "like_explain"
+        and examples.center
+        and config.scorer.fuzzing_mode == "activating"
+    ):
+        return [
+            "fuzzing with examples.test_windows: like_explain, examples.center: true and "
+            "scorer.fuzzing_mode: activating leaks the label by position (correct highlights always cover "
+            "the middle token); use test_windows: random or fuzzing_mode: non_activating"
+        ]
+    return []
+
+
 def _fuzzing_task(inputs: TaskInputs) -> ScoringTask:
     mode, threshold = inputs.config.scorer.fuzzing_mode, inputs.config.explainer.highlight_threshold
     items = fuzzing_items(inputs.examples, inputs.texts, mode, inputs.rng("fuzz"), threshold)
@@ -210,6 +227,7 @@ register(
         settings=lambda c: _classification_settings(c) | {"fuzzing_mode": c.scorer.fuzzing_mode},
         task=_fuzzing_task,
         pooled=pooled_classification,
+        warnings=_highlight_tell,
     )
 )
 register(

@@ -30,13 +30,16 @@ class ScoreWriter:
         headline = get_scorer(target.scorer).headline
         error = outcome.error
         score = outcome.metrics.get(headline)
+        kind = outcome.error_kind
         if not error and score is None:
             error = outcome.metrics.get("undefined") or f"{headline} is undefined for this latent"
-        self._write(target, outcome, usage, error=error, score=None if error else score)
+            kind = "undefined"
+        self._write(target, outcome, usage, error=error, score=None if error else score, kind=kind)
 
-    def fail(self, target: Target, error: str) -> None:
-        """Record a latent that could not be scored, and why (an error of this tool or of its inputs)."""
-        self._write(target, Outcome(error=error), None, error=error, score=None)
+    def fail(self, target: Target, error: str, kind: str = "input") -> None:
+        """Record a latent that could not be scored, and why: its inputs (`input`: no explanation, examples
+        that changed since explain; not redone until they change) or an error of this tool (`internal`)."""
+        self._write(target, Outcome(error=error), None, error=error, score=None, kind=kind)
 
     def skip(self, target: Target, reason: str) -> None:
         """Record a latent that is not scored by design (too few activations, not explained)."""
@@ -51,6 +54,7 @@ class ScoreWriter:
         score: float | None,
         error: str | None = None,
         skipped: str | None = None,
+        kind: str | None = None,
     ) -> None:
         name = target.directory
         self._tally(name, target.hookpoint, usage, error, skipped)
@@ -67,7 +71,7 @@ class ScoreWriter:
             "examples": outcome.examples,
             "usage": usage,
             "error": error,
-            "error_kind": None if error is None else outcome.error_kind or "internal",
+            "error_kind": None if error is None else kind or outcome.error_kind or "internal",
             "failures": outcome.failures,
             "skipped": skipped,
             "flags": outcome.flags,
