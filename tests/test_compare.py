@@ -462,3 +462,19 @@ def test_explaining_the_partners_gives_matched_pairs_explained_on_both_sides(tmp
     unscored = sum(1 for by_latent in scores for r in by_latent.values() if r["score"] is None)
     (test,) = second.interpretability.paired_tests
     assert test["scorer"] == "embedding" and test["n"] >= len(after.similarity.values) - unscored
+
+
+def test_explanation_similarity_is_also_given_for_closely_matched_pairs_only():
+    """A matching pairs as many latents as it can, weak and negative matches included; the explanation
+    similarity is also reported over the pairs matched at least 0, 0.5 and 0.8 alike."""
+    from autointerp.compare.similarity import ExplanationVectors, explanation_similarity
+
+    vectors = np.eye(4, dtype=np.float32)
+    a = ExplanationVectors(np.arange(4), vectors)
+    b = ExplanationVectors(np.arange(4), np.stack([vectors[0], vectors[1], vectors[3], vectors[2]]))
+    latent_similarity = np.array([0.9, 0.6, -0.4, 0.1])
+    result = explanation_similarity(np.arange(4), np.arange(4), a, b, 0, latent_similarity)
+    by = result.by_latent_similarity
+    assert by[">= 0.8"]["mean"] == pytest.approx(1.0) and by[">= 0.8"]["n"] == 1
+    assert by[">= 0.5"]["n"] == 2 and by[">= 0"]["n"] == 3
+    assert result.summary["n"] == 4 and result.summary["mean"] == pytest.approx(0.5)

@@ -110,6 +110,8 @@ def _summary(report: CompareReport, tables: list[Table]) -> dict[str, Any]:
                 "matched": len(p.matching.a),
                 "unmatched_a": p.matching.unmatched,
                 "unmatched_b": p.matching.num_b - len(p.matching.b),
+                "approximate": p.matching.candidates < p.matching.num_b,
+                "negative_matches": int((p.matching.similarity < 0).sum()),
                 "latent_similarity": {
                     **p.latents.summary,
                     "measure": p.matching.method,
@@ -117,6 +119,7 @@ def _summary(report: CompareReport, tables: list[Table]) -> dict[str, Any]:
                     "baseline_method": p.latents.describe_baseline(),
                 },
                 "similarity": p.similarity.summary,
+                "similarity_by_latent_similarity": p.similarity.by_latent_similarity,
                 "baseline": p.similarity.baseline_summary,
                 "explained_pairs_with_partners": p.reachable,
                 "warning": few_pairs_warning(p.similarity.summary["n"], "explanation similarity"),

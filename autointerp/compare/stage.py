@@ -53,7 +53,9 @@ def run_compare(
     for a, b, method in plans:
         matching = _match(a, b, method, candidates)
         latents = LatentSimilarity.of(matching, _null_match(a, b, method, candidates, seed))
-        similarity = explanation_similarity(matching.a, matching.b, vectors[a.label], vectors[b.label], seed)
+        similarity = explanation_similarity(
+            matching.a, matching.b, vectors[a.label], vectors[b.label], seed, matching.similarity
+        )
         pairs.append(PairResult(a, b, matching, latents, similarity, reachable_pairs(a, b, matching)))
         if progress is not None:
             progress(1, len(plans))
