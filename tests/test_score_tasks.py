@@ -448,8 +448,9 @@ def test_intruder_trials_draw_each_trial_from_one_quantile():
     negatives = [example(100 + i, False, width=8) for i in range(10)]
     examples = LatentExamples("h", 0, 50, 3.0, test=test, test_negatives=negatives)
     trials = intruder_trials(examples, Texts(), 5, np.random.default_rng(0))
-    assert len(trials) == 6  # 10 excerpts per quantile give two trials of 4 each
-    for trial in trials:
+    # 10 excerpts per quantile give two trials of 4 each; the 2 left of each quantile make one mixed trial
+    assert [t.quantile for t in trials] == [0, 0, 1, 1, 2, 2, None]
+    for trial in trials[:-1]:
         quantiles = {item.example.quantile for item in trial.items if item.label == 0}
         assert quantiles == {trial.quantile}
     task = IntruderTask(trials)

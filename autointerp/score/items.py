@@ -111,7 +111,8 @@ def intruder_trials(
     examples: LatentExamples, texts: TokenTexts, size: int, rng: np.random.Generator, threshold: float = 0.0
 ) -> list[IntruderTrial]:
     """As many trials as the held-out examples allow, each of activating excerpts of one activation quantile
-    (as Paulo & Belrose draw them, so accuracy can be read per quantile); each excerpt is used once.
+    where the quantile has enough (as Paulo & Belrose draw them, so accuracy can be read per quantile), the
+    rest mixed; each excerpt is used once.
 
     Activating excerpts are highlighted like the explainer's (above `threshold` times the latent's maximum).
     The intruder (a scoring negative) is highlighted with a random activating excerpt's pattern, in place,
@@ -121,10 +122,15 @@ def intruder_trials(
     groups: dict[int | None, list[Example]] = {}
     for example in examples.test:
         groups.setdefault(example.quantile, []).append(example)
-    chunks = []
+    chunks: list[tuple[int | None, list[Example]]] = []
+    leftover: list[Example] = []
     for quantile in sorted(groups, key=lambda q: -1 if q is None else q):
         members = [groups[quantile][i] for i in rng.permutation(len(groups[quantile]))]
-        chunks += [(quantile, members[s : s + size - 1]) for s in range(0, len(members) - size + 2, size - 1)]
+        whole = len(members) - len(members) % (size - 1)
+        chunks += [(quantile, members[s : s + size - 1]) for s in range(0, whole, size - 1)]
+        leftover += members[whole:]
+    # what no quantile can fill on its own makes mixed trials (quantile None), so no excerpt is wasted
+    chunks += [(None, leftover[s : s + size - 1]) for s in range(0, len(leftover) - size + 2, size - 1)]
     trials = []
     for (quantile, chosen), negative in zip(chunks, examples.test_negatives, strict=False):
         items = [_highlighted(e, "activating", 0, _real(e, cutoff), texts) for e in chosen]
