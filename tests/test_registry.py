@@ -197,3 +197,12 @@ def test_the_saebench_export_checks_every_protocol_value_of_the_preset():
 
     checked = {r.key for r in PROTOCOL}
     assert checked == {item.key for item in PRESETS["saebench"]} - RUN_SIZE_KEYS
+
+
+def test_surprisal_warns_when_the_subject_model_reads_the_excerpts():
+    from autointerp.config import config_from_dict
+
+    base = {"model": {"path": "m"}, "sparse_coder": {"path": "c", "hookpoints": ["h"]}}
+    assert "surprisal.model is not set" in SCORERS["surprisal"].warnings(config_from_dict(base))[0]
+    chosen = config_from_dict({**base, "surprisal": {"model": "meta-llama/Llama-3.1-70B"}})
+    assert SCORERS["surprisal"].warnings(chosen) == []
