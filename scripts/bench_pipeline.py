@@ -56,27 +56,10 @@ POLL = 0.2
 
 def build_model(folder: Path) -> None:
     """The tests' tiny Llama: random weights, a 300-token BPE tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     sys.path.insert(0, str(benchlib.REPO / "tests"))
-    from tokenizer_factory import make_tokenizer
+    from tokenizer_factory import save_tiny_llama
 
-    tokenizer = make_tokenizer(folder)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=HIDDEN,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
+    save_tiny_llama(folder, HIDDEN)
 
 
 def build_coder(folder: Path, model_dir: Path, num_latents: int, k: int) -> None:

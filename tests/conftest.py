@@ -16,8 +16,7 @@ os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="autointerp-tests-data
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from tokenizer_factory import make_tokenizer  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from tokenizer_factory import save_tiny_llama  # noqa: E402
 
 HIDDEN = 32
 
@@ -25,23 +24,7 @@ HIDDEN = 32
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 3-layer Llama with random weights and a trained 300-token BPE tokenizer, saved as a folder."""
-    directory = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = make_tokenizer(directory)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=HIDDEN,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(directory)
-    return directory
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), HIDDEN)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""A tiny deterministic byte-level BPE tokenizer for tests (trained in well under a second)."""
+"""A tiny deterministic byte-level BPE tokenizer (trained in well under a second) and a tiny random Llama
+that uses it, for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -45,3 +46,26 @@ def make_tokenizer(directory: Path) -> PreTrainedTokenizerFast:
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(directory)
     return tokenizer
+
+
+def save_tiny_llama(directory: Path, hidden_size: int) -> Path:
+    """Save a seeded 3-layer random-weight Llama of `hidden_size`, with `make_tokenizer`'s tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = make_tokenizer(directory)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    return Path(directory)
