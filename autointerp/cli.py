@@ -489,13 +489,21 @@ class _Steps:
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
-    """Render the static HTML report of a run: latent table, summary, plots, one page per latent."""
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    max_pages: Annotated[
+        int,
+        typer.Option(
+            help="Latents with a page of their own: all up to this many, else the best and worst per scorer."
+        ),
+    ] = 2000,
+) -> None:
+    """Render the static HTML report of a run: paged latent table, summary, plots, per-latent pages."""
     from autointerp.report import write_report
 
     def action() -> Path:
         require_run_dir(run_dir)
-        return write_report(run_dir)
+        return write_report(run_dir, max_pages)
 
     index = _guard(action)
     stdout_console().print(f"report: {index}", markup=False, highlight=False, soft_wrap=True)

@@ -24,6 +24,7 @@ from typing import Any
 from autointerp.errors import UserError
 from autointerp.rundir import (
     ShardSpec,
+    config_hash,
     drop_torn_tail,
     records_file_name,
     records_shards_glob,
@@ -103,6 +104,41 @@ def read_records(
     return records
 
 
+def latest_stamps(
+    directory: Path, hookpoint: str, expected_hash: str | None = None
+) -> tuple[dict[int, float], int]:
+    """Latent -> the `written` stamp of its latest record, for latents whose latest record was made with
+    `expected_hash` (any, when None); and how many latents' latest records were made with another config.
+    Streams the files, keeping two numbers per latent (a million latents: ~100 MB)."""
+    written: dict[int, float] = {}
+    other: set[int] = set()
+    for path in hookpoint_files(directory, hookpoint):
+        for record in iter_records(path):
+            latent, stamp = record["latent"], record.get("written") or 0
+            if latent in written and stamp < written[latent]:
+                continue
+            written[latent] = stamp
+            if expected_hash is None or record.get("config_hash") == expected_hash:
+                other.discard(latent)
+            else:
+                other.add(latent)
+    for latent in other:
+        del written[latent]
+    return written, len(other)
+
+
+def iter_latest(directory: Path, hookpoint: str, stamps: dict[int, float]) -> Iterator[dict[str, Any]]:
+    """The full records named by `stamps` (latent -> `written`, from `latest_stamps`), each latent once, in
+    file order: one record in memory at a time."""
+    seen: set[int] = set()
+    for path in hookpoint_files(directory, hookpoint):
+        for record in iter_records(path):
+            latent = record["latent"]
+            if latent in stamps and latent not in seen and (record.get("written") or 0) == stamps[latent]:
+                seen.add(latent)
+                yield record
+
+
 def stale_record(directory: Path, hookpoint: str, config_hash: str) -> dict[str, Any] | None:
     """The first complete record of a hookpoint made with another config, if any."""
     for path in hookpoint_files(directory, hookpoint):
@@ -113,11 +149,12 @@ def stale_record(directory: Path, hookpoint: str, config_hash: str) -> dict[str,
 
 
 def check_config(
-    records: dict[int, dict[str, Any]], key: dict[str, Any], config_hash: str, what: str
+    directory: Path, hookpoint: str, records: dict[int, dict[str, Any]], key: dict[str, Any], what: str
 ) -> None:
-    """Refuse records made with another config (naming what changed)."""
-    stale = next((r for r in records.values() if r.get("config_hash") != config_hash), None)
-    if stale is not None:
+    """Refuse records made with another config (naming what changed, from the first such record's key)."""
+    expected = config_hash(key)
+    if any(r.get("config_hash") != expected for r in records.values()):
+        stale = stale_record(directory, hookpoint, expected) or {}
         refuse_stale(
             stale.get("config_key"), key, what, "pass --force to replace them, or set another out_dir"
         )
@@ -148,7 +185,7 @@ class RecordWriter:
     def write(self, record: dict[str, Any]) -> None:
         """Append one record, stamped with when it was `written` (a redone latent's later record wins)."""
         stamped = {**record, "written": round(time.time(), 6)}
-        self.file.write(json.dumps(stamped, ensure_ascii=True) + "\n")
+        self.file.write(record_line(stamped))
         self.file.flush()
         os.fsync(self.file.fileno())
 
@@ -160,6 +197,11 @@ class RecordWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def record_line(record: dict[str, Any]) -> str:
+    """A record as its JSONL line: ASCII, no spaces between items."""
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n"
 
 
 def lock_exclusively(fd: int, path: Path) -> None:

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import write_config
+from full_records import full_records
 from openai_stub import StubServer
 
 from autointerp.cache import CacheReader, run_cache
 from autointerp.config import load_config
 from autointerp.errors import UserError
 from autointerp.explain import run_explain
-from autointerp.records import read_records
 from autointerp.rundir import ShardSpec, cache_dir
 
 EXPLAIN_SECTIONS = {
@@ -70,7 +70,7 @@ def test_one_record_per_selected_latent_and_resume_costs_nothing(run):
         _, again = explain(run, stub)
         assert stub.calls == calls, "a finished run must not call the LLM again"
     for hookpoint in ("layers.1", "layers.0.mlp"):
-        records = read_records(config.run_dir / "explanations", hookpoint)
+        records = full_records(config.run_dir / "explanations", hookpoint)
         eligible = eligible_latents(config, hookpoint)
         tally = report.tallies[hookpoint]
         assert set(records) <= eligible and len(records) == min(12, len(eligible))
@@ -95,7 +95,7 @@ def test_one_record_per_selected_latent_and_resume_costs_nothing(run):
 def test_rare_latents_are_listed_as_skipped(run):
     with StubServer(answer_with_example_count) as stub:
         config, report = explain(run, stub, "latents.min_activations=100000", "latents.indices=0:5")
-    records = read_records(config.run_dir / "explanations", "layers.1")
+    records = full_records(config.run_dir / "explanations", "layers.1")
     assert sorted(records) == [0, 1, 2, 3, 4]
     assert all(
         r["explanation"] is None and "too few activating windows" in r["skipped"] for r in records.values()
@@ -109,7 +109,7 @@ def test_failures_are_recorded_never_turned_into_explanations(run):
 
     with StubServer(flaky) as stub:
         config, report = explain(run, stub)
-    records = read_records(config.run_dir / "explanations", "layers.1")
+    records = full_records(config.run_dir / "explanations", "layers.1")
     failed = [r for r in records.values() if r["error"]]
     assert len(failed) == report.tallies["layers.1"].failed
     for record in failed:
@@ -127,7 +127,7 @@ def test_contrastive_prompt_shows_the_explainers_own_negatives(run):
     with StubServer(capture) as stub:
         config, _ = explain(run, stub, "explainer.kind=contrastive", "latents.indices=[3]")
     assert "not active" in prompts[0] and prompts[0].count("<<") >= 6
-    record = read_records(config.run_dir / "explanations", "layers.1")[3]
+    record = full_records(config.run_dir / "explanations", "layers.1")[3]
     assert len(record["examples"]["explain_negatives"]) == 3
 
 
@@ -226,7 +226,7 @@ def test_neighbour_and_similar_negatives_reach_the_contrastive_prompt(run, negat
             f"examples.negatives={negatives}",
             "latents.indices=[3, 7]",
         )
-    records = read_records(config.run_dir / "explanations", "layers.1")
+    records = full_records(config.run_dir / "explanations", "layers.1")
     for record in records.values():
         if record["skipped"]:
             continue
@@ -247,5 +247,5 @@ def test_without_reasoning_the_answer_is_prefilled_and_one_line(run):
         config, report = explain(run, stub, "explainer.reasoning=false", "latents.indices=[3]")
     assert seen[0][-1] == {"role": "assistant", "content": "[EXPLANATION]:"}
     assert all(m["content"].startswith("[EXPLANATION]:") for m in seen[0] if m["role"] == "assistant")
-    record = read_records(config.run_dir / "explanations", "layers.1")[3]
+    record = full_records(config.run_dir / "explanations", "layers.1")[3]
     assert record["explanation"] == "Closing brackets of function calls"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import write_config
+from full_records import full_records
 from openai_stub import StubServer
 from typer.testing import CliRunner
 
@@ -26,7 +27,6 @@ from autointerp.explain import run_explain
 from autointerp.interop.export import MARKER, run_export
 from autointerp.interop.hookpoints import HookpointMapper, site
 from autointerp.interop.imports import detect_format, import_explanations
-from autointerp.records import read_records
 from autointerp.score import run_score, write_summary
 
 SECTIONS = {
@@ -88,7 +88,7 @@ def own_explanations(config) -> dict[tuple[str, int], str]:
     return {
         (hp, latent): record["explanation"]
         for hp in HOOKPOINTS
-        for latent, record in read_records(config.run_dir / "explanations", hp).items()
+        for latent, record in full_records(config.run_dir / "explanations", hp).items()
         if record["explanation"]
     }
 
@@ -132,7 +132,7 @@ def test_neuronpedia_explanations_scored_like_the_tools_own(run, tmp_path):
     assert "imported neuronpedia explanations" in result.output
     set_dir = config.run_dir / "imports" / "np-rows"
     assert all(p.read_bytes() == data for p, data in own_files.items()), "the run's own files changed"
-    records = read_records(set_dir / "explanations", HP)
+    records = full_records(set_dir / "explanations", HP)
     expected = {int(r["index"]): r["description"] for r in rows if r["layer"].startswith("0-")}
     assert {latent: r["explanation"] for latent, r in records.items()} == expected
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -140,10 +140,10 @@ def test_neuronpedia_explanations_scored_like_the_tools_own(run, tmp_path):
         assert record["source"]["format"] == "neuronpedia" and record["source"]["sha256"] == sha
         assert record["source"]["name"] == "0-mlp-handmade"
         assert record["source"]["fields"]["typeName"] == "human"
-    never = read_records(set_dir / "scores" / "detection", "layers.1")[0]
+    never = full_records(set_dir / "scores" / "detection", "layers.1")[0]
     assert never["explanation"] == "never fires" and never["skipped"].startswith("too few activ")
-    imported = read_records(set_dir / "scores" / "detection", HP)
-    theirs = read_records(config.run_dir / "scores" / "detection", HP)
+    imported = full_records(set_dir / "scores" / "detection", HP)
+    theirs = full_records(config.run_dir / "scores" / "detection", HP)
     assert set(imported) == set(expected)
     scored = [r for r in imported.values() if r["score"] is not None]
     assert scored, "some imported explanations must be scored"
@@ -229,7 +229,7 @@ def test_every_format_is_detected_and_imports_the_same_explanations(run, tmp_pat
     imported = {
         (hp, latent): r["explanation"]
         for hp in HOOKPOINTS
-        for latent, r in read_records(result.config.run_dir / "explanations", hp).items()
+        for latent, r in full_records(result.config.run_dir / "explanations", hp).items()
     }
     assert imported == own_explanations(config)
     assert result.config.latents.indices == tuple(sorted({latent for _, latent in imported}))
@@ -259,7 +259,7 @@ def test_import_errors_are_one_line_and_write_nothing(run, tmp_path):
     assert not (config.run_dir / "imports").exists()
     mapped = import_explanations(config, path, mapping={"7-res-jb": "layers.1"})
     written = mapped.config.run_dir / "explanations" / "layers.1.jsonl"
-    assert read_records(written.parent, "layers.1")[3]["explanation"] == "x"
+    assert full_records(written.parent, "layers.1")[3]["explanation"] == "x"
     stamp = written.stat().st_mtime_ns
     import_explanations(config, path, mapping={"7-res-jb": "layers.1"})
     assert written.stat().st_mtime_ns == stamp, "the same import again rewrites nothing"
@@ -346,7 +346,7 @@ def test_neuronpedia_export_has_the_columns_neuronpedia_imports(run, tmp_path):
     assert all(
         e["layer"] == "0-mlp-autointerp" and isinstance(e["index"], str) for e in explanations.values()
     )
-    scores = read_records(config.run_dir / "scores" / "detection", HP)
+    scores = full_records(config.run_dir / "scores" / "detection", HP)
     detection = [
         s for s in tables["explanation_scores"] if s["explanationScoreTypeName"] == "autointerp_detection"
     ]
@@ -382,7 +382,7 @@ def test_hf_export_loads_with_datasets(run, tmp_path):
     examples = datasets.load_dataset("parquet", data_dir=str(out / "examples"), split="train")
     by_card = datasets.load_dataset(str(out), "examples", split="train")
     assert by_card.num_rows == examples.num_rows
-    detection = read_records(config.run_dir / "scores" / "detection", HP)
+    detection = full_records(config.run_dir / "scores" / "detection", HP)
     rows = {(r["hookpoint"], r["latent"]): r for r in explanations}
     assert {key: r["explanation"] for key, r in rows.items() if r["explanation"]} == own_explanations(config)
     for latent, record in detection.items():
@@ -390,7 +390,7 @@ def test_hf_export_loads_with_datasets(run, tmp_path):
         assert row["detection_score"] == record["score"]
         assert row["detection_f1"] == record["metrics"]["f1"]
         assert (
-            row["fuzzing_score"] == read_records(config.run_dir / "scores" / "fuzzing", HP)[latent]["score"]
+            row["fuzzing_score"] == full_records(config.run_dir / "scores" / "fuzzing", HP)[latent]["score"]
         )
     mine = [e for e in examples if e["scorer"] == "detection" and e["hookpoint"] == HP]
     assert len(mine) == sum(len(r["examples"]) for r in detection.values())
@@ -418,7 +418,7 @@ def test_delphi_export_is_read_by_delphis_analysis(run, tmp_path):
     for ours, theirs in (("detection", "detection"), ("fuzzing", "fuzz")):
         examples = [
             e
-            for r in read_records(config.run_dir / "scores" / ours, HP).values()
+            for r in full_records(config.run_dir / "scores" / ours, HP).values()
             if r["explanation"]
             for e in r["examples"]
             if e["prediction"] is not None
@@ -475,7 +475,7 @@ def test_saebench_export_matches_saebenchs_schema(run, tmp_path):
     assert parsed.eval_config.n_ex_for_scoring == 14 and parsed.eval_config.n_ex_for_generation == 15
     records = {
         str(latent): r
-        for latent, r in read_records(run_dir / "scores" / "saebench", HP).items()
+        for latent, r in full_records(run_dir / "scores" / "saebench", HP).items()
         if r["score"] is not None
     }
     assert records and set(data["eval_result_unstructured"]) == set(records)

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import write_config
+from full_records import full_records
 from openai_stub import StubServer
 from test_score import SECTIONS, answers_by_hash, explanation_for
 
 from autointerp.cache import run_cache
 from autointerp.config import load_config
 from autointerp.explain import run_explain
-from autointerp.records import read_records
 from autointerp.rundir import EXPLANATIONS_DIR, SCORES_DIR
 from autointerp.score import run_score
 
@@ -79,8 +79,8 @@ def run_all(config_path: Path, stub: StubServer) -> tuple:
 
 
 def outcomes(config) -> tuple[dict, dict]:
-    explained = read_records(config.run_dir / EXPLANATIONS_DIR, HP)
-    scored = read_records(config.run_dir / SCORES_DIR / "detection", HP)
+    explained = full_records(config.run_dir / EXPLANATIONS_DIR, HP)
+    scored = full_records(config.run_dir / SCORES_DIR / "detection", HP)
     return (
         {k: (r["explanation"], r["error"]) for k, r in explained.items()},
         {k: (r["score"], r["error"], [e["prediction"] for e in r["examples"]]) for k, r in scored.items()},
@@ -97,16 +97,16 @@ def test_a_server_that_fails_then_recovers_ends_like_a_healthy_one(cached_run, t
     with StubServer(flaky) as server:
         flaky_path = copy_run(cached_run, tmp_path / "flaky")
         config, explained, scored = run_all(flaky_path, server)
-        explain_records = read_records(config.run_dir / EXPLANATIONS_DIR, HP)
+        explain_records = full_records(config.run_dir / EXPLANATIONS_DIR, HP)
         failed = [r for r in explain_records.values() if r["error"]]
         assert failed and len(failed) < len(explain_records), "some explanations failed, some did not"
         assert {r["error_kind"] for r in failed} == {"transient"}
-        score_records = read_records(config.run_dir / SCORES_DIR / "detection", HP)
+        score_records = full_records(config.run_dir / SCORES_DIR / "detection", HP)
         assert any((r["failures"] or {}).get("transient") for r in score_records.values())
         flaky.down = False  # the server is back for the rerun
         config, explained, scored = run_all(flaky_path, server)
     assert sum(t.retried for t in explained.tallies.values()) == sum(
-        1 for hp in ("layers.1", HP) for r in read_records(config.run_dir / EXPLANATIONS_DIR, hp).values()
+        1 for hp in ("layers.1", HP) for r in full_records(config.run_dir / EXPLANATIONS_DIR, hp).values()
     ) - sum(t.already_done for t in explained.tallies.values())
     assert sum(t.retried for t in scored.tallies.values()) > 0, "latents that lost examples are redone"
     assert outcomes(config) == expected

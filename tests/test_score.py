@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import write_config
+from full_records import full_records
 from openai_stub import StubServer
 from typer.testing import CliRunner
 
@@ -20,7 +21,6 @@ from autointerp.cli import app
 from autointerp.config import load_config
 from autointerp.errors import UserError
 from autointerp.explain import run_explain
-from autointerp.records import read_records
 from autointerp.rundir import SCORES_DIR, ShardSpec
 from autointerp.score import run_score, write_summary
 
@@ -90,7 +90,7 @@ def assert_metrics_follow_answers(record: dict) -> None:
 
 
 def records(config, scorer: str, hookpoint: str = HP) -> dict[int, dict]:
-    return read_records(config.run_dir / SCORES_DIR / scorer, hookpoint)
+    return full_records(config.run_dir / SCORES_DIR / scorer, hookpoint)
 
 
 @pytest.mark.slow
@@ -99,7 +99,7 @@ def test_every_scorer_with_real_small_models(run):
     subject model gives surprisal; MiniLM gives embedding scores. This shows that the real backends run end
     to end on one latent; what the scorers compute is tested on hand-built answers (test_score_tasks.py)."""
     scorers = ("detection", "fuzzing", "simulation", "intruder", "surprisal", "embedding")
-    explanations = read_records(load_config(run).run_dir / "explanations", HP)
+    explanations = full_records(load_config(run).run_dir / "explanations", HP)
     explained = sorted(latent for latent, r in explanations.items() if r["explanation"])[:1]
     assert explained, "the fixture must explain some latents"
     config = load_config(
@@ -476,7 +476,7 @@ def test_contrastive_explanations_stay_valid_when_only_the_test_set_changes(run)
     with StubServer(explanation_for) as stub:
         explain_config = load_config(run, [f"explainer.base_url={stub.base_url}", *contrastive])
         run_explain(explain_config, force=True)
-    explained = read_records(explain_config.run_dir / "explanations", HP)
+    explained = full_records(explain_config.run_dir / "explanations", HP)
     shown = {
         latent: {
             (e["sequence"], e["start"] + i) for e in r["examples"]["explain_negatives"] for i in range(8)

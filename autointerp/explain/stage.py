@@ -18,6 +18,7 @@ from autointerp.cache.inputs import refuse_other_cache
 from autointerp.config import RunConfig, dump_config
 from autointerp.errors import UserError
 from autointerp.examples import ExampleBuilder, LatentExamples, run_latents
+from autointerp.examples.compact import pack
 from autointerp.examples.recipe import example_builder
 from autointerp.explain.explainer import Explainer, ParseError
 from autointerp.llm import CachedClient, ResponseCache, make_client, resolve_backend, run_requests
@@ -54,6 +55,10 @@ class HookpointTally:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     completion_tokens: int = 0
+
+
+_RESUME_FIELDS = ("error_kind",)
+"""What a rerun reads of each explanation record to know what is done (not the examples)."""
 
 
 @dataclass
@@ -124,11 +129,11 @@ class _ExplainRun:
         """Hookpoint -> this task's latents without a record; stale records refused (or, forced, removed)."""
         todo: dict[str, list[int]] = {}
         for hp, reader in self.readers.items():
-            key, done = self.keys[hp], read_records(self.out_dir, hp)
+            key, done = self.keys[hp], read_records(self.out_dir, hp, _RESUME_FIELDS)
             if force and any(r.get("config_hash") != config_hash(key) for r in done.values()):
                 remove_hookpoint(self.out_dir, hp)
                 done = {}
-            check_config(done, key, config_hash(key), f"explanations of {hp} in {self.out_dir}")
+            check_config(self.out_dir, hp, done, key, f"explanations of {hp} in {self.out_dir}")
             selection = run_latents(self.config, reader, hp)
             mine = [latent for i, latent in enumerate(selection.latents) if self.shard.owns(i)]
             retry = {latent for latent in mine if latent in done and self._retries(done[latent])}
@@ -218,8 +223,8 @@ class _ExplainRun:
                 "explainer": {**key["explainer"], "model": model},
                 "answer": result.text if isinstance(result, LLMResponse) else None,
                 "examples": {
-                    "explain": [e.to_dict() for e in job.examples.explain],
-                    "explain_negatives": [e.to_dict() for e in job.examples.explain_negatives],
+                    "explain": pack([e.to_dict() for e in job.examples.explain]),
+                    "explain_negatives": pack([e.to_dict() for e in job.examples.explain_negatives]),
                 },
                 "usage": _usage(result),
                 "config_hash": config_hash(key),

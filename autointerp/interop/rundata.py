@@ -11,6 +11,7 @@ import yaml
 from autointerp.cache import CacheReader
 from autointerp.config import RunConfig, load_config
 from autointerp.errors import UserError
+from autointerp.examples.compact import ExampleFiller, unpack
 from autointerp.records import read_records
 from autointerp.rundir import CONFIG_FILE, EXPLANATIONS_DIR, IMPORT_FILE, SCORES_DIR, cache_dir, read_json
 from autointerp.score.registry import get_scorer
@@ -53,7 +54,12 @@ class RunData:
 
     @functools.cache  # noqa: B019 - one RunData per export, kept for its whole life
     def explanations(self, hookpoint: str) -> dict[int, dict[str, Any]]:
-        return read_records(self.run_dir / EXPLANATIONS_DIR, hookpoint)
+        """Latent -> explanation record, its examples whole (tokens, activations from the cache)."""
+        records = read_records(self.run_dir / EXPLANATIONS_DIR, hookpoint)
+        for latent, record in records.items():
+            groups = record.get("examples") or {}
+            record["examples"] = {name: self._filled(hookpoint, latent, v) for name, v in groups.items()}
+        return records
 
     @functools.cached_property
     def scorers(self) -> list[str]:
@@ -65,7 +71,17 @@ class RunData:
 
     @functools.cache  # noqa: B019
     def scores(self, scorer: str, hookpoint: str) -> dict[int, dict[str, Any]]:
-        return read_records(self.run_dir / SCORES_DIR / scorer, hookpoint)
+        """Latent -> score record, its examples whole (tokens, activations and shown text refilled)."""
+        records = read_records(self.run_dir / SCORES_DIR / scorer, hookpoint)
+        for latent, record in records.items():
+            record["examples"] = self._filled(hookpoint, latent, record.get("examples"))
+        return records
+
+    def _filled(self, hookpoint: str, latent: int, packed: Any) -> list[dict[str, Any]]:
+        examples = unpack(packed)
+        if not any("width" in e and "tokens" not in e for e in examples):
+            return examples  # written before records were packed, or nothing to refill
+        return ExampleFiller(self.cache(hookpoint), self.texts).fill(latent, examples)
 
     @functools.cache  # noqa: B019
     def cache(self, hookpoint: str) -> CacheReader:

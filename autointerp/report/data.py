@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from autointerp.cache import CacheReader
 from autointerp.config import RunConfig, ScorerName, load_config
 from autointerp.errors import UserError
-from autointerp.records import read_records
+from autointerp.records import iter_latest, latest_stamps
 from autointerp.rundir import (
     CONFIG_FILE,
     EXPLANATIONS_DIR,
@@ -20,7 +22,7 @@ from autointerp.rundir import (
     cache_dir,
     read_json,
 )
-from autointerp.score.plan import current_records
+from autointerp.score.plan import current_stamps
 
 SCORER_ORDER = typing.get_args(ScorerName)
 
@@ -63,38 +65,93 @@ class SummaryRow:
     """Selected latents without a score record yet (a run still going)."""
 
 
+@dataclass
+class LatentTable:
+    """Every latent with an explanation or a score, one row each (hookpoint, then latent order), as columns:
+    a few numbers and the explanation per latent, so a million latents fit in a few hundred MB."""
+
+    hookpoints: list[str]
+    latents: np.ndarray
+    statuses: list[str]
+    explanations: list[str | None]
+    scores: dict[str, np.ndarray]
+    """Scorer folder -> headline score per row (NaN: no score: failed, skipped or not scored)."""
+    firing_frequency: np.ndarray
+    """Per row; NaN without a finished cache."""
+    max_activation: np.ndarray
+    problems: dict[int, list[str]]
+    """Row -> why something is missing (only rows with problems)."""
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def score(self, scorer: str, row: int) -> float | None:
+        value = float(self.scores[scorer][row])
+        return None if np.isnan(value) else value
+
+
+MAX_PAGES = 2000
+"""Latents that get a page of their own by default; beyond it, the best and worst per scorer."""
+
+
 @dataclass(frozen=True)
 class ReportData:
-    """Everything the report shows, read once from the run directory."""
+    """What the report shows: the latent table of the whole run, and full rows of the latents with pages."""
 
     run_dir: Path
     config: RunConfig
     scorers: list[str]
-    latents: list[LatentRow]
+    table: LatentTable
+    pages: list[LatentRow]
+    """The latents that get a page of their own (all, or a bounded choice: see `choose_pages`)."""
     summary: list[SummaryRow] | None
     """None when summary.json is absent (no scores yet)."""
     headlines: dict[str, str]
     """Scorer -> headline metric name, where the summary names it."""
 
 
-def gather(run_dir: Path) -> ReportData:
-    """Read a run directory; a directory with neither explanations nor scores is a UserError."""
+def gather(run_dir: Path, max_pages: int = MAX_PAGES) -> ReportData:
+    """Read a run directory, streaming its records; a directory with neither explanations nor scores is a
+    UserError."""
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         raise UserError(f"{run_dir} has no {CONFIG_FILE}: pass a run directory made by `autointerp`")
     config = load_config(config_path)
     scorers = _scorer_names(run_dir / SCORES_DIR)
-    latents = [
-        row
-        for hookpoint in config.sparse_coder.hookpoints
-        for row in _hookpoint_rows(config, run_dir, hookpoint, scorers)
-    ]
-    if not latents:
+    parts = [_HookpointData(config, run_dir, hp, scorers) for hp in config.sparse_coder.hookpoints]
+    table = _concat([part.table() for part in parts], scorers)
+    if not len(table):
         raise UserError(
             f"{run_dir} has no explanations or scores yet: run `autointerp explain` (and `score`) first"
         )
+    chosen = choose_pages(table, scorers, max_pages)
+    pages = []
+    offset = 0
+    for part in parts:
+        end = offset + len(part.latents)
+        pages += part.rows(table, offset, [row for row in chosen if offset <= row < end])
+        offset = end
     summary, headlines = _read_summary(run_dir / SUMMARY_JSON)
-    return ReportData(run_dir, config, scorers, latents, summary, headlines)
+    return ReportData(run_dir, config, scorers, table, pages, summary, headlines)
+
+
+def choose_pages(table: LatentTable, scorers: list[str], max_pages: int) -> list[int]:
+    """Rows that get a page: every row when there are at most `max_pages`, else, per scorer, its
+    highest- and lowest-scoring latents (equal shares), then the first rows to fill what is left."""
+    if len(table) <= max_pages:
+        return list(range(len(table)))
+    chosen: dict[int, None] = {}
+    share = max_pages // max(1, 2 * len(scorers))
+    for scorer in scorers:
+        scored = np.flatnonzero(~np.isnan(table.scores[scorer]))
+        order = scored[np.argsort(table.scores[scorer][scored], kind="stable")]
+        for row in [*order[::-1][:share], *order[:share]]:
+            chosen.setdefault(int(row), None)
+    for row in range(len(table)):
+        if len(chosen) >= max_pages:
+            break
+        chosen.setdefault(row, None)
+    return sorted(chosen)
 
 
 def _scorer_names(scores_dir: Path) -> list[str]:
@@ -110,49 +167,127 @@ def _scorer_names(scores_dir: Path) -> list[str]:
     return sorted(names, key=order)
 
 
-def _hookpoint_rows(config: RunConfig, run_dir: Path, hookpoint: str, scorers: list[str]) -> list[LatentRow]:
-    """One row per latent with an explanation or a score; score records made with another config (stale
-    folders from earlier runs) are left out, as the summary leaves them out."""
-    explained = read_records(run_dir / EXPLANATIONS_DIR, hookpoint)
-    reader = (
-        CacheReader(cache_dir(run_dir, hookpoint))
-        if (cache_dir(run_dir, hookpoint) / MANIFEST_FILE).is_file()
-        else None
+class _HookpointData:
+    """One hookpoint's records, read in streaming passes: which latents have records (their `written`
+    stamps), the table's columns, then the full records of the latents that get a page. Score records
+    made with another config (stale folders from earlier runs) are left out, as the summary leaves them."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, hookpoint: str, scorers: list[str]):
+        self.run_dir, self.hookpoint, self.scorers = run_dir, hookpoint, scorers
+        self.reader = (
+            CacheReader(cache_dir(run_dir, hookpoint))
+            if (cache_dir(run_dir, hookpoint) / MANIFEST_FILE).is_file()
+            else None
+        )
+        self.explained = latest_stamps(run_dir / EXPLANATIONS_DIR, hookpoint)[0]
+        self.scored = {
+            name: current_stamps(config, self.reader, self._score_dir(name), hookpoint)[0]
+            if self.reader
+            else {}
+            for name in scorers
+        }
+        self.latents = np.array(sorted(set(self.explained).union(*self.scored.values())), dtype=np.int64)
+        self.stats = _cache_stats(run_dir, hookpoint)
+
+    def table(self) -> LatentTable:
+        n = len(self.latents)
+        table = LatentTable(
+            hookpoints=[self.hookpoint] * n,
+            latents=self.latents,
+            statuses=["not explained"] * n,
+            explanations=[None] * n,
+            scores={name: np.full(n, np.nan) for name in self.scorers},
+            firing_frequency=np.full(n, np.nan),
+            max_activation=np.full(n, np.nan),
+            problems={},
+        )
+        for record in iter_latest(self.run_dir / EXPLANATIONS_DIR, self.hookpoint, self.explained):
+            row = self._row_of(record["latent"])
+            table.statuses[row] = _status(record)
+            table.explanations[row] = record.get("explanation")
+            if record.get("max_activation") is not None:
+                table.max_activation[row] = record["max_activation"]
+            self._add_problems(table, row, "explain", record)
+        for name in self.scorers:
+            for record in iter_latest(self._score_dir(name), self.hookpoint, self.scored[name]):
+                row = self._row_of(record["latent"])
+                if record.get("score") is not None:
+                    table.scores[name][row] = record["score"]
+                if table.statuses[row] == "not explained" and not record.get("control"):
+                    table.explanations[row] = table.explanations[row] or record.get("explanation")
+                self._add_problems(table, row, name, record)
+        if self.stats is not None:
+            counts = self.stats["firing_count"][self.latents].astype(float)
+            table.firing_frequency[:] = counts / self.stats["num_tokens"]
+            missing = np.isnan(table.max_activation)
+            table.max_activation[missing] = self.stats["max_activation"][self.latents[missing]]
+        return table
+
+    def rows(self, table: LatentTable, offset: int, rows: list[int]) -> list[LatentRow]:
+        """Full rows (with their records) of these table rows, this hookpoint's from `offset` on, in one
+        more streaming pass."""
+        if not rows:
+            return []
+        wanted = {int(self.latents[r - offset]): r for r in rows}
+        explained = self._records(self.run_dir / EXPLANATIONS_DIR, self.explained, wanted)
+        scored = {
+            name: self._records(self._score_dir(name), self.scored[name], wanted) for name in self.scorers
+        }
+        result = []
+        for latent, row in wanted.items():
+            records = {name: scored[name][latent] for name in self.scorers if latent in scored[name]}
+            result.append(_latent_row(table, row, explained.get(latent), records))
+        return result
+
+    def _records(
+        self, directory: Path, stamps: dict[int, float], wanted: dict[int, int]
+    ) -> dict[int, dict[str, Any]]:
+        chosen = {latent: stamps[latent] for latent in wanted if latent in stamps}
+        return {r["latent"]: r for r in iter_latest(directory, self.hookpoint, chosen)}
+
+    def _row_of(self, latent: int) -> int:
+        return int(np.searchsorted(self.latents, latent))
+
+    def _score_dir(self, name: str) -> Path:
+        return self.run_dir / SCORES_DIR / name
+
+    @staticmethod
+    def _add_problems(table: LatentTable, row: int, name: str, record: dict[str, Any]) -> None:
+        if problems := [f"{name}: {p}" for p in _problems(record)]:
+            table.problems.setdefault(row, []).extend(problems)
+
+
+def _concat(tables: list[LatentTable], scorers: list[str]) -> LatentTable:
+    offsets = np.cumsum([0] + [len(t) for t in tables])
+    return LatentTable(
+        hookpoints=[hp for t in tables for hp in t.hookpoints],
+        latents=np.concatenate([t.latents for t in tables]) if tables else np.zeros(0, np.int64),
+        statuses=[s for t in tables for s in t.statuses],
+        explanations=[e for t in tables for e in t.explanations],
+        scores={n: np.concatenate([t.scores[n] for t in tables]) if tables else np.zeros(0) for n in scorers},
+        firing_frequency=np.concatenate([t.firing_frequency for t in tables]) if tables else np.zeros(0),
+        max_activation=np.concatenate([t.max_activation for t in tables]) if tables else np.zeros(0),
+        problems={
+            int(o) + row: p for t, o in zip(tables, offsets, strict=False) for row, p in t.problems.items()
+        },
     )
-    scored = {
-        name: current_records(config, reader, run_dir / SCORES_DIR / name, hookpoint)[0] if reader else {}
-        for name in scorers
-    }
-    latents = sorted(set(explained).union(*scored.values()))
-    stats = _cache_stats(run_dir, hookpoint)
-    rows = []
-    for latent in latents:
-        score_records = {name: scored[name][latent] for name in scorers if latent in scored[name]}
-        rows.append(_row(hookpoint, latent, explained.get(latent), score_records, stats))
-    return rows
 
 
-def _row(
-    hookpoint: str,
-    latent: int,
+def _latent_row(
+    table: LatentTable,
+    row: int,
     explain_record: dict[str, Any] | None,
     score_records: dict[str, dict[str, Any]],
-    stats: dict[str, Any] | None,
 ) -> LatentRow:
-    problems = [f"explain: {p}" for p in _problems(explain_record)] if explain_record else []
-    for name, record in score_records.items():
-        problems += [f"{name}: {p}" for p in _problems(record)]
-    max_activation = explain_record.get("max_activation") if explain_record else None
-    if max_activation is None and stats is not None:
-        max_activation = float(stats["max_activation"][latent])
+    frequency, peak = float(table.firing_frequency[row]), float(table.max_activation[row])
     return LatentRow(
-        hookpoint=hookpoint,
-        latent=latent,
-        explanation=_explanation(explain_record, score_records),
-        status=_status(explain_record),
-        problems=problems,
-        firing_frequency=float(stats["firing_count"][latent]) / stats["num_tokens"] if stats else None,
-        max_activation=max_activation,
+        hookpoint=table.hookpoints[row],
+        latent=int(table.latents[row]),
+        explanation=table.explanations[row],
+        status=table.statuses[row],
+        problems=table.problems.get(row, []),
+        firing_frequency=None if np.isnan(frequency) else frequency,
+        max_activation=None if np.isnan(peak) else peak,
         scores={name: record.get("score") for name, record in score_records.items()},
         explain_record=explain_record,
         score_records=score_records,
@@ -172,16 +307,6 @@ def _status(record: dict[str, Any] | None) -> str:
     if record.get("skipped") or record.get("explanation") is None:
         return "skipped"
     return "explained"
-
-
-def _explanation(
-    explain_record: dict[str, Any] | None, score_records: dict[str, dict[str, Any]]
-) -> str | None:
-    """The latent's own explanation: from the explain record, else from a non-control score record."""
-    if explain_record is not None:
-        return explain_record.get("explanation")
-    own = (r.get("explanation") for r in score_records.values() if not r.get("control"))
-    return next((e for e in own if e is not None), None)
 
 
 def _cache_stats(run_dir: Path, hookpoint: str) -> dict[str, Any] | None:

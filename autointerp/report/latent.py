@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from autointerp.examples.compact import ExampleFiller, unpack
 from autointerp.report.data import LatentRow
 from autointerp.report.html import esc, fmt, latent_path, num_cell, page, shaded_tokens, table
 from autointerp.report.tokens import Pieces
 
 
-def render_latent(row: LatentRow, pieces: Pieces, note: str | None) -> str:
-    """The latent's page; `note` is a warning shown at the top (e.g. the tokenizer fallback)."""
+def render_latent(
+    row: LatentRow, pieces: Pieces, note: str | None, filler: ExampleFiller | None = None
+) -> str:
+    """The latent's page; `note` is a warning shown at the top (e.g. the tokenizer fallback). `filler`
+    puts back the examples' tokens and activations from the cache (records leave them out)."""
     up = "../" * (len(latent_path(row.hookpoint, row.latent).parts) - 1)
     title = f"{row.hookpoint} latent {row.latent}"
-    scale = _shading_scale(row)
     explain = row.explain_record or {}
-    examples = explain.get("examples") or {}
+    shown = {k: _filled(row.latent, v, filler) for k, v in (explain.get("examples") or {}).items()}
+    verdicts = {name: _filled(row.latent, r.get("examples"), filler) for name, r in row.score_records.items()}
+    scale = _shading_scale(row, [*shown.values(), *verdicts.values()])
     parts = [
         f'<p><a href="{up}index.html">&larr; all latents</a></p>',
         f"<h1>{esc(title)}</h1>",
@@ -24,11 +29,16 @@ def render_latent(row: LatentRow, pieces: Pieces, note: str | None) -> str:
         _answer(explain.get("answer")),
         "<h2>Scores</h2>",
         _scores(row),
-        _examples("Activating examples shown to the explainer", examples.get("explain"), pieces, scale),
-        _examples("Negatives shown to the explainer", examples.get("explain_negatives"), pieces, scale),
-        *(_verdicts(name, record, pieces, scale) for name, record in row.score_records.items()),
+        _examples("Activating examples shown to the explainer", shown.get("explain"), pieces, scale),
+        _examples("Negatives shown to the explainer", shown.get("explain_negatives"), pieces, scale),
+        *(_verdicts(name, examples, pieces, scale) for name, examples in verdicts.items()),
     ]
     return page(title, "\n".join(p for p in parts if p))
+
+
+def _filled(latent: int, packed: Any, filler: ExampleFiller | None) -> list[dict[str, Any]]:
+    examples = unpack(packed)
+    return filler.fill(latent, examples) if filler is not None else examples
 
 
 def _overview(row: LatentRow) -> str:
@@ -80,9 +90,8 @@ def _examples(heading: str, examples: list[dict[str, Any]] | None, pieces: Piece
     return f"<h2>{esc(heading)} ({len(examples)})</h2>\n{body}"
 
 
-def _verdicts(scorer: str, record: dict[str, Any], pieces: Pieces, scale: float) -> str:
+def _verdicts(scorer: str, examples: list[dict[str, Any]], pieces: Pieces, scale: float) -> str:
     """A scorer's test examples, each with its label, the scorer's prediction and probability."""
-    examples = record.get("examples") or []
     if not examples:
         return ""
     wrong = sum(_is_wrong(e) for e in examples)
@@ -124,10 +133,8 @@ def _example(
     return f'<div class="ex{" wrong" if wrong else ""}">{marker}{labels}<br>{tokens}</div>\n'
 
 
-def _shading_scale(row: LatentRow) -> float:
+def _shading_scale(row: LatentRow, groups: list[list[dict[str, Any]]]) -> float:
     """The latent's max activation; else the largest activation among the examples shown."""
     if row.max_activation:
         return float(row.max_activation)
-    groups = list(((row.explain_record or {}).get("examples") or {}).values())
-    groups += [record.get("examples") or [] for record in row.score_records.values()]
     return max((max(e.get("activations") or [0.0]) for group in groups for e in group), default=0.0)

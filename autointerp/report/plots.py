@@ -5,22 +5,18 @@ Figures are made with `matplotlib.figure.Figure` (Agg canvas), never pyplot, so 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from autointerp.report.data import LatentRow, ReportData
+from autointerp.report.data import ReportData
 
 DPI = 100
-Point = tuple[float, float]
-Value = Callable[[LatentRow], float | None]
-"""Reads one number (or None) off a latent row."""
 
 
 @dataclass(frozen=True)
@@ -42,22 +38,21 @@ def write_plots(data: ReportData, directory: Path) -> list[Plot]:
     return plots
 
 
-def _points(data: ReportData, x: Value, y: Value) -> dict[str, list[Point]]:
+def _points(data: ReportData, x: np.ndarray, y: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Hookpoint -> (x, y) of its latents where both are known and finite."""
-    points: dict[str, list[Point]] = {}
-    for row in data.latents:
-        x_value, y_value = x(row), y(row)
-        if x_value is not None and y_value is not None and math.isfinite(x_value) and math.isfinite(y_value):
-            points.setdefault(row.hookpoint, []).append((x_value, y_value))
-    return points
-
-
-def _score(scorer: str) -> Value:
-    return lambda row: row.scores.get(scorer)
+    table = data.table
+    hookpoints = np.array(table.hookpoints, dtype=object)
+    known = np.isfinite(x) & np.isfinite(y)
+    return {
+        hp: (x[known & (hookpoints == hp)], y[known & (hookpoints == hp)])
+        for hp in dict.fromkeys(table.hookpoints)
+        if (known & (hookpoints == hp)).any()
+    }
 
 
 def _histogram(data: ReportData, scorer: str, directory: Path) -> list[Plot]:
-    groups = {hp: [y for _, y in p] for hp, p in _points(data, lambda row: 1.0, _score(scorer)).items()}
+    scores = data.table.scores[scorer]
+    groups = {hp: y for hp, (_, y) in _points(data, np.ones_like(scores), scores).items()}
     if not groups:
         return []
     fig, ax = _figure()
@@ -67,7 +62,8 @@ def _histogram(data: ReportData, scorer: str, directory: Path) -> list[Plot]:
 
 
 def _versus_frequency(data: ReportData, scorer: str, directory: Path) -> list[Plot]:
-    points = _points(data, lambda row: row.firing_frequency or None, _score(scorer))  # log axis: no zeros
+    frequency = np.where(data.table.firing_frequency > 0, data.table.firing_frequency, np.nan)  # log axis
+    points = _points(data, frequency, data.table.scores[scorer])
     if not points:
         return []
     fig, ax = _scatter(points)
@@ -78,19 +74,30 @@ def _versus_frequency(data: ReportData, scorer: str, directory: Path) -> list[Pl
 
 
 def _scorer_pair(data: ReportData, a: str, b: str, directory: Path) -> list[Plot]:
-    points = _points(data, _score(a), _score(b))
-    if sum(len(p) for p in points.values()) < 2:
+    points = _points(data, data.table.scores[a], data.table.scores[b])
+    if sum(len(x) for x, _ in points.values()) < 2:
         return []
     fig, ax = _scatter(points)
     _label(ax, f"{a} vs {b}", f"{a} {_metric(data, a)}", f"{b} {_metric(data, b)}")
     return [_save(fig, directory, f"pair-{a}-vs-{b}.png", f"{a} vs {b}")]
 
 
-def _scatter(points: dict[str, list[Point]]) -> tuple[Figure, Axes]:
+def _scatter(points: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[Figure, Axes]:
     fig, ax = _figure()
-    for hp, pairs in points.items():
-        ax.scatter([x for x, _ in pairs], [y for _, y in pairs], s=12, label=hp, alpha=0.7)
+    for hp, (x, y) in points.items():
+        ax.scatter(*_thinned(x, y), s=12 if len(x) < 5000 else 2, label=hp, alpha=0.7)
     return fig, ax
+
+
+SCATTER_POINTS = 50_000
+"""Most points a scatter plot draws (a seeded sample beyond it): a million dots are one blot, slowly."""
+
+
+def _thinned(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if len(x) <= SCATTER_POINTS:
+        return x, y
+    keep = np.sort(np.random.default_rng(0).choice(len(x), SCATTER_POINTS, replace=False))
+    return x[keep], y[keep]
 
 
 def _figure() -> tuple[Figure, Axes]:

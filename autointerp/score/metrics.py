@@ -19,6 +19,8 @@ never none): below it balanced accuracy is not a measure of the two classes, and
 SMALL_SAMPLE = 20
 """Below this many values a confidence interval is Student's t interval, not the percentile bootstrap
 (which undercovers for small n)."""
+LARGE_SAMPLE = 100_000
+"""From this many values on, the CI is the normal approximation (the bootstrap's limit, without its cost)."""
 
 
 def _binary(values: np.ndarray, what: str) -> np.ndarray:
@@ -141,7 +143,8 @@ def bootstrap_ci(
     values: Sequence[float] | np.ndarray, level: float = 0.95, n_resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float] | tuple[None, None]:
     """Confidence interval of the mean at `level`: the percentile bootstrap, or Student's t interval for
-    fewer than `SMALL_SAMPLE` values; (None, None) for a single value (no interval can be given)."""
+    fewer than `SMALL_SAMPLE` values, or the normal interval from `LARGE_SAMPLE` values on; (None, None)
+    for a single value (no interval can be given)."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     data = np.asarray(values, dtype=float)
@@ -151,6 +154,8 @@ def bootstrap_ci(
         return None, None
     if len(data) < SMALL_SAMPLE:
         return t_interval(data, level)
+    if len(data) >= LARGE_SAMPLE:
+        return normal_interval(data, level)
     rng = np.random.default_rng(seed)
     rows = max(1, _BOOTSTRAP_CHUNK // len(data))
     means = np.concatenate(
@@ -162,6 +167,15 @@ def bootstrap_ci(
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return float(low), float(high)
+
+
+def normal_interval(data: np.ndarray, level: float) -> tuple[float, float]:
+    """The normal-approximation confidence interval of the mean (what the bootstrap converges to)."""
+    from scipy.stats import norm
+
+    half = float(norm.ppf(0.5 + level / 2)) * float(data.std(ddof=1)) / float(np.sqrt(len(data)))
+    mean = float(data.mean())
+    return mean - half, mean + half
 
 
 def t_interval(data: np.ndarray, level: float) -> tuple[float, float]:

@@ -14,10 +14,11 @@ from autointerp.config import RunConfig
 from autointerp.errors import UserError
 from autointerp.examples import run_latents
 from autointerp.examples.builder import explainer_view_digest
+from autointerp.examples.compact import unpack
 from autointerp.examples.recipe import held_out_view_key
 from autointerp.examples.selection import rng_for
 from autointerp.explain.explainer import Explainer
-from autointerp.records import read_records, remove_hookpoint, stale_record
+from autointerp.records import latest_stamps, read_records, remove_hookpoint, stale_record
 from autointerp.rundir import EXPLANATIONS_DIR, SCORES_DIR, ShardSpec, cache_dir, config_hash, refuse_stale
 from autointerp.score.base import ScoreReport, ScorerTally, Target, scorer_dir
 from autointerp.score.prompts import PROMPT_VERSION
@@ -133,19 +134,16 @@ class Plan:
         return sorted(targets, key=lambda t: (t.hookpoint, t.latent))
 
 
-def current_records(
+def current_stamps(
     config: RunConfig, reader: CacheReader, directory: Path, hookpoint: str
-) -> tuple[dict[int, dict[str, Any]], int]:
-    """A score folder's records of a hookpoint that this config would write (its key), and how many others
-    it holds (made with another config: other explanations, another scorer setup, an older version).
-    Folders of a scorer that is not registered give no records."""
+) -> tuple[dict[int, float], int]:
+    """Which records of a score folder's hookpoint this config would write (its key), as latent ->
+    `written` stamp for `records.iter_latest`, and how many latents' latest records were made with
+    another config (other explanations, another scorer setup, an older version). A folder of a scorer
+    that is not registered has only other records."""
     scorer, _, control = directory.name.partition(".")
-    records = read_records(directory, hookpoint)
-    if scorer not in SCORERS:
-        return {}, len(records)
-    expected = config_hash(score_key(config, reader, scorer, control or None))
-    current = {latent: r for latent, r in records.items() if r.get("config_hash") == expected}
-    return current, len(records) - len(current)
+    expected = config_hash(score_key(config, reader, scorer, control or None)) if scorer in SCORERS else ""
+    return latest_stamps(directory, hookpoint, expected)
 
 
 def needs_retry(record: dict[str, Any], retry_unparseable: bool) -> bool:
@@ -179,7 +177,7 @@ def _light_explanations(directory: Path, hookpoint: str) -> dict[int, dict[str, 
 
 def _shown_digest(record: dict[str, Any]) -> dict[str, Any]:
     examples = record.get("examples") or {}
-    shown = [[(e["sequence"], e["start"]) for e in examples.get(k) or []] for k in _SHOWN]
+    shown = [[(e["sequence"], e["start"]) for e in unpack(examples.get(k))] for k in _SHOWN]
     return {"shown": explainer_view_digest(*shown)}
 
 

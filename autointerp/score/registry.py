@@ -71,6 +71,9 @@ class Scorer:
     embed: Callable[[Embedder, TaskInputs], Outcome] | None = None
     """One latent's outcome from the embedding model (embedding phase)."""
     pooled: Callable[[Examples], dict[str, Any]] = no_pooled
+    """A metric over the examples of many latents at once (a sample of at most 2,000 latents)."""
+    pooled_needs_activations: bool = False
+    """Whether `pooled` reads the examples' activations (refilled from the cache: records leave them out)."""
     chance: Callable[[str, float, RunConfig], float | None] = _default_chance
     """What a random guesser gets on a metric, given the positive fraction of the excerpts."""
     warnings: Callable[[RunConfig], list[str]] = _no_warnings
@@ -238,6 +241,7 @@ register(
         settings=lambda c: _scorer_llm(c) | {"simulation_logprobs": c.scorer.simulation_logprobs},
         task=_simulation_task,
         pooled=pooled_pearson,
+        pooled_needs_activations=True,
     )
 )
 register(

@@ -3,6 +3,7 @@ metrics and cost, written as `summary.json` and `summary.md` in the run director
 
 from __future__ import annotations
 
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,12 @@ import numpy as np
 from autointerp.cache import CacheReader
 from autointerp.config import RunConfig
 from autointerp.examples import run_latents
+from autointerp.examples.compact import ExampleFiller, unpack
 from autointerp.interop.imports import import_provenance
+from autointerp.records import iter_latest
 from autointerp.rundir import SUMMARY_JSON, SUMMARY_MD, cache_dir, write_json_atomic, write_text_atomic
 from autointerp.score.metrics import aggregate, mean_with_ci
-from autointerp.score.plan import current_records
+from autointerp.score.plan import current_stamps
 from autointerp.score.registry import Scorer, get_scorer
 
 
@@ -29,6 +32,7 @@ def write_summary(config: RunConfig, scores_dir: Path) -> dict[str, Any]:
 
 
 def summarize(config: RunConfig, scores_dir: Path) -> dict[str, dict[str, Any]]:
+    """Scorer folder -> hookpoint -> aggregates, streamed over the records (one in memory at a time)."""
     result: dict[str, dict[str, Any]] = {}
     if not scores_dir.is_dir():
         return result
@@ -36,103 +40,185 @@ def summarize(config: RunConfig, scores_dir: Path) -> dict[str, dict[str, Any]]:
     selected = {hp: set(run_latents(config, reader, hp).latents) for hp, reader in readers.items()}
     for directory in sorted(p for p in scores_dir.iterdir() if p.is_dir()):
         for hp, reader in readers.items():
-            records, stale = current_records(config, reader, directory, hp)
-            kept = [r for latent, r in sorted(records.items()) if latent in selected[hp]]
+            stamps, stale = current_stamps(config, reader, directory, hp)
+            kept = {latent: stamp for latent, stamp in stamps.items() if latent in selected[hp]}
+            del stamps
             if not kept:
                 if stale:
                     result.setdefault(directory.name, {})[hp] = {"left_out": stale}
                 continue
-            entry = summarize_records(kept, len(selected[hp]), config) | {"left_out": stale}
+            tally = ScorerSummary(get_scorer(directory.name.partition(".")[0]), config, ExampleFiller(reader))
+            for record in iter_latest(directory, hp, kept):
+                tally.add(record)
+            entry = tally.result(len(selected[hp])) | {"left_out": stale}
             result.setdefault(directory.name, {})[hp] = entry
     return result
 
 
 def summarize_records(records: list[dict[str, Any]], selected: int, config: RunConfig) -> dict[str, Any]:
-    """Aggregates of one scorer on one hookpoint."""
-    scorer = get_scorer(records[0]["scorer"])
-    scored = [r for r in records if r["score"] is not None]
-    metrics = {}
-    for name in _metric_names(scored):
-        stats = aggregate([r["metrics"].get(name) for r in scored], seed=config.seed)
-        metrics[name] = stats | {"chance": _chance(name, scored, config, scorer)}
-    usable = [[e for e in r["examples"] if e.get("error") is None] for r in scored]
-    return {
-        "scorer": scorer.name,
-        "headline": scorer.headline,
-        "selected": selected,
-        "scored": len(scored),
-        "skipped": sum(1 for r in records if r.get("skipped")),
-        "failed": sum(1 for r in records if r.get("error")),
-        "failed_by_kind": _failure_kinds(records),
-        "pending": selected - len(records),
-        "failed_examples": int(sum(r["metrics"].get("n_failed", 0) or 0 for r in records)),
-        "flags": _flag_counts(scored),
-        "metrics": metrics,
-        "pooled": scorer.pooled(usable),
-        "cost": _cost(records),
-    }
-
-
-def _failure_kinds(records: list[dict[str, Any]]) -> dict[str, int]:
-    """Failed latents by why (`transient`: a rerun retries them; the others on request)."""
-    counts: dict[str, int] = {}
+    """Aggregates of one scorer's records on one hookpoint (records held in memory; `summarize` streams)."""
+    tally = ScorerSummary(get_scorer(records[0]["scorer"]), config)
     for record in records:
+        tally.add(record)
+    return tally.result(selected)
+
+
+class ScorerSummary:
+    """Aggregates of one scorer on one hookpoint, fed one record at a time; memory grows by a few numbers
+    per latent (its metrics), plus the bounded sample of latents the pooled metrics are computed on."""
+
+    def __init__(self, scorer: Scorer, config: RunConfig, filler: ExampleFiller | None = None):
+        self.scorer, self.config, self.filler = scorer, config, filler
+        self.records = self.scored = self.skipped = self.failed = self.failed_examples = 0
+        self.failed_by_kind: dict[str, int] = {}
+        self.flags: dict[str, int] = {}
+        self.metrics: dict[str, array[float]] = {}
+        self.chances: dict[str, _Chance] = {}
+        self.pool = _LatentPool(POOLED_LATENTS, config.seed)
+        self.usages: list[dict[str, Any]] = []
+        self.cost = _Cost()
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Count one latent's record."""
+        self.records += 1
+        self.skipped += bool(record.get("skipped"))
+        self.failed_examples += int((record.get("metrics") or {}).get("n_failed", 0) or 0)
+        self.cost.add(record.get("usage"))
         if record.get("error"):
+            self.failed += 1
             kind = record.get("error_kind") or "unknown"
-            counts[kind] = counts.get(kind, 0) + 1
-    return counts
-
-
-def _flag_counts(records: list[dict[str, Any]]) -> dict[str, int]:
-    """Scored latents carrying each caveat flag (e.g. `kl_missed`)."""
-    counts: dict[str, int] = {}
-    for record in records:
+            self.failed_by_kind[kind] = self.failed_by_kind.get(kind, 0) + 1
+        if record["score"] is None:
+            return
+        self.scored += 1
         for flag in record.get("flags") or []:
-            counts[flag] = counts.get(flag, 0) + 1
-    return counts
-
-
-def _metric_names(records: list[dict[str, Any]]) -> list[str]:
-    names: dict[str, None] = {}
-    for record in records:
+            self.flags[flag] = self.flags.get(flag, 0) + 1
+        examples = unpack(record.get("examples"))
+        positives = _positive_fraction(examples)
         for name, value in record["metrics"].items():
-            counted = name.startswith("n_")  # counts (n_examples, n_failed, ...) are not averaged as scores
-            if not counted and isinstance(value, (int, float)) and not isinstance(value, bool):
-                names[name] = None
-    return list(names)
+            if name.startswith("n_") or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue  # counts (n_examples, n_failed, ...) are not averaged as scores
+            self.metrics.setdefault(name, array("d")).append(float(value))
+            self.chances.setdefault(name, _Chance()).add(self.scorer.chance(name, positives, self.config))
+        if self.pool.admits():
+            self.pool.add([e for e in self._pooled_examples(record, examples) if e.get("error") is None])
+
+    def result(self, selected: int) -> dict[str, Any]:
+        """The summary entry: counts, each metric's mean with its CI and chance, pooled metrics, cost."""
+        seed = self.config.seed
+        metrics = {
+            name: aggregate(np.frombuffer(values), seed=seed) | {"chance": self.chances[name].mean()}
+            for name, values in self.metrics.items()
+        }
+        pooled = self.scorer.pooled(self.pool.latents) if self.pool.latents else self.scorer.pooled([])
+        return {
+            "scorer": self.scorer.name,
+            "headline": self.scorer.headline,
+            "selected": selected,
+            "scored": self.scored,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "failed_by_kind": self.failed_by_kind,
+            "pending": selected - self.records,
+            "failed_examples": self.failed_examples,
+            "flags": self.flags,
+            "metrics": metrics,
+            "pooled": pooled | self.pool.provenance(),
+            "cost": self.cost.result(),
+        }
+
+    def _pooled_examples(
+        self, record: dict[str, Any], examples: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        if self.scorer.pooled_needs_activations and self.filler is not None:
+            return self.filler.fill(record["latent"], examples)
+        return examples
 
 
-def _chance(name: str, records: list[dict[str, Any]], config: RunConfig, scorer: Scorer) -> float | None:
-    """The mean over latents of each latent's chance level on `name` (its own share of positives)."""
-    levels = [
-        scorer.chance(name, _positive_fraction(r), config)
-        for r in records
-        if r["metrics"].get(name) is not None
-    ]
-    known = [level for level in levels if level is not None]
-    if not levels or len(known) < len(levels):
-        return None
-    return float(np.mean(known))
+POOLED_LATENTS = 2000
+"""Pooled metrics are computed over every scored latent up to this many, else over a seeded uniform
+sample of this many (reservoir sampling), which bounds the summary's memory at any number of latents."""
 
 
-def _positive_fraction(record: dict[str, Any]) -> float:
-    labels = [e["label"] for e in record["examples"] if e.get("kind") != "trial" and "label" in e]
+class _LatentPool:
+    """A uniform random sample of at most `size` latents' example lists (Algorithm R, seeded)."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seen = size, 0
+        self.latents: list[list[dict[str, Any]]] = []
+        self.rng = np.random.default_rng([seed, 0x9E3779B9])
+        self._slot: int | None = None
+
+    def admits(self) -> bool:
+        """Whether the next latent goes into the sample (decided before its examples are prepared)."""
+        self.seen += 1
+        if len(self.latents) < self.size:
+            self._slot = len(self.latents)
+            return True
+        j = int(self.rng.integers(self.seen))
+        self._slot = j if j < self.size else None
+        return self._slot is not None
+
+    def add(self, examples: list[dict[str, Any]]) -> None:
+        assert self._slot is not None
+        if self._slot == len(self.latents):
+            self.latents.append(examples)
+        else:
+            self.latents[self._slot] = examples
+
+    def provenance(self) -> dict[str, Any]:
+        return {"latents_pooled": len(self.latents), "latents_scored": self.seen}
+
+
+class _Chance:
+    """The mean of per-latent chance levels; None when any latent's is unknown."""
+
+    def __init__(self) -> None:
+        self.total, self.count, self.unknown = 0.0, 0, False
+
+    def add(self, level: float | None) -> None:
+        if level is None:
+            self.unknown = True
+        else:
+            self.total, self.count = self.total + level, self.count + 1
+
+    def mean(self) -> float | None:
+        return None if self.unknown or not self.count else self.total / self.count
+
+
+class _Cost:
+    """Token and time totals over the latents that called an LLM."""
+
+    def __init__(self) -> None:
+        self.latents = 0
+        self.totals = dict.fromkeys(
+            ("requests", "prompt_tokens", "cached_tokens", "completion_tokens", "seconds"), 0.0
+        )
+
+    def add(self, usage: dict[str, Any] | None) -> None:
+        if not usage:
+            return
+        self.latents += 1
+        for key in self.totals:
+            self.totals[key] += usage[key]
+
+    def result(self) -> dict[str, Any]:
+        if not self.latents:
+            return {}
+        n, t = self.latents, self.totals
+        return {
+            "latents_with_llm_calls": n,
+            "requests_per_latent": t["requests"] / n,
+            "prompt_tokens_per_latent": t["prompt_tokens"] / n,
+            "cached_fraction": t["cached_tokens"] / t["prompt_tokens"] if t["prompt_tokens"] else None,
+            "completion_tokens_per_latent": t["completion_tokens"] / n,
+            "llm_seconds_per_latent": t["seconds"] / n,
+        }
+
+
+def _positive_fraction(examples: list[dict[str, Any]]) -> float:
+    labels = [e["label"] for e in examples if e.get("kind") != "trial" and e.get("label") is not None]
     return float(np.mean(labels)) if labels else 0.5
-
-
-def _cost(records: list[dict[str, Any]]) -> dict[str, Any]:
-    usages = [r["usage"] for r in records if r.get("usage")]
-    if not usages:
-        return {}
-    prompt = sum(u["prompt_tokens"] for u in usages)
-    return {
-        "latents_with_llm_calls": len(usages),
-        "requests_per_latent": sum(u["requests"] for u in usages) / len(usages),
-        "prompt_tokens_per_latent": prompt / len(usages),
-        "cached_fraction": sum(u["cached_tokens"] for u in usages) / prompt if prompt else None,
-        "completion_tokens_per_latent": sum(u["completion_tokens"] for u in usages) / len(usages),
-        "llm_seconds_per_latent": sum(u["seconds"] for u in usages) / len(usages),
-    }
 
 
 def summary_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
@@ -173,11 +259,11 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
     note = (
-        "Mean over latents with a 95% CI (percentile bootstrap; Student's t below 20 latents). Chance is "
-        "what a scorer answering at random gets (averaged over latents, each with its own share of "
-        "positives). Skipped latents (too few activating windows or held-out examples, not explained) and "
-        "failed latents (no usable answer, too few examples of a class) are counted, never scored; "
-        "`pending` latents have no record yet."
+        "Mean over latents with a 95% CI (percentile bootstrap; Student's t below 20 latents, the normal"
+        " interval from 100,000). Chance is what a scorer answering at random gets (averaged over "
+        "latents, each with its own share of positives). Skipped latents (too few activating windows or "
+        "held-out examples, not explained) and failed latents (no usable answer, too few examples of a "
+        "class) are counted, never scored; `pending` latents have no record yet."
     )
     if "explanations" in summary:
         note += "\n\n" + summary["explanations"]["note"]

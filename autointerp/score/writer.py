@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from autointerp.config import RunConfig
+from autointerp.examples.compact import pack
 from autointerp.records import RecordWriter, records_file
 from autointerp.rundir import SCORES_DIR, ShardSpec, config_hash
 from autointerp.score.base import Outcome, Target
@@ -68,7 +69,7 @@ class ScoreWriter:
             "explanation_of": target.explanation_of,
             "score": score,
             "metrics": outcome.metrics,
-            "examples": outcome.examples,
+            "examples": pack(outcome.examples),
             "usage": usage,
             "error": error,
             "error_kind": None if error is None else kind or outcome.error_kind or "internal",
