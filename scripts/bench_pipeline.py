@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -286,7 +287,10 @@ def child_synthetic(spec: dict[str, Any]) -> dict[str, Any]:
     (target / "config.yaml").write_text(yaml.safe_dump(config))
     cache = source / "cache" / HOOKPOINT
     manifest = json.loads((cache / "manifest.json").read_text())
-    (target / "cache" / HOOKPOINT / "manifest.json").write_text(json.dumps({**manifest, "num_latents": n}))
+    for shard in manifest["shards"]:
+        os.link(cache / shard["file"], target / "cache" / HOOKPOINT / shard["file"])
+    manifest = {**manifest, "num_latents": n, "shards": repeated_shards(manifest, n)}
+    (target / "cache" / HOOKPOINT / "manifest.json").write_text(json.dumps(manifest))
     stats = {key: np.resize(value, n) for key, value in load_file(cache / "stats.safetensors").items()}
     save_file(stats, str(target / "cache" / HOOKPOINT / "stats.safetensors"))
     shutil.copy(cache / "tokens.safetensors", target / "cache" / HOOKPOINT / "tokens.safetensors")
@@ -300,10 +304,26 @@ def child_synthetic(spec: dict[str, Any]) -> dict[str, Any]:
     return {"write_s": time.perf_counter() - started, "records_bytes": size}
 
 
+def repeated_shards(manifest: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """The source cache's shard list repeated to cover `n` latents (latent i reads source latent i mod
+    the source's count), the last entry cut at `n`."""
+    shards, start, size = [], 0, manifest["num_latents"]
+    while start < n:
+        for shard in manifest["shards"]:
+            begin = start + shard["start"]
+            if begin >= n:
+                break
+            shards.append({"file": shard["file"], "start": begin, "end": min(n, start + shard["end"])})
+        start += size
+    return shards
+
+
 def write_copies(path: Path, template: dict[str, Any], n: int) -> None:
     """`n` copies of `template`, latent 0 .. n-1, one JSON line each (the line is serialised once)."""
+    from autointerp.records import record_line
+
     marker = -987654321
-    head, tail = json.dumps({**template, "latent": marker}).split(str(marker), 1)
+    head, tail = record_line({**template, "latent": marker}).rstrip("\n").split(str(marker), 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         for latent in range(n):

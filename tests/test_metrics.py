@@ -379,3 +379,34 @@ def test_a_latents_balanced_accuracy_comes_with_an_interval_that_covers(n_positi
         covered += low <= truth <= high
     assert 0.92 <= covered / 500 <= 0.985
     assert binary_metrics([1] * 20 + [0] * 20, [1] * 20 + [0] * 20)["balanced_accuracy_interval"][0] < 1.0
+
+
+def test_pooled_metrics_over_many_latents_use_a_bounded_uniform_sample(monkeypatch):
+    """Past `POOLED_LATENTS` scored latents the pooled metrics are computed on a seeded uniform sample of
+    that many latents (the summary's memory stays bounded), and the summary says so; the per-latent means
+    still count every latent."""
+    from autointerp.config import ModelConfig, RunConfig, SparseCoderConfig
+    from autointerp.examples.compact import pack
+    from autointerp.score import summary as summary_module
+
+    config = RunConfig(ModelConfig(path="m"), SparseCoderConfig(path="c", hookpoints=("h",)))
+
+    def record(latent: int) -> dict:
+        labels = [1] * 10 + [0] * 10
+        predictions = labels if latent % 2 else [1 - y for y in labels]  # odd latents right, even wrong
+        examples = [{"label": y, "prediction": p, "probability": float(p), "error": None}
+                    for y, p in zip(labels, predictions, strict=True)]  # fmt: skip
+        metrics = binary_metrics(labels, predictions)
+        return {"latent": latent, "scorer": "detection", "score": metrics["balanced_accuracy"],
+                "metrics": metrics, "examples": pack(examples), "skipped": None, "error": None}  # fmt: skip
+
+    records = [record(latent) for latent in range(400)]
+    everything = summary_module.summarize_records(records, 400, config)
+    assert everything["pooled"]["latents_pooled"] == 400 == everything["pooled"]["latents_scored"]
+    assert everything["pooled"]["accuracy"] == pytest.approx(0.5)
+    monkeypatch.setattr(summary_module, "POOLED_LATENTS", 100)
+    sampled = summary_module.summarize_records(records, 400, config)
+    assert sampled["pooled"]["latents_pooled"] == 100 and sampled["pooled"]["latents_scored"] == 400
+    assert sampled["metrics"] == everything["metrics"]  # every latent, not the sample
+    assert 0.35 < sampled["pooled"]["accuracy"] < 0.65 and sampled["pooled"]["accuracy"] != 0.5
+    assert summary_module.summarize_records(records, 400, config) == sampled  # seeded

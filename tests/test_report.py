@@ -20,6 +20,7 @@ from autointerp.cli import app
 from autointerp.config import load_config
 from autointerp.errors import UserError
 from autointerp.report import write_report
+from autointerp.report.data import LatentTable, choose_pages
 from autointerp.report.index import READY_ATTRIBUTE
 from autointerp.rundir import cache_dir, config_hash
 from autointerp.score.plan import score_key
@@ -295,3 +296,52 @@ def test_report_in_headless_chromium(full_report, tmp_path):
     page = _chromium(profile, "--dump-dom", (full_report.parent / "latents" / HP / "3.html").as_uri())
     assert _console_messages(page.stderr) == []
     assert shown in page.stdout and "1 wrong verdicts" in page.stdout
+
+
+def test_a_bounded_set_of_latent_pages(tmp_path, tiny_model_dir):
+    run = _make_run(tmp_path, tiny_model_dir)
+    _add_scores(run, _tokens(tiny_model_dir))
+    index = write_report(run, max_pages=2)
+    pages = sorted(p.name for p in (run / "report" / "latents").rglob("*.html"))
+    linked = [r[1] for r in _rows(run / "report") if r[-1]]
+    assert len(pages) == 2 and len(linked) == 2
+    assert "2 latents have a page of their own" in index.read_text()
+
+
+def test_pages_go_to_the_best_and_worst_latents_of_each_scorer():
+    n = 10
+    scores = {"a": np.arange(n, dtype=float), "b": np.full(n, np.nan)}
+    scores["b"][[1, 4, 6]] = [0.5, 0.9, 0.1]
+    table = LatentTable(
+        hookpoints=[HP] * n,
+        latents=np.arange(n),
+        statuses=["explained"] * n,
+        explanations=["x"] * n,
+        scores=scores,
+        firing_frequency=np.full(n, np.nan),
+        max_activation=np.full(n, np.nan),
+        problems={},
+    )
+    assert choose_pages(table, ["a", "b"], 4) == [0, 4, 6, 9]  # a: 9 best, 0 worst; b: 4 best, 6 worst
+    assert choose_pages(table, ["a", "b"], 6) == [0, 1, 2, 4, 6, 9]  # one each as above, then the first rows
+    assert choose_pages(table, ["a"], 20) == list(range(n))
+
+
+def test_paged_index_loads_its_rows_on_demand_in_chromium(tmp_path, tiny_model_dir, monkeypatch):
+    """Rows in data files of two rows each, pages of two rows: the first page shows without the others
+    loaded; a filter (given in the address, #q=) loads every data file and finds the one match."""
+    import autointerp.report.index as index_module
+
+    monkeypatch.setattr(index_module, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(index_module, "PAGE_ROWS", 2)
+    run = _make_run(tmp_path, tiny_model_dir)
+    index = write_report(run)
+    assert len(list((run / "report" / "rows").glob("rows-*.js"))) == 3
+    profile = f"--user-data-dir={tmp_path / 'profile'}"
+    first = _chromium(profile, "--dump-dom", "--virtual-time-budget=5000", index.as_uri())
+    assert _console_messages(first.stderr) == [] and f'{READY_ATTRIBUTE}="yes"' in first.stdout
+    assert "5 of 5 latents" in first.stdout and "page 1 of 3" in first.stdout
+    assert "the word over" in first.stdout and "commas" not in first.stdout  # row 5 is on page 3
+    found = _chromium(profile, "--dump-dom", "--virtual-time-budget=5000", index.as_uri() + "#q=commas")
+    assert _console_messages(found.stderr) == [] and f'{READY_ATTRIBUTE}="yes"' in found.stdout
+    assert "1 of 5 latents" in found.stdout and "commas" in found.stdout

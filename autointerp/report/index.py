@@ -105,6 +105,7 @@ SCRIPT = """
       show();
     });
   });
+  if (location.hash.startsWith("#q=")) filter.value = decodeURIComponent(location.hash.slice(3));
   filter.addEventListener("input", () => { page = 0; show(); });
   document.getElementById("prev").addEventListener("click", () => { page = Math.max(0, page - 1); show(); });
   document.getElementById("next").addEventListener("click", () => { page += 1; show(); });
