@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -26,6 +27,8 @@ MANIFEST_FILE = "manifest.json"
 TOKENS_FILE = "tokens.safetensors"
 STATS_FILE = "stats.safetensors"
 PARTS_DIR = "parts"
+COMPARE_MARKER = ".autointerp-compare"
+"""Marks a folder as one `autointerp compare` wrote, which a later comparison may replace."""
 RUN_MARKER = ".autointerp-run"
 """Marks a folder as a run directory written by autointerp; others are never written into."""
 FORMAT_VERSION = 1
@@ -243,7 +246,19 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    """Strict JSON (NaN and infinities written as null), replaced atomically."""
+    write_text_atomic(path, json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
+
+
+def finite(value: Any) -> Any:
+    """`value` with NaN and infinities (in floats, nested dicts, lists and tuples) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 
 
 def read_json(path: Path) -> Any:
@@ -395,3 +410,36 @@ def drop_torn_tail(path: Path) -> None:
                 return
             position = start
         file.truncate(0)
+
+
+@contextmanager
+def replacing_dir(target: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `target`; when the block succeeds it replaces `target`."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a report is for reading
+    try:
+        yield tmp
+        old = tmp.with_name(f"{tmp.name}.old")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def require_compare_dir(out: Path) -> None:
+    """Refuse an existing `--out` that holds files and is not a folder `compare` wrote (it is replaced)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(
+            f"--out {out}: is a file; give a new or empty folder, or one `autointerp compare` wrote"
+        )
+    earlier = (out / "runs.csv").is_file() and (out / SUMMARY_JSON).is_file()  # made before the marker
+    if (out / COMPARE_MARKER).is_file() or earlier or not any(out.iterdir()):
+        return
+    raise UserError(
+        f"--out {out}: holds files `autointerp compare` did not write (no {COMPARE_MARKER}), and a "
+        "comparison replaces its folder; give a new or empty folder"
+    )

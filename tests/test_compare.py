@@ -291,6 +291,16 @@ def test_cli_compares_a_config_and_a_run_dir(tmp_path, base, perm):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["pairs"][0]["matching"].startswith("decoder cosine")
     assert summary["pairs"][0]["similarity"]["mean"] == pytest.approx(1.0, abs=1e-5)
+    (out / "matches-0-3.csv").write_text("left by an earlier comparison of four runs")
+    again = CliRunner().invoke(app, ["compare", str(config), str(b), "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert not (out / "matches-0-3.csv").exists() and all((out / name).is_file() for name in expected)
+    foreign = tmp_path / "project"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    refused = CliRunner().invoke(app, ["compare", str(config), str(b), "--out", str(foreign)])
+    assert refused.exit_code == 2 and refused.output.startswith("error: --out"), refused.output
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
 
 
 def test_cli_bad_input_is_a_one_line_error(tmp_path, base):
@@ -478,3 +488,23 @@ def test_explanation_similarity_is_also_given_for_closely_matched_pairs_only():
     assert by[">= 0.8"]["mean"] == pytest.approx(1.0) and by[">= 0.8"]["n"] == 1
     assert by[">= 0.5"]["n"] == 2 and by[">= 0"]["n"] == 3
     assert result.summary["n"] == 4 and result.summary["mean"] == pytest.approx(0.5)
+
+
+def test_compare_refuses_a_foreign_out_folder_and_replaces_its_own(tmp_path):
+    """`--out` pointing at a folder of other files is refused before any work (a comparison replaces its
+    folder); a folder an earlier comparison wrote is replaced whole, so no old file stays beside new ones."""
+    from autointerp.rundir import COMPARE_MARKER, require_compare_dir
+
+    foreign = tmp_path / "project"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="did not write"):
+        require_compare_dir(foreign)
+    require_compare_dir(tmp_path / "new")
+    (tmp_path / "empty").mkdir()
+    require_compare_dir(tmp_path / "empty")
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / COMPARE_MARKER).write_text("")
+    (earlier / "matches-0-3.csv").write_text("old")
+    require_compare_dir(earlier)

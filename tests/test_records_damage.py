@@ -68,3 +68,24 @@ def test_a_second_writer_of_one_response_cache_shard_is_refused(tmp_path):
     second.put("b", LLMResponse(text="y"))
     second.close()
     assert ResponseCache(tmp_path, "whole").get("a").text == "x"
+
+
+def test_json_files_are_strict_json_and_csv_cells_never_formulas(tmp_path):
+    """summary.json and the other JSON files hold null where a metric is NaN or infinite (strict parsers
+    refuse NaN); an explanation that starts like a spreadsheet formula is written as text."""
+    import json
+    import math
+
+    from autointerp.compare.tables import _csv_cell
+    from autointerp.rundir import write_json_atomic
+
+    write_json_atomic(tmp_path / "s.json", {"mean": math.nan, "ci": [math.inf, 0.5], "n": (1, -math.inf)})
+    text = (tmp_path / "s.json").read_text()
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(name)) == {
+        "mean": None,
+        "ci": [None, 0.5],
+        "n": [1, None],
+    }
+    for formula in ('=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tx"):
+        assert _csv_cell(formula) == "'" + formula
+    assert _csv_cell("dates and times") == "dates and times" and _csv_cell(-0.25) == "-0.25"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +15,33 @@ from autointerp.rundir import (
     COMPARE_DISTRIBUTIONS,
     COMPARE_HEATMAP,
     COMPARE_LATENT_HEATMAP,
+    COMPARE_MARKER,
     SUMMARY_JSON,
     SUMMARY_MD,
+    replacing_dir,
     write_json_atomic,
     write_text_atomic,
 )
 
 
 def write_outputs(report: CompareReport) -> list[Path]:
-    """Write every file of the comparison into `report.out_dir`; returns their paths."""
+    """Write every file of the comparison into a new folder that replaces `report.out_dir` when all are
+    written (files of an earlier comparison never stay beside new ones); returns their final paths."""
+    final = report.out_dir
+    with replacing_dir(final) as staging:
+        files = _write_all(dataclasses.replace(report, out_dir=staging))
+        (staging / COMPARE_MARKER).write_text("")
+    return [final / path.relative_to(staging) for path in files]
+
+
+def _write_all(report: CompareReport) -> list[Path]:
     out = report.out_dir
     tables = all_tables(report)
     files = [_write(out / f"{table.name}.csv", table.csv()) for table in tables]
     files += [_write_matches(out, report, pair) for pair in report.pairs]
     files += [_write(partners_path(out, item), item.text()) for item in report.partners]
     files += _plot(report)
-    write_json_atomic(out / SUMMARY_JSON, _finite(_summary(report, tables)))
+    write_json_atomic(out / SUMMARY_JSON, _summary(report, tables))
     files += [out / SUMMARY_JSON, _write(out / SUMMARY_MD, _markdown(report, tables))]
     return files
 
@@ -174,14 +185,3 @@ def _markdown(report: CompareReport, tables: list[Table]) -> str:
     if report.next_commands:
         parts += ["", "## Next: explain the matched partners", "", "```bash", *report.next_commands, "```"]
     return "\n".join(parts) + "\n"
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities as null, so summary.json is strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value

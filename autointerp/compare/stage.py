@@ -22,7 +22,7 @@ from autointerp.compare.result import CompareReport, PairResult
 from autointerp.compare.runs import Run, resolve_runs
 from autointerp.compare.similarity import MIN_PAIRS, Embed, ExplanationVectors, explanation_similarity
 from autointerp.errors import UserError
-from autointerp.rundir import COMPARE_DIR
+from autointerp.rundir import COMPARE_DIR, require_compare_dir
 
 DECODER, CORRELATION = "decoder", "correlation"
 
@@ -46,6 +46,7 @@ def run_compare(
     config: the packaged MiniLM).
     """
     runs, notes = resolve_runs(inputs)
+    require_compare_dir(out_dir or runs[0].run_dir / COMPARE_DIR)
     plans = [(a, b, _method(a, b, notes)) for a, b in combinations(runs, 2)]
     embed = embed or _default_embedder(runs)
     vectors = {run.label: ExplanationVectors.embed(run.explanations, embed) for run in runs}

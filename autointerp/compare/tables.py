@@ -208,6 +208,13 @@ def _cell(value: Any) -> str:
 
 
 def _csv_cell(value: Any) -> Any:
+    """A CSV cell; text that a spreadsheet would run as a formula (LLM or corpus text starting with =, +,
+    -, @, tab or CR) is prefixed with `'`, as OWASP advises."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if isinstance(value, str) and value[:1] in FORMULA_STARTS:
+        return "'" + value
     return f"{value:.6g}" if isinstance(value, float) else value
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from autointerp.cache import CacheReader
@@ -26,6 +21,7 @@ from autointerp.rundir import (
     REPORT_ROWS_DIR,
     cache_dir,
     read_json,
+    replacing_dir,
 )
 
 
@@ -44,7 +40,7 @@ def write_report(run_dir: Path, max_pages: int = MAX_PAGES) -> Path:
     pieces, note = load_pieces(data.config.model.path)
     fillers = _fillers(run_dir, data)
     target = run_dir / REPORT_DIR
-    with _replacing_dir(target) as tmp:
+    with replacing_dir(target) as tmp:
         plots = write_plots(data, tmp / REPORT_PLOTS_DIR)
         chunks = write_rows(data, tmp / REPORT_ROWS_DIR)
         (tmp / REPORT_INDEX).write_text(render_index(data, plots, chunks, note), encoding="utf-8")
@@ -63,19 +59,3 @@ def _fillers(run_dir: Path, data: ReportData) -> dict[str, ExampleFiller]:
         if (directory / MANIFEST_FILE).is_file() and read_json(directory / MANIFEST_FILE).get("complete"):
             fillers[hookpoint] = ExampleFiller(CacheReader(directory))
     return fillers
-
-
-@contextmanager
-def _replacing_dir(target: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `target`; when the block succeeds it replaces `target`."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a report is for reading
-    try:
-        yield tmp
-        old = tmp.with_name(f"{tmp.name}.old")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
