@@ -23,6 +23,8 @@ from autointerp.errors import UserError
 CONFIG_FILE = "config.yaml"
 CACHE_DIR = "cache"
 MANIFEST_FILE = "manifest.json"
+DIGESTS_FILE = "digests.json"
+"""`cache/digests.json`: the memoised sha256 of input files (model, corpus, coders), by path, size, mtime."""
 TOKENS_FILE = "tokens.safetensors"
 STATS_FILE = "stats.safetensors"
 PARTS_DIR = "parts"
