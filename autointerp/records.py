@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,20 +103,20 @@ def read_records(
     return records
 
 
-def stale_record(directory: Path, hookpoint: str, config_hash: str) -> dict[str, Any] | None:
-    """The first complete record of a hookpoint made with another config, if any."""
+def stale_record(directory: Path, hookpoint: str, current: Collection[str]) -> dict[str, Any] | None:
+    """The first complete record of a hookpoint whose config hash is not one of `current`, if any."""
     for path in hookpoint_files(directory, hookpoint):
         for record in iter_records(path):
-            if record.get("config_hash") != config_hash:
+            if record.get("config_hash") not in current:
                 return record
     return None
 
 
 def check_config(
-    records: dict[int, dict[str, Any]], key: dict[str, Any], config_hash: str, what: str
+    records: dict[int, dict[str, Any]], key: dict[str, Any], current: Collection[str], what: str
 ) -> None:
-    """Refuse records made with another config (naming what changed)."""
-    stale = next((r for r in records.values() if r.get("config_hash") != config_hash), None)
+    """Refuse records whose config hash is not one of `current`, naming what changed against `key`."""
+    stale = next((r for r in records.values() if r.get("config_hash") not in current), None)
     if stale is not None:
         refuse_stale(
             stale.get("config_key"), key, what, "pass --force to replace them, or set another out_dir"
