@@ -134,10 +134,14 @@ def run_cache(
     if not todo:
         return report
     write_text_atomic(config.run_dir / CONFIG_FILE, dump_config(config))
-    for hp in todo:
-        if not (hp.dir / MANIFEST_FILE).is_file():
-            write_json_atomic(hp.dir / MANIFEST_FILE, _manifest(config, hp, num_sequences=None))
-    tokens_path, num_sequences = _ensure_tokens(config, subject, todo, report)
+    created = [hp for hp in todo if not (hp.dir / MANIFEST_FILE).is_file()]
+    for hp in created:
+        write_json_atomic(hp.dir / MANIFEST_FILE, _manifest(config, hp, num_sequences=None))
+    try:
+        tokens_path, num_sequences = _ensure_tokens(config, subject, todo, report)
+    except Exception:
+        _forget_unstarted(created)
+        raise
     plan = PartPlan(num_sequences, config.cache.sequences_per_part)
     _warn_if_merge_computes(plan, todo, shard, report)
     started = time.perf_counter()
@@ -154,6 +158,14 @@ def run_cache(
                 f"parts of shard {shard.index}/{shard.count} cached; run without --shard to merge"
             )
     return report
+
+
+def _forget_unstarted(hookpoints: list[_Hookpoint]) -> None:
+    """Remove the new manifests of caches whose tokenization failed: nothing was made from their inputs, so
+    fixing those (filling an empty corpus file) is not a change that a rerun refuses."""
+    for hp in hookpoints:
+        if not (hp.dir / TOKENS_FILE).exists():
+            (hp.dir / MANIFEST_FILE).unlink(missing_ok=True)
 
 
 def _warn_if_merge_computes(
