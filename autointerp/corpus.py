@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import glob
 import os
 import sysconfig
 import warnings
@@ -36,6 +37,22 @@ def iter_documents(cfg: DatasetConfig) -> Iterator[str]:
         raise ConfigError("dataset.path", f"unknown builtin corpus {cfg.path!r}; use {BUILTIN_PYTHON_DOCS!r}")
     else:
         yield from _iter_dataset_texts(cfg)
+
+
+def data_file_paths(cfg: DatasetConfig) -> list[Path | str]:
+    """The files `data_files` names, in the order `datasets` reads them: local ones resolved against the
+    working directory, globs expanded (sorted), URLs as given; a pattern that matches nothing stays a path
+    (to a missing file)."""
+    found: list[Path | str] = []
+    for pattern in cfg.data_files or ():
+        if "://" in pattern:
+            found.append(pattern)
+        elif any(char in pattern for char in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True))
+            found += [p.resolve() for p in matches if p.is_file()] or [Path(pattern).expanduser().resolve()]
+        else:
+            found.append(Path(pattern).expanduser().resolve())
+    return found
 
 
 def corpus_version(cfg: DatasetConfig) -> dict[str, int]:

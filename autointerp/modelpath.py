@@ -18,6 +18,18 @@ from autointerp.errors import ConfigError
 from autointerp.rundir import atomic_dir
 
 PACKAGE_PREFIX = "package:"
+MODEL_FILE_PATTERNS = (
+    "*.json",
+    "*.safetensors",
+    "*.bin",
+    "*.gguf",
+    "*.pt",
+    "*.model",
+    "*.tiktoken",
+    "merges.txt",
+    "vocab.txt",
+)
+"""The files of a local model folder that define the model: configs, weights and tokenizer files."""
 
 
 def resolve_model_path(path: str, key: str) -> str:
@@ -36,6 +48,19 @@ def resolve_model_path(path: str, key: str) -> str:
     if path.startswith((".", "/", "~")) or path.count("/") > 1:
         raise ConfigError(key, f"{path!r} does not exist; give an existing folder, .gguf file or hub id")
     return path
+
+
+def local_model_files(path: str) -> list[Path]:
+    """The files that define a configured local model, sorted: a folder's config, weight and tokenizer
+    files, or a .gguf file; none for hub ids and packaged models (named by their id and package)."""
+    if path.startswith(PACKAGE_PREFIX):
+        return []
+    local = Path(path).expanduser()
+    if local.is_file():
+        return [local]
+    if not local.is_dir():
+        return []
+    return sorted({file for pattern in MODEL_FILE_PATTERNS for file in local.glob(pattern) if file.is_file()})
 
 
 def packaged_model(package: str, key: str) -> Path:

@@ -17,14 +17,13 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 from autointerp.errors import UserError
 from autointerp.rundir import (
     ShardSpec,
-    config_hash,
     drop_torn_tail,
     records_file_name,
     records_shards_glob,
@@ -105,10 +104,10 @@ def read_records(
 
 
 def latest_stamps(
-    directory: Path, hookpoint: str, expected_hash: str | None = None
+    directory: Path, hookpoint: str, current: Collection[str] | None = None
 ) -> tuple[dict[int, float], int]:
-    """Latent -> the `written` stamp of its latest record, for latents whose latest record was made with
-    `expected_hash` (any, when None); and how many latents' latest records were made with another config.
+    """Latent -> the `written` stamp of its latest record, for latents whose latest record's config hash is
+    one of `current` (any, when None); and how many latents' latest records were made with another config.
     Streams the files, keeping two numbers per latent (a million latents: ~100 MB)."""
     written: dict[int, float] = {}
     other: set[int] = set()
@@ -118,7 +117,7 @@ def latest_stamps(
             if latent in written and stamp < written[latent]:
                 continue
             written[latent] = stamp
-            if expected_hash is None or record.get("config_hash") == expected_hash:
+            if current is None or record.get("config_hash") in current:
                 other.discard(latent)
             else:
                 other.add(latent)
@@ -139,22 +138,27 @@ def iter_latest(directory: Path, hookpoint: str, stamps: dict[int, float]) -> It
                 yield record
 
 
-def stale_record(directory: Path, hookpoint: str, config_hash: str) -> dict[str, Any] | None:
-    """The first complete record of a hookpoint made with another config, if any."""
+def stale_record(directory: Path, hookpoint: str, current: Collection[str]) -> dict[str, Any] | None:
+    """The first complete record of a hookpoint whose config hash is not one of `current`, if any."""
     for path in hookpoint_files(directory, hookpoint):
         for record in iter_records(path):
-            if record.get("config_hash") != config_hash:
+            if record.get("config_hash") not in current:
                 return record
     return None
 
 
 def check_config(
-    directory: Path, hookpoint: str, records: dict[int, dict[str, Any]], key: dict[str, Any], what: str
+    directory: Path,
+    hookpoint: str,
+    records: dict[int, dict[str, Any]],
+    key: dict[str, Any],
+    current: Collection[str],
+    what: str,
 ) -> None:
-    """Refuse records made with another config (naming what changed, from the first such record's key)."""
-    expected = config_hash(key)
-    if any(r.get("config_hash") != expected for r in records.values()):
-        stale = stale_record(directory, hookpoint, expected) or {}
+    """Refuse records whose config hash is not one of `current`, naming what changed against `key` (from
+    the first such record's key, read again from the files)."""
+    if any(r.get("config_hash") not in current for r in records.values()):
+        stale = stale_record(directory, hookpoint, current) or {}
         refuse_stale(
             stale.get("config_key"), key, what, "pass --force to replace them, or set another out_dir"
         )

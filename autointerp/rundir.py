@@ -24,6 +24,8 @@ from autointerp.errors import UserError
 CONFIG_FILE = "config.yaml"
 CACHE_DIR = "cache"
 MANIFEST_FILE = "manifest.json"
+DIGESTS_FILE = "digests.json"
+"""`cache/digests.json`: the memoised sha256 of input files (model, corpus, coders), by path, size, mtime."""
 TOKENS_FILE = "tokens.safetensors"
 STATS_FILE = "stats.safetensors"
 PARTS_DIR = "parts"
@@ -293,8 +295,15 @@ def refuse_stale(
     changed = [k for k in changed_keys(found or {}, key) if k not in set(ignore)]
     if found is not None and not changed:
         return
-    listed = ", ".join(changed) if found else "format"
-    raise UserError(f"{what}: made with a different config ({listed} changed); {fix}")
+    if not found:
+        raise UserError(f"{what}: made with a different config (format changed); {fix}")
+    added = set(unrecorded_keys(found, key))
+    listed = []
+    if set(changed) - added:
+        listed.append(f"{', '.join(k for k in changed if k not in added)} changed")
+    if set(changed) & added:
+        listed.append(f"{', '.join(k for k in changed if k in added)} not recorded when it was made")
+    raise UserError(f"{what}: made with a different config ({'; '.join(listed)}); {fix}")
 
 
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -308,6 +317,18 @@ def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "
         elif a != b:
             changed.append(dotted)
     return changed
+
+
+def unrecorded_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys of `new` that `old` does not hold (keys added since `old` was recorded)."""
+    found = []
+    for key, value in new.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in old:
+            found.append(dotted)
+        elif isinstance(old[key], Mapping) and isinstance(value, Mapping):
+            found += unrecorded_keys(old[key], value, dotted)
+    return found
 
 
 @dataclass(frozen=True)

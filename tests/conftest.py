@@ -70,3 +70,14 @@ def write_config(path: Path, model_dir: Path, coders_dir: Path, **sections) -> P
 @pytest.fixture
 def tiny_config(tmp_path, tiny_model_dir, sparsify_coders_dir) -> Path:
     return write_config(tmp_path / "config.yaml", tiny_model_dir, sparsify_coders_dir)
+
+
+@pytest.fixture
+def auto_backend(monkeypatch):
+    """`backend: auto` answered by the loopback server whatever it resolves to; call with True for a machine
+    with vLLM installed (auto is vllm), False for one without (transformers)."""
+    from autointerp import llm
+
+    for backend in ("vllm", "transformers"):
+        monkeypatch.setitem(llm.BACKENDS, backend, llm.BACKENDS["openai"])
+    return lambda installed: monkeypatch.setattr(llm, "vllm_installed", lambda: installed)

@@ -6,7 +6,7 @@ import pytest
 
 from autointerp.config import config_from_dict, dump_config, load_config
 from autointerp.errors import ConfigError, UserError
-from autointerp.rundir import ShardSpec, changed_keys
+from autointerp.rundir import ShardSpec, changed_keys, refuse_stale
 
 MINIMAL = {"model": {"path": "org/model"}, "sparse_coder": {"path": "org/saes"}}
 
@@ -84,6 +84,14 @@ def test_changed_keys_are_dotted():
     old = {"cache": {"n_tokens": 1, "ctx_len": 2}, "model": {"path": "a"}}
     new = {"cache": {"n_tokens": 5, "ctx_len": 2}, "model": {"path": "b"}}
     assert changed_keys(old, new) == ["cache.n_tokens", "model.path"]
+
+
+def test_a_refusal_tells_changed_keys_from_keys_not_recorded_then():
+    old = {"model": {"path": "a"}, "seed": 1}
+    new = {"model": {"path": "b", "files": {"config.json": "..."}}, "seed": 1}
+    expected = r"different config \(model\.path changed; model\.files not recorded when it was made\); fix"
+    with pytest.raises(UserError, match=expected):
+        refuse_stale(old, new, "x", "fix")
 
 
 def _load(tmp_path, text: str, overrides: list[str] = ()):

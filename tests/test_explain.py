@@ -169,6 +169,48 @@ def test_changed_config_is_refused_unless_forced(run):
     assert report.tallies["layers.1"].already_done == 0
 
 
+def test_backend_auto_resolved_differently_elsewhere_keeps_the_explanations(run, auto_backend):
+    """Explanations made with `auto` on a machine with vLLM are neither refused nor redone on one without;
+    each record says which backend answered."""
+    with StubServer(answer_with_example_count) as stub:
+        auto_backend(True)
+        config, first = explain(run, stub, "explainer.backend=auto")
+        calls = stub.calls
+        auto_backend(False)
+        _, second = explain(run, stub, "explainer.backend=auto")
+        assert stub.calls == calls
+    for hookpoint, tally in second.tallies.items():
+        assert (tally.explained, tally.failed) == (0, 0)
+        done = first.tallies[hookpoint]
+        assert tally.already_done == done.explained + done.skipped and done.explained > 0
+        records = full_records(config.run_dir / "explanations", hookpoint).values()
+        assert {(r["explainer"]["backend"], r["config_key"]["explainer"]["backend"]) for r in records} == {
+            ("vllm", "auto")
+        }
+
+
+def test_records_of_earlier_versions_with_auto_resolved_stay_valid_where_it_resolves_alike(run, auto_backend):
+    """Earlier versions wrote the backend `auto` resolved to into the key: such records count as made with
+    `auto` on a machine that resolves it the same way."""
+    from autointerp.rundir import config_hash
+
+    with StubServer(answer_with_example_count) as stub:
+        auto_backend(True)
+        config, _ = explain(run, stub, "explainer.backend=auto")
+        for path in (config.run_dir / "explanations").glob("*.jsonl"):
+            records = [json.loads(line) for line in path.read_text().splitlines()]
+            for record in records:
+                record["config_key"]["explainer"]["backend"] = "vllm"
+                record["config_hash"] = config_hash(record["config_key"])
+            path.write_text("".join(json.dumps(record) + "\n" for record in records))
+        calls = stub.calls
+        _, again = explain(run, stub, "explainer.backend=auto")
+        assert stub.calls == calls and all(t.explained == 0 for t in again.tallies.values())
+        auto_backend(False)
+        with pytest.raises(UserError, match="explainer.backend changed"):
+            explain(run, stub, "explainer.backend=auto")
+
+
 @pytest.mark.slow
 def test_kill_9_mid_stage_resumes_without_duplicates_or_losses(run):
     def slow(messages: list[dict]) -> str:

@@ -200,6 +200,25 @@ def test_resume_shards_and_stale_config(run):
         assert redone.tallies[("detection", HP)].already_done == 0
 
 
+def test_scorer_backend_auto_resolved_differently_elsewhere_keeps_the_scores(run, auto_backend):
+    """Scores made with `scorer.backend: auto` on a machine with vLLM are neither refused nor redone on one
+    without; each record says which backend answered."""
+    with StubServer(answers_by_hash) as stub:
+        overrides = [f"scorer.base_url={stub.base_url}", "scorer.model=stub", "scorers=[detection]"]
+        config = load_config(run, ["scorer.backend=auto", *overrides])
+        auto_backend(True)
+        first = run_score(config)
+        calls = stub.calls
+        auto_backend(False)
+        again = run_score(config)
+        assert stub.calls == calls
+    tally, done = again.tallies[("detection", HP)], first.tallies[("detection", HP)]
+    assert tally.scored == 0 and tally.already_done == done.scored + done.failed + done.skipped > 0
+    assert {
+        (r["backend"], r["config_key"]["settings"]["backend"]) for r in records(config, "detection").values()
+    } == {("vllm", "auto")}
+
+
 def test_random_explanation_control_scores_another_latents_explanation(run):
     with StubServer(answers_by_hash) as stub:
         config = load_config(

@@ -56,7 +56,7 @@ def test_explain_and_score_refuse_a_cache_made_from_other_inputs(run, override, 
     """Changing the model or the cache settings without re-caching is refused by the stages that read the
     cache (they would render the old token ids with another tokenizer, or claim a corpus not cached)."""
     config = load_config(run, [override])
-    with pytest.raises(UserError, match=rf"the cache of .*: made with a different config \({changed}"):
+    with pytest.raises(UserError, match=rf"the cache of .*: made with a different config \(.*{changed}"):
         run_explain(config)
     with pytest.raises(UserError, match=changed):
         run_score(config)

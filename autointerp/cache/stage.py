@@ -20,15 +20,16 @@ from typing import Any
 import torch
 from safetensors.numpy import save_file as save_numpy
 
-from autointerp.cache.inputs import cache_inputs
+from autointerp.cache.inputs import as_recorded, cache_inputs
 from autointerp.cache.merge import merge_parts
 from autointerp.cache.parts import PartBuffer, PartPlan, write_part
 from autointerp.cache.tokens import check_tokens, link_or_copy, read_tokens, write_tokens
 from autointerp.coders import FORMATS, load_coders, load_file_coder, with_hookpoints
 from autointerp.coders.base import SparseCoder
 from autointerp.config import RunConfig, dump_config
-from autointerp.corpus import corpus_version, iter_documents, iter_sequences, special_token_ids
+from autointerp.corpus import iter_documents, iter_sequences, special_token_ids
 from autointerp.errors import ConfigError, UserError
+from autointerp.fingerprint import Digests, run_digests
 from autointerp.rundir import (
     CACHE_DIR,
     CONFIG_FILE,
@@ -100,7 +101,8 @@ def run_cache(
     config = with_hookpoints(config)
     _sweep(config)
     report = CacheReport()
-    if shard.is_whole and not force and _finish_without_model(config, report):
+    digests = run_digests(config.run_dir)
+    if shard.is_whole and not force and _finish_without_model(config, report, digests):
         return report
     subject = load_subject(config.model)
     _check_context(config, subject)
@@ -114,7 +116,10 @@ def run_cache(
     _check_widths(subject, reader, coders)
     hookpoints = [
         _Hookpoint(
-            name, coder, cache_dir(config.run_dir, name), _cache_key(config, coder.fingerprint(), name)
+            name,
+            coder,
+            cache_dir(config.run_dir, name),
+            _cache_key(config, name, coder.fingerprint(digests), digests),
         )
         for name, coder in coders.items()
     ]
@@ -129,10 +134,14 @@ def run_cache(
     if not todo:
         return report
     write_text_atomic(config.run_dir / CONFIG_FILE, dump_config(config))
-    for hp in todo:
-        if not (hp.dir / MANIFEST_FILE).is_file():
-            write_json_atomic(hp.dir / MANIFEST_FILE, _manifest(config, hp, num_sequences=None))
-    tokens_path, num_sequences = _ensure_tokens(config, subject, todo, report)
+    created = [hp for hp in todo if not (hp.dir / MANIFEST_FILE).is_file()]
+    for hp in created:
+        write_json_atomic(hp.dir / MANIFEST_FILE, _manifest(config, hp, num_sequences=None))
+    try:
+        tokens_path, num_sequences = _ensure_tokens(config, subject, todo, report)
+    except Exception:
+        _forget_unstarted(created)
+        raise
     plan = PartPlan(num_sequences, config.cache.sequences_per_part)
     _warn_if_merge_computes(plan, todo, shard, report)
     started = time.perf_counter()
@@ -149,6 +158,14 @@ def run_cache(
                 f"parts of shard {shard.index}/{shard.count} cached; run without --shard to merge"
             )
     return report
+
+
+def _forget_unstarted(hookpoints: list[_Hookpoint]) -> None:
+    """Remove the new manifests of caches whose tokenization failed: nothing was made from their inputs, so
+    fixing those (filling an empty corpus file) is not a change that a rerun refuses."""
+    for hp in hookpoints:
+        if not (hp.dir / TOKENS_FILE).exists():
+            (hp.dir / MANIFEST_FILE).unlink(missing_ok=True)
 
 
 def _warn_if_merge_computes(
@@ -219,7 +236,7 @@ def _sweep(config: RunConfig) -> None:
         sweep_stale_temporaries(folder)
 
 
-def _finish_without_model(config: RunConfig, report: CacheReport) -> bool:
+def _finish_without_model(config: RunConfig, report: CacheReport, digests: Digests) -> bool:
     """Report or merge every hookpoint without the subject model, if all are cached or have all parts."""
     dirs = {name: cache_dir(config.run_dir, name) for name in config.sparse_coder.hookpoints}
     manifests = {}
@@ -230,7 +247,8 @@ def _finish_without_model(config: RunConfig, report: CacheReport) -> bool:
         manifests[name] = manifest
     pending = {}
     for name, manifest in manifests.items():
-        if not _is_current(manifest, _cache_key(config, _fingerprint(config, name), name)):
+        key = _cache_key(config, name, _fingerprint(config, name, digests), digests)
+        if not _is_current(manifest, key):
             return False  # the full path reports what changed
         if manifest.get("complete"):
             continue
@@ -238,7 +256,8 @@ def _finish_without_model(config: RunConfig, report: CacheReport) -> bool:
         if not tokens.is_file():
             return False
         plan = PartPlan(
-            check_tokens(tokens, config.cache.ctx_len, _tokens_key(config)), config.cache.sequences_per_part
+            check_tokens(tokens, config.cache.ctx_len, _tokens_key(config, key)),
+            config.cache.sequences_per_part,
         )
         if not all(path.is_file() for path in plan.files(dirs[name])):
             return False
@@ -253,12 +272,12 @@ def _finish_without_model(config: RunConfig, report: CacheReport) -> bool:
     return True
 
 
-def _fingerprint(config: RunConfig, hookpoint: str) -> dict[str, object]:
+def _fingerprint(config: RunConfig, hookpoint: str, digests: Digests) -> dict[str, object]:
     """The coder's fingerprint from its files; coders built from the model itself have none."""
     fmt = FORMATS.get(config.sparse_coder.format)
     if fmt is not None and fmt.detect is None:
         return {}
-    return load_file_coder(config.sparse_coder, hookpoint).fingerprint()
+    return load_file_coder(config.sparse_coder, hookpoint).fingerprint(digests)
 
 
 def _is_current(manifest: dict[str, Any], key: dict[str, Any]) -> bool:
@@ -285,12 +304,15 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
     return manifest
 
 
-def _cache_key(config: RunConfig, fingerprint: dict[str, object], hookpoint: str) -> dict[str, Any]:
-    """The config values that define a hookpoint's cache, with the coder's fingerprint; any change makes
-    the cache stale."""
-    key = cache_inputs(config, hookpoint)
+def _cache_key(
+    config: RunConfig, hookpoint: str, fingerprint: dict[str, object], digests: Digests
+) -> dict[str, Any]:
+    """The config values and file contents that define a hookpoint's cache, with the coder's fingerprint;
+    any change makes the cache stale (data files deleted since it was made count as the recorded ones)."""
+    key = cache_inputs(config, hookpoint, digests)
     key["sparse_coder"] = {**key["sparse_coder"], **fingerprint}
-    return key
+    manifest = _read_manifest(cache_dir(config.run_dir, hookpoint))
+    return as_recorded(key, manifest.get("cache_key") if manifest else None)
 
 
 def _existing_state(hp: _Hookpoint, force: bool) -> str:
@@ -344,13 +366,14 @@ def _manifest(config: RunConfig, hp: _Hookpoint, num_sequences: int | None, **ex
     }
 
 
-def _tokens_key(config: RunConfig) -> str:
-    """What the token sequences are made from (stored in the tokens file and checked on reuse)."""
+def _tokens_key(config: RunConfig, key: dict[str, Any]) -> str:
+    """What the token sequences are made from, the model and the corpus of the cache `key` (stored in the
+    tokens file and checked on reuse)."""
     cache = config.cache
     return config_hash(
         {
             "model": config.model.path,
-            "dataset": config.to_dict()["dataset"] | corpus_version(config.dataset),
+            "dataset": key["dataset"],
             "ctx_len": cache.ctx_len,
             "n": cache.n_tokens,
         }
@@ -364,16 +387,17 @@ def _ensure_tokens(
     existing = [hp.dir / TOKENS_FILE for hp in todo if (hp.dir / TOKENS_FILE).is_file()]
     source = existing[0] if existing else todo[0].dir / TOKENS_FILE
     wanted = -(-config.cache.n_tokens // config.cache.ctx_len)
+    tokens_key = _tokens_key(config, todo[0].key)
     if not existing:
         sequences = iter_sequences(iter_documents(config.dataset), subject.tokenizer, config.cache.ctx_len)
-        written = write_tokens(sequences, wanted, config.cache.ctx_len, source, _tokens_key(config))
+        written = write_tokens(sequences, wanted, config.cache.ctx_len, source, tokens_key)
         if written == 0:
             raise ConfigError(
                 "dataset.path",
                 f"{config.dataset.path!r} yields no full sequence of "
                 f"{config.cache.ctx_len} tokens; use a larger corpus or a smaller cache.ctx_len",
             )
-    found = check_tokens(source, config.cache.ctx_len, _tokens_key(config))
+    found = check_tokens(source, config.cache.ctx_len, tokens_key)
     if found < wanted:
         report.warnings.append(
             f"the corpus holds {found * config.cache.ctx_len:,} tokens, fewer than cache.n_tokens="

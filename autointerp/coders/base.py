@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from autointerp.fingerprint import Digests
 
 
 @dataclass(frozen=True)
@@ -78,20 +79,36 @@ class SparseCoder(ABC):
         """Decoder rows `[num_latents, d_out]`, or None for coders without a decoder (neurons)."""
         return None
 
-    def fingerprint(self) -> dict[str, object]:
-        """What identifies this coder's weights, for the cache's config hash."""
+    def fingerprint(self, digests: Digests | None = None) -> dict[str, object]:
+        """What identifies this coder's weights, for the cache's config hash (`digests` memoises file
+        hashes)."""
         return {}
 
 
+@dataclass(frozen=True)
+class CoderFiles:
+    """The files a coder was read from, and the values beside them that define it (e.g. folded statistics)."""
+
+    fmt: str
+    folder: Path
+    names: tuple[str, ...]
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def fingerprint(self, digests: Digests | None = None) -> dict[str, object]:
+        """The format, the sha256 of each file's whole content, and the extra values."""
+        files = (digests or Digests()).named(self.folder / name for name in self.names)
+        return {"format": self.fmt, "files": files, **self.extra}
+
+
 class FileCoder(SparseCoder):
-    """A coder whose weights were read from files: `weights` by name, plus the files' fingerprint."""
+    """A coder whose weights were read from files: `weights` by name, plus the files they came from."""
 
     weights: dict[str, Tensor]
     decoder_key: str = "W_dec"
 
-    def __init__(self, weights: dict[str, Tensor], fingerprint: dict[str, object]):
+    def __init__(self, weights: dict[str, Tensor], files: CoderFiles):
         self.weights = weights
-        self._fingerprint = fingerprint
+        self.files = files
 
     def to(self, device: torch.device, dtype: torch.dtype) -> FileCoder:
         self.weights = {name: t.to(device, dtype) for name, t in self.weights.items()}
@@ -100,18 +117,5 @@ class FileCoder(SparseCoder):
     def decoder_directions(self) -> Tensor | None:
         return self.weights.get(self.decoder_key)
 
-    def fingerprint(self) -> dict[str, object]:
-        return self._fingerprint
-
-
-def file_fingerprint(fmt: str, folder: Path, cfg_file: str | None, weights_file: str) -> dict[str, object]:
-    """Cheap identity of a coder folder: config hash, weights size and hash of the weights' first MiB."""
-    weights = folder / weights_file
-    with weights.open("rb") as f:
-        head = f.read(1 << 20)
-    result: dict[str, object] = {"format": fmt}
-    if cfg_file is not None:
-        result["cfg_sha256"] = hashlib.sha256((folder / cfg_file).read_bytes()).hexdigest()
-    result["weights_bytes"] = weights.stat().st_size
-    result["weights_head_sha256"] = hashlib.sha256(head).hexdigest()
-    return result
+    def fingerprint(self, digests: Digests | None = None) -> dict[str, object]:
+        return self.files.fingerprint(digests)

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from autointerp.coders.base import FileCoder, HookInfo, SparseActivations
+from autointerp.coders.base import CoderFiles, FileCoder, HookInfo, SparseActivations
 
 Activation = Literal["relu", "jumprelu", "topk", "gated"]
 RunTimeNorm = Literal["none", "constant_norm_rescale", "layer_norm"]
@@ -45,13 +45,13 @@ class DenseCoder(FileCoder):
         hookpoint: str,
         weights: dict[str, Tensor],
         spec: EncoderSpec,
-        fingerprint: dict[str, object],
+        files: CoderFiles,
         hook: HookInfo | None = None,
     ):
         self.hookpoint = self.module_path = hookpoint
         self.reads_input = spec.transcoder
         self.d_in, self.num_latents = weights["W_enc"].shape
-        super().__init__(weights, fingerprint)
+        super().__init__(weights, files)
         self.spec = spec
         self.hook = hook or HookInfo()
 

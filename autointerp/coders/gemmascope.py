@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from autointerp.coders.base import HookInfo, file_fingerprint
+from autointerp.coders.base import CoderFiles, HookInfo
 from autointerp.coders.dense import DenseCoder, EncoderSpec
 
 PARAMS_NPZ = "params.npz"
@@ -41,15 +41,15 @@ def load(folder: Path, hookpoint: str, location: str | None = None) -> DenseCode
     """`location` (`<repo_id>/<subfolder>` on the hub, else the folder) names the hook when no config does."""
     if (folder / PARAMS_SAFETENSORS).is_file():
         weights = _rename(load_file(folder / PARAMS_SAFETENSORS))
-        fingerprint = file_fingerprint("gemmascope", folder, None, PARAMS_SAFETENSORS)
+        files = CoderFiles("gemmascope", folder, (PARAMS_SAFETENSORS,))
     else:
         with np.load(folder / PARAMS_NPZ) as params:
             weights = _rename({name: torch.from_numpy(np.array(params[name])) for name in params.files})
-        fingerprint = file_fingerprint("gemmascope", folder, None, PARAMS_NPZ)
+        files = CoderFiles("gemmascope", folder, (PARAMS_NPZ,))
     transcoder = "affine_skip_connection" in weights or _is_transcoder(folder, location)
     spec = EncoderSpec(activation="jumprelu", subtract_b_dec=False, transcoder=transcoder)
     hook = hook_info(folder, location)
-    return DenseCoder(hookpoint, {name: weights[name] for name in PARAM_NAMES}, spec, fingerprint, hook)
+    return DenseCoder(hookpoint, {name: weights[name] for name in PARAM_NAMES}, spec, files, hook)
 
 
 def hook_info(folder: Path, location: str | None = None) -> HookInfo:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from autointerp.coders.base import HookInfo, file_fingerprint
+from autointerp.coders.base import CoderFiles, HookInfo
 from autointerp.coders.dense import DenseCoder, EncoderSpec, fold_scaling_factor
 
 HYPERPARAMS_FILE = "hyperparams.json"
@@ -46,8 +46,8 @@ def load(folder: Path, hookpoint: str, scaling_factor: float | None = None) -> D
     fold_scaling_factor(weights, own_factor if scaling_factor is None else scaling_factor)
     hook = hook_info(folder)
     spec = EncoderSpec(activation="jumprelu", subtract_b_dec=False)
-    fingerprint = file_fingerprint("llamascope", folder, HYPERPARAMS_FILE, WEIGHTS_FILE)
-    return DenseCoder(hookpoint, weights, spec, fingerprint, hook)
+    files = CoderFiles("llamascope", folder, (HYPERPARAMS_FILE, WEIGHTS_FILE))
+    return DenseCoder(hookpoint, weights, spec, files, hook)
 
 
 def hook_info(folder: Path) -> HookInfo:

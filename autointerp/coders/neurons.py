@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from autointerp.coders.base import SparseActivations, SparseCoder
 from autointerp.errors import ConfigError
+from autointerp.fingerprint import Digests
 from autointerp.subject.hooks import find_module
 
 DOWN_PROJ_NAMES = ("down_proj", "c_proj", "fc2", "dense_4h_to_h")
@@ -41,7 +42,7 @@ class NeuronCoder(SparseCoder):
     def decoder_directions(self) -> Tensor | None:
         return self.directions
 
-    def fingerprint(self) -> dict[str, object]:
+    def fingerprint(self, digests: Digests | None = None) -> dict[str, object]:
         return {"format": "neurons" if self.k is None else "topk-neurons", "k": self.k}
 
 

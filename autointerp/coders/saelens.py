@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from autointerp.coders.base import HookInfo, file_fingerprint
+from autointerp.coders.base import CoderFiles, HookInfo
 from autointerp.coders.dense import (
     Activation,
     DenseCoder,
@@ -118,8 +118,8 @@ def load(
     kept = {name: weights[name] for name in WEIGHT_NAMES if name in weights}
     if spec.activation != "jumprelu":
         kept.pop("threshold", None)
-    fingerprint = {**file_fingerprint("saelens", folder, CFG_FILE, WEIGHTS_FILE), **folded}
-    return DenseCoder(hookpoint, kept, spec, fingerprint, hook)
+    files = CoderFiles("saelens", folder, (CFG_FILE, WEIGHTS_FILE), folded)
+    return DenseCoder(hookpoint, kept, spec, files, hook)
 
 
 def _checked_architecture(cfg: dict[str, Any], folder: Path) -> str:

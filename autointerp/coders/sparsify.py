@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor
 
-from autointerp.coders.base import FileCoder, SparseActivations, file_fingerprint
+from autointerp.coders.base import CoderFiles, FileCoder, SparseActivations
 from autointerp.errors import ConfigError
 
 CFG_FILE = "cfg.json"
@@ -26,15 +26,13 @@ class SparsifyCoder(FileCoder):
     Matches `sparsify.SparseCoder.encode`. Transcoders read their module's input.
     """
 
-    def __init__(
-        self, hookpoint: str, cfg: dict[str, Any], weights: dict[str, Tensor], fingerprint: dict[str, object]
-    ):
+    def __init__(self, hookpoint: str, cfg: dict[str, Any], weights: dict[str, Tensor], files: CoderFiles):
         self.hookpoint = self.module_path = hookpoint
         self.reads_input = bool(cfg.get("transcode", False))
         self.num_latents, self.d_in = weights["encoder.weight"].shape
         self.k = int(cfg["k"])
         self.activation = str(cfg.get("activation", "topk"))
-        super().__init__(weights, fingerprint)
+        super().__init__(weights, files)
 
     def encode(self, x: Tensor) -> SparseActivations:
         w = self.weights
@@ -65,4 +63,4 @@ def load(folder: Path, hookpoint: str) -> SparsifyCoder:
         )
     weights = load_file(folder / WEIGHTS_FILE)
     kept = {name: weights[name] for name in WEIGHT_NAMES if name in weights}
-    return SparsifyCoder(hookpoint, cfg, kept, file_fingerprint("sparsify", folder, CFG_FILE, WEIGHTS_FILE))
+    return SparsifyCoder(hookpoint, cfg, kept, CoderFiles("sparsify", folder, (CFG_FILE, WEIGHTS_FILE)))

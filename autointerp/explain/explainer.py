@@ -22,7 +22,8 @@ from autointerp.explain.prompts import (
     demonstrated_explanations,
     output_messages,
 )
-from autointerp.llm import LLMRequest, LLMResponse, SamplingParams, resolve_backend
+from autointerp.llm import LLMRequest, LLMResponse, SamplingParams, with_resolved_backends
+from autointerp.rundir import config_hash
 from autointerp.texts import TokenTexts
 
 __all__ = ["Explainer", "ParseError"]
@@ -89,12 +90,20 @@ class Explainer:
             "explainer": Explainer(config.explainer).key(),
         }
 
+    @staticmethod
+    def record_hashes(config: RunConfig, reader: CacheReader) -> set[str]:
+        """The config hashes of the explanation records that `config` counts as its own: its key's, and the
+        one earlier versions wrote here, with an `auto` backend resolved."""
+        configs = (config, with_resolved_backends(config))
+        return {config_hash(Explainer.record_key(c, reader)) for c in configs}
+
     def key(self) -> dict[str, Any]:
-        """The settings that define explanations made by this explainer."""
+        """The settings that define explanations made by this explainer; the backend as configured (`auto`
+        resolves per machine, and records say which one answered)."""
         cfg = self.cfg
         return {
             "kind": cfg.kind,
-            "backend": resolve_backend(cfg.backend),
+            "backend": cfg.backend,
             "model": cfg.model,
             "temperature": cfg.temperature,
             "max_tokens": cfg.max_tokens,

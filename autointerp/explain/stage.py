@@ -121,6 +121,8 @@ class _ExplainRun:
         for hp, reader in self.readers.items():
             refuse_other_cache(config, reader, hp)
         self.keys = {hp: Explainer.record_key(config, reader) for hp, reader in self.readers.items()}
+        self.backend = resolve_backend(config.explainer.backend)
+        """The backend that answers on this machine (the key holds the configured one)."""
         self.report = ExplainReport()
         self.client: CachedClient | None = None
         self.writers: dict[str, RecordWriter] = {}
@@ -130,10 +132,11 @@ class _ExplainRun:
         todo: dict[str, list[int]] = {}
         for hp, reader in self.readers.items():
             key, done = self.keys[hp], read_records(self.out_dir, hp, _RESUME_FIELDS)
-            if force and any(r.get("config_hash") != config_hash(key) for r in done.values()):
+            current = Explainer.record_hashes(self.config, reader)
+            if force and any(r.get("config_hash") not in current for r in done.values()):
                 remove_hookpoint(self.out_dir, hp)
                 done = {}
-            check_config(self.out_dir, hp, done, key, f"explanations of {hp} in {self.out_dir}")
+            check_config(self.out_dir, hp, done, key, current, f"explanations of {hp} in {self.out_dir}")
             selection = run_latents(self.config, reader, hp)
             mine = [latent for i, latent in enumerate(selection.latents) if self.shard.owns(i)]
             retry = {latent for latent in mine if latent in done and self._retries(done[latent])}
@@ -159,7 +162,7 @@ class _ExplainRun:
         builders = {hp: example_builder(self.config, hp, self.readers[hp], texts) for hp in todo}
         cache = ResponseCache(self.config.run_dir / LLM_CACHE_DIR, self.shard.name)
         settings = self.config.explainer_llm
-        endpoint = f"{resolve_backend(settings.backend)}:{settings.base_url or 'local'}"
+        endpoint = f"{self.backend}:{settings.base_url or 'local'}"
         self.client = CachedClient(make_client(settings), cache, endpoint)
         self.writers = {hp: RecordWriter(records_file(self.out_dir, hp, self.shard)) for hp in todo}
         total = sum(len(latents) for latents in todo.values())
@@ -220,7 +223,7 @@ class _ExplainRun:
                 "num_activations": job.examples.num_activations,
                 "num_windows": job.examples.num_windows,
                 "max_activation": job.examples.max_activation,
-                "explainer": {**key["explainer"], "model": model},
+                "explainer": {**key["explainer"], "backend": self.backend, "model": model},
                 "answer": result.text if isinstance(result, LLMResponse) else None,
                 "examples": {
                     "explain": pack([e.to_dict() for e in job.examples.explain]),

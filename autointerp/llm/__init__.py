@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 
-from autointerp.config import LLMSettings
+from autointerp.config import LLMBackend, LLMSettings, RunConfig
 from autointerp.errors import ConfigError
 from autointerp.llm.base import LLMClient, run_requests
 from autointerp.llm.response_cache import CachedClient, ResponseCache
@@ -37,6 +38,7 @@ __all__ = [
     "BACKENDS",
     "make_client",
     "resolve_backend",
+    "with_resolved_backends",
     "run_requests",
 ]
 
@@ -60,8 +62,25 @@ def make_client(settings: LLMSettings) -> LLMClient:
     return client_class(settings)
 
 
-def resolve_backend(backend: str) -> str:
-    """`auto` is vllm when it is installed, else transformers."""
+def resolve_backend(backend: LLMBackend) -> LLMBackend:
+    """`auto` is vllm when it is installed, else transformers (per machine: keys hash `auto` as given)."""
     if backend != "auto":
         return backend
-    return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
+    return "vllm" if vllm_installed() else "transformers"
+
+
+def vllm_installed() -> bool:
+    """Whether vLLM can be imported here (what `auto` resolves by)."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def with_resolved_backends(config: RunConfig) -> RunConfig:
+    """`config` with each role's `auto` backend resolved on this machine, as versions before `auto` was
+    hashed as given wrote it into record keys (their records still count as made with `auto` here)."""
+    explainer, scorer, surprisal = config.explainer, config.scorer, config.surprisal
+    return dataclasses.replace(
+        config,
+        explainer=dataclasses.replace(explainer, backend=resolve_backend(explainer.backend)),
+        scorer=dataclasses.replace(scorer, backend=scorer.backend and resolve_backend(scorer.backend)),
+        surprisal=dataclasses.replace(surprisal, backend=resolve_backend(surprisal.backend)),
+    )

@@ -18,6 +18,7 @@ from autointerp.examples.compact import unpack
 from autointerp.examples.recipe import held_out_view_key
 from autointerp.examples.selection import rng_for
 from autointerp.explain.explainer import Explainer
+from autointerp.llm import with_resolved_backends
 from autointerp.records import latest_stamps, read_records, remove_hookpoint, stale_record
 from autointerp.rundir import EXPLANATIONS_DIR, SCORES_DIR, ShardSpec, cache_dir, config_hash, refuse_stale
 from autointerp.score.base import ScoreReport, ScorerTally, Target, scorer_dir
@@ -75,9 +76,9 @@ class Plan:
         directory = self.config.run_dir / EXPLANATIONS_DIR
         records = _light_explanations(directory, hp)
         key = Explainer.record_key(self.config, self.readers[hp])
-        expected = config_hash(key)
-        if any(r["config_hash"] != expected and not r.get("source") for r in records.values()):
-            stale = stale_record(directory, hp, expected) or {}
+        current = Explainer.record_hashes(self.config, self.readers[hp])
+        if any(r["config_hash"] not in current and not r.get("source") for r in records.values()):
+            stale = stale_record(directory, hp, current) or {}
             fix = "run `autointerp explain --force` first, or restore the config"
             refuse_stale(stale.get("config_key"), key, f"explanations of {hp}", fix)
         return records
@@ -87,10 +88,11 @@ class Plan:
         directory = self.config.run_dir / SCORES_DIR / name
         key = score_key(self.config, self.readers[hp], scorer, control)
         self.keys[(name, hp)] = key
+        current = score_hashes(self.config, self.readers[hp], scorer, control)
         done = read_records(directory, hp, _SCORE_FIELDS)
-        if any(r["config_hash"] != config_hash(key) for r in done.values()):
+        if any(r["config_hash"] not in current for r in done.values()):
             if not force:
-                stale = stale_record(directory, hp, config_hash(key)) or {}
+                stale = stale_record(directory, hp, current) or {}
                 fix = "pass --force to replace them, or set another out_dir"
                 refuse_stale(stale.get("config_key"), key, f"{name} scores of {hp}", fix)
             remove_hookpoint(directory, hp)
@@ -142,8 +144,8 @@ def current_stamps(
     another config (other explanations, another scorer setup, an older version). A folder of a scorer
     that is not registered has only other records."""
     scorer, _, control = directory.name.partition(".")
-    expected = config_hash(score_key(config, reader, scorer, control or None)) if scorer in SCORERS else ""
-    return latest_stamps(directory, hookpoint, expected)
+    hashes = score_hashes(config, reader, scorer, control or None) if scorer in SCORERS else set()
+    return latest_stamps(directory, hookpoint, hashes)
 
 
 def needs_retry(record: dict[str, Any], retry_unparseable: bool) -> bool:
@@ -167,6 +169,13 @@ def score_key(config: RunConfig, reader: CacheReader, scorer: str, control: str 
         "control": control,
         "settings": settings,
     }
+
+
+def score_hashes(config: RunConfig, reader: CacheReader, scorer: str, control: str | None) -> set[str]:
+    """The config hashes of the score records that `config` counts as its own: its key's, and the one
+    earlier versions wrote here, with `auto` backends resolved."""
+    configs = (config, with_resolved_backends(config))
+    return {config_hash(score_key(c, reader, scorer, control)) for c in configs}
 
 
 def _light_explanations(directory: Path, hookpoint: str) -> dict[int, dict[str, Any]]:

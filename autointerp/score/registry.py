@@ -103,9 +103,19 @@ def get_scorer(name: str) -> Scorer:
     return SCORERS[name]
 
 
+def answering_backend(config: RunConfig, scorer: Scorer) -> str | None:
+    """The backend that answers the scorer's LLM requests on this machine (None: it asks no LLM); keys hold
+    the configured one, which may be `auto`."""
+    if scorer.phase == "scorer_llm":
+        return resolve_backend(config.scorer_llm.backend)
+    if scorer.phase == "surprisal":
+        return resolve_backend(config.surprisal_llm.backend)
+    return None
+
+
 def _scorer_llm(config: RunConfig) -> dict[str, Any]:
     settings = config.scorer_llm
-    return {"backend": resolve_backend(settings.backend), "model": settings.model}
+    return {"backend": settings.backend, "model": settings.model}
 
 
 def _classification_settings(config: RunConfig) -> dict[str, Any]:
@@ -190,7 +200,7 @@ def _surprisal_warnings(config: RunConfig) -> list[str]:
 def _surprisal_settings(config: RunConfig) -> dict[str, Any]:
     llm = config.surprisal_llm
     return {
-        "backend": resolve_backend(llm.backend),
+        "backend": llm.backend,
         "model": llm.model,
         "neutral_prefix": config.surprisal.neutral_prefix,
         "dtype": config.model.dtype,

@@ -12,7 +12,7 @@ from autointerp.records import RecordWriter, records_file
 from autointerp.rundir import SCORES_DIR, ShardSpec, config_hash
 from autointerp.score.base import Outcome, Target
 from autointerp.score.plan import Plan
-from autointerp.score.registry import get_scorer
+from autointerp.score.registry import answering_backend, get_scorer
 
 ProgressFn = Callable[[int, int], None]
 """Called with (latent records just written, total records this task will write)."""
@@ -25,6 +25,9 @@ class ScoreWriter:
         self.config, self.plan, self.shard, self.progress = config, plan, shard, progress
         self.total = sum(len(targets) for targets in plan.targets.values())
         self.writers: dict[tuple[str, str], RecordWriter] = {}
+        self.backends: dict[str, str | None] = {
+            name: answering_backend(config, get_scorer(name)) for name in config.scorers
+        }
 
     def write(self, target: Target, outcome: Outcome, usage: dict[str, Any] | None = None) -> None:
         """Record a scored latent; a failed one when `outcome.error` is set or the headline is undefined."""
@@ -67,6 +70,7 @@ class ScoreWriter:
             "control": target.control,
             "explanation": target.explanation,
             "explanation_of": target.explanation_of,
+            "backend": self.backends[target.scorer],
             "score": score,
             "metrics": outcome.metrics,
             "examples": pack(outcome.examples),
