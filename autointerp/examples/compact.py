@@ -18,9 +18,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from safetensors import safe_open
 
 from autointerp.cache.reader import CacheReader, LatentActivations
+from autointerp.cache.tokens import TOKENS_KEY
 from autointerp.examples.render import ShownExample, highlight, plain
+from autointerp.rundir import TOKENS_FILE
 from autointerp.texts import TokenTexts
 
 DERIVED = ("tokens", "activations", "shown")
@@ -46,6 +49,16 @@ def unpack(packed: dict[str, Any] | list[dict[str, Any]] | None) -> list[dict[st
     n = int(packed["n"])
     columns = {f: _unpack_column(column, n) for f, column in packed["columns"].items()}
     return [{f: values[i] for f, values in columns.items()} for i in range(n)]
+
+
+def column(packed: dict[str, Any] | list[dict[str, Any]] | None, field: str) -> list[Any]:
+    """One field of every example (None where absent), without building the example dicts."""
+    if packed is None:
+        return []
+    if isinstance(packed, list):
+        return [example.get(field) for example in packed]
+    values = packed["columns"].get(field)
+    return [None] * int(packed["n"]) if values is None else _unpack_column(values, int(packed["n"]))
 
 
 def _slim(example: dict[str, Any]) -> dict[str, Any]:
@@ -99,6 +112,8 @@ class ExampleFiller:
     def __init__(self, reader: CacheReader, texts: TokenTexts | None = None):
         self.reader, self.texts = reader, texts
         self._latent: LatentActivations | None = None
+        self._token_file: Any = None
+        self._token_rows: Any = None
 
     def fill(self, latent: int, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The examples (unpacked) with their derived window fields, nested excerpts included."""
@@ -120,12 +135,20 @@ class ExampleFiller:
         if "width" not in example or "tokens" in example:
             return example
         sequence, start, width = int(example["sequence"]), int(example["start"]), int(example["width"])
-        tokens = self.reader.tokens(sequence, sequence + 1)[0, start : start + width].tolist()
+        tokens = self._tokens(sequence)[start : start + width].tolist()
         example["tokens"] = tokens
         example["activations"] = self.activations(latent, sequence, start, width).tolist()
         if self.texts is not None:
             example["shown"] = shown_text(self.texts.pieces(tokens), example.get("highlighted"))
         return example
+
+    def _tokens(self, sequence: int) -> np.ndarray:
+        """One token row, from the tokens file kept open (opening it per window costs ten times more)."""
+        if self._token_rows is None:
+            self.reader.tokens(0, 1)  # checks the file as the reader does
+            self._token_file = safe_open(str(self.reader.dir / TOKENS_FILE), framework="np")
+            self._token_rows = self._token_file.get_slice(TOKENS_KEY)
+        return np.asarray(self._token_rows[sequence : sequence + 1])[0]
 
     def _activations(self, latent: int) -> LatentActivations:
         if self._latent is None or self._latent.latent != latent:

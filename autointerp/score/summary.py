@@ -12,7 +12,7 @@ import numpy as np
 from autointerp.cache import CacheReader
 from autointerp.config import RunConfig
 from autointerp.examples import run_latents
-from autointerp.examples.compact import ExampleFiller, unpack
+from autointerp.examples.compact import ExampleFiller, column, unpack
 from autointerp.interop.imports import import_provenance
 from autointerp.records import iter_latest
 from autointerp.rundir import SUMMARY_JSON, SUMMARY_MD, cache_dir, write_json_atomic, write_text_atomic
@@ -93,15 +93,15 @@ class ScorerSummary:
         self.scored += 1
         for flag in record.get("flags") or []:
             self.flags[flag] = self.flags.get(flag, 0) + 1
-        examples = unpack(record.get("examples"))
-        positives = _positive_fraction(examples)
+        positives = _positive_fraction(record.get("examples"))
         for name, value in record["metrics"].items():
             if name.startswith("n_") or not isinstance(value, (int, float)) or isinstance(value, bool):
                 continue  # counts (n_examples, n_failed, ...) are not averaged as scores
             self.metrics.setdefault(name, array("d")).append(float(value))
             self.chances.setdefault(name, _Chance()).add(self.scorer.chance(name, positives, self.config))
-        if self.pool.admits():
-            self.pool.add([e for e in self._pooled_examples(record, examples) if e.get("error") is None])
+        if self.pool.admits():  # examples unpacked only for the latents the pooled sample keeps
+            examples = self._pooled_examples(record, unpack(record.get("examples")))
+            self.pool.add([e for e in examples if e.get("error") is None])
 
     def result(self, selected: int) -> dict[str, Any]:
         """The summary entry: counts, each metric's mean with its CI and chance, pooled metrics, cost."""
@@ -216,8 +216,9 @@ class _Cost:
         }
 
 
-def _positive_fraction(examples: list[dict[str, Any]]) -> float:
-    labels = [e["label"] for e in examples if e.get("kind") != "trial" and e.get("label") is not None]
+def _positive_fraction(packed: Any) -> float:
+    kinds, labels = column(packed, "kind"), column(packed, "label")
+    labels = [y for kind, y in zip(kinds, labels, strict=True) if kind != "trial" and y is not None]
     return float(np.mean(labels)) if labels else 0.5
 
 
