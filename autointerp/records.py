@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
@@ -44,18 +45,19 @@ def hookpoint_files(directory: Path, hookpoint: str) -> list[Path]:
     return ([whole] if whole.is_file() else []) + shards
 
 
-def iter_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of a JSONL file; a torn final line and damaged lines are skipped (with one warning)."""
+def iter_records(path: Path, wanted: Wanted | None = None) -> Iterator[dict[str, Any]]:
+    """The records of a JSONL file; a torn final line and damaged lines are skipped (with one warning).
+    With `wanted(latent, written)`, lines it declines are skipped without being parsed."""
     damaged: list[int] = []
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.endswith(b"\n"):
-                break  # torn by a kill mid-write: that latent is redone
-            record = _parse_line(line)
-            if record is None:
-                if line.strip():
-                    damaged.append(number)
-                continue
+    for number, line in _complete_lines(path):
+        if wanted is not None and (stamp := _peek(line)) is not None and not wanted(stamp[0], stamp[1]):
+            continue
+        record = _parse_line(line)
+        if record is None:
+            if line.strip():
+                damaged.append(number)
+            continue
+        if wanted is None or wanted(record["latent"], record.get("written") or 0):
             yield record
     if damaged:
         log.warning(
@@ -64,6 +66,46 @@ def iter_records(path: Path) -> Iterator[dict[str, Any]]:
             len(damaged),
             damaged[0],
         )
+
+
+Wanted = Callable[[int, float], bool]
+"""Whether a record is wanted, from its latent and `written` stamp."""
+
+
+def iter_stamps(path: Path) -> Iterator[tuple[int, float, str | None]]:
+    """(latent, written, config_hash) of each record of a file, read off the line where it has the layout
+    `RecordWriter` writes (the whole line is parsed otherwise); damaged lines are skipped."""
+    for _, line in _complete_lines(path):
+        stamp = _peek(line)
+        if stamp is None:
+            record = _parse_line(line)
+            if record is None:
+                continue
+            stamp = (record["latent"], record.get("written") or 0, record.get("config_hash"))
+        yield stamp
+
+
+def _complete_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.endswith(b"\n"):
+                return  # torn by a kill mid-write: that latent is redone
+            yield number, line
+
+
+_HEAD = re.compile(rb'\{"latent":(\d+),')
+_TAIL = re.compile(rb',"written":(\d+(?:\.\d+)?)\}\n\Z')
+_HASH = re.compile(rb'(?<!\\)"config_hash":"([0-9a-f]*)"')
+
+
+def _peek(line: bytes) -> tuple[int, float, str | None] | None:
+    """(latent, written, config_hash) from a line `record_line` wrote: `latent` first, `written` last. In
+    JSON text a quote inside a string is always escaped, so `"config_hash":"` can only be that key."""
+    head, tail = _HEAD.match(line), _TAIL.search(line)
+    found = _HASH.findall(line)
+    if head is None or tail is None or len(found) != 1:
+        return None
+    return int(head[1]), float(tail[1]), found[0].decode()
 
 
 def _parse_line(line: bytes) -> dict[str, Any] | None:
@@ -112,12 +154,11 @@ def latest_stamps(
     written: dict[int, float] = {}
     other: set[int] = set()
     for path in hookpoint_files(directory, hookpoint):
-        for record in iter_records(path):
-            latent, stamp = record["latent"], record.get("written") or 0
+        for latent, stamp, record_hash in iter_stamps(path):
             if latent in written and stamp < written[latent]:
                 continue
             written[latent] = stamp
-            if current is None or record.get("config_hash") in current:
+            if current is None or record_hash in current:
                 other.discard(latent)
             else:
                 other.add(latent)
@@ -128,14 +169,16 @@ def latest_stamps(
 
 def iter_latest(directory: Path, hookpoint: str, stamps: dict[int, float]) -> Iterator[dict[str, Any]]:
     """The full records named by `stamps` (latent -> `written`, from `latest_stamps`), each latent once, in
-    file order: one record in memory at a time."""
+    file order: one record in memory at a time; other lines are not parsed."""
     seen: set[int] = set()
+
+    def wanted(latent: int, written: float) -> bool:
+        return latent not in seen and stamps.get(latent) == written
+
     for path in hookpoint_files(directory, hookpoint):
-        for record in iter_records(path):
-            latent = record["latent"]
-            if latent in stamps and latent not in seen and (record.get("written") or 0) == stamps[latent]:
-                seen.add(latent)
-                yield record
+        for record in iter_records(path, wanted):
+            seen.add(record["latent"])
+            yield record
 
 
 def stale_record(directory: Path, hookpoint: str, current: Collection[str]) -> dict[str, Any] | None:

@@ -89,3 +89,30 @@ def test_json_files_are_strict_json_and_csv_cells_never_formulas(tmp_path):
     for formula in ('=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tx"):
         assert _csv_cell(formula) == "'" + formula
     assert _csv_cell("dates and times") == "dates and times" and _csv_cell(-0.25) == "-0.25"
+
+
+def test_stamps_read_off_the_line_agree_with_the_parsed_record(tmp_path):
+    """Which record is current is read from each line's `latent`, `written` and `config_hash` without
+    parsing the rest; text that looks like those keys inside a string, lines of the older spaced layout and
+    damaged lines give the same answer as parsing every line."""
+    import json
+
+    from autointerp.records import iter_latest, iter_stamps, latest_stamps
+
+    with RecordWriter(tmp_path / "hp.jsonl") as writer:
+        writer.write(
+            {"latent": 1, "explanation": 'says "config_hash":"beef" and "written":1}', "config_hash": "aa"}
+        )
+        writer.write({"latent": 2, "explanation": "x", "config_hash": "bb"})
+        writer.write({"latent": 1, "explanation": "retried", "config_hash": "aa"})
+    with open(tmp_path / "hp.jsonl", "a") as f:
+        f.write(json.dumps({"latent": 3, "config_hash": "aa", "written": 5.0}) + "\n")  # spaced layout
+        f.write('{"latent":4,"config_hash":"aa",BROKEN,"written":6.0}\n')
+    parsed = [(r["latent"], r["written"], r["config_hash"]) for r in iter_records(tmp_path / "hp.jsonl")]
+    # a damaged line whose start and end are intact still counts as its latent's latest record: the
+    # latent then has no readable current record (summary and report count it pending; a rerun redoes it)
+    assert list(iter_stamps(tmp_path / "hp.jsonl")) == [*parsed, (4, 6.0, "aa")]
+    stamps, other = latest_stamps(tmp_path, "hp", {"aa"})
+    assert set(stamps) == {1, 3, 4} and other == 1
+    records = list(iter_latest(tmp_path, "hp", stamps))
+    assert [(r["latent"], r.get("explanation")) for r in records] == [(1, "retried"), (3, None)]

@@ -41,14 +41,14 @@ def summarize(config: RunConfig, scores_dir: Path) -> dict[str, dict[str, Any]]:
     for directory in sorted(p for p in scores_dir.iterdir() if p.is_dir()):
         for hp, reader in readers.items():
             stamps, stale = current_stamps(config, reader, directory, hp)
-            kept = {latent: stamp for latent, stamp in stamps.items() if latent in selected[hp]}
-            del stamps
-            if not kept:
+            for latent in [latent for latent in stamps if latent not in selected[hp]]:
+                del stamps[latent]
+            if not stamps:
                 if stale:
                     result.setdefault(directory.name, {})[hp] = {"left_out": stale}
                 continue
             tally = ScorerSummary(get_scorer(directory.name.partition(".")[0]), config, ExampleFiller(reader))
-            for record in iter_latest(directory, hp, kept):
+            for record in iter_latest(directory, hp, stamps):
                 tally.add(record)
             entry = tally.result(len(selected[hp])) | {"left_out": stale}
             result.setdefault(directory.name, {})[hp] = entry
@@ -101,7 +101,7 @@ class ScorerSummary:
             self.chances.setdefault(name, _Chance()).add(self.scorer.chance(name, positives, self.config))
         if self.pool.admits():  # examples unpacked only for the latents the pooled sample keeps
             examples = self._pooled_examples(record, unpack(record.get("examples")))
-            self.pool.add([e for e in examples if e.get("error") is None])
+            self.pool.add([_slim(e) for e in examples if e.get("error") is None])
 
     def result(self, selected: int) -> dict[str, Any]:
         """The summary entry: counts, each metric's mean with its CI and chance, pooled metrics, cost."""
@@ -214,6 +214,14 @@ class _Cost:
             "completion_tokens_per_latent": t["completion_tokens"] / n,
             "llm_seconds_per_latent": t["seconds"] / n,
         }
+
+
+POOLED_FIELDS = ("label", "prediction", "probability", "value", "predicted", "activations")
+"""What the pooled metrics read of an example; the sample keeps only these."""
+
+
+def _slim(example: dict[str, Any]) -> dict[str, Any]:
+    return {key: example[key] for key in POOLED_FIELDS if key in example}
 
 
 def _positive_fraction(packed: Any) -> float:
