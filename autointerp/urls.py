@@ -34,3 +34,9 @@ def display_url(url: str) -> str:
     except ValueError:
         return "<unparsable url>"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def endpoint(base_url: str, path: str) -> str:
+    """`path` appended to the path of `base_url`; a query string (`?api-version=...`) stays at the end."""
+    parts = urlsplit(base_url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path))

@@ -11,9 +11,10 @@ Each figure is taken in a fresh child process, one after another:
    sample of those that fire at least 200 times, `latents.min_activations`);
    CPU ms per latent and latents/s.
 2. score: `run_score` with [detection, fuzzing] on the explained latents; CPU ms per LLM request, and
-   beside it the bare client loop: `OpenAIClient` through `autointerp.llm.run_requests` sending as many
-   copies of a real scorer request to the same server (the floor of the openai backend), and for
-   comparison the same bodies posted with aiohttp.
+   beside it the bare client loop: `OpenAIClient` (aiohttp underneath) through `autointerp.llm.run_requests`
+   sending as many copies of a real scorer request to the same server (the floor of the openai backend),
+   and for comparison the same bodies posted with aiohttp directly (the transport alone: no retries,
+   no checks of the answer beyond parsing its JSON).
 3. record bytes per latent on disk: explanations and each scorer's score records.
 4. report: `write_report` on that run; seconds and files per latent.
 5. summary and report at scale: a synthetic run directory of N scored latents (`--sizes`), written by
@@ -213,8 +214,8 @@ def child_bare(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_aiohttp(spec: dict[str, Any]) -> dict[str, Any]:
-    """For comparison, another client: aiohttp posting the same scorer body `n` times, as many in flight
-    as the openai backend allows, each answer's JSON parsed."""
+    """For comparison, the transport alone: aiohttp posting the same scorer body `n` times, as many in
+    flight as the openai backend allows, each answer's JSON parsed."""
     import asyncio
 
     import aiohttp
@@ -575,7 +576,7 @@ def print_figures(args: argparse.Namespace, figures: dict[str, Any], scale: list
             f"{score['cpu_s'] / scored * 1e6 / 3600:.0f} CPU-hours",
         ],
     ]
-    for name, loop in (("bare openai client (httpx) loop", bare), ("aiohttp loop", figures["aiohttp"])):
+    for name, loop in (("bare openai client loop", bare), ("aiohttp loop", figures["aiohttp"])):
         if loop is None:
             continue
         loop_ms = 1000 * loop["cpu_s"] / max(loop["answered"], 1)

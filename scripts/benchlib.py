@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -221,8 +222,6 @@ def start_server(
     """vLLM's OpenAI server serving `folder` as `served_name`, with the settings the benchmarks give the
     in-process engine (float32, eager, prefix caching, KV cache `kv_gib` GiB), in its own process group;
     (process, seconds until GET /v1/models answers 200). Stop it with `stop_group`."""
-    import httpx
-
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder]
     command += ["--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--dtype", "float32", "--enforce-eager", "--block-size", "32", "--seed", "0"]
@@ -240,9 +239,10 @@ def start_server(
             if process.poll() is not None:
                 raise RuntimeError(f"the vLLM server exited with code {process.returncode}; log {log_file}")
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
-                    return process, time.perf_counter() - started
-            except httpx.TransportError:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as answer:
+                    if answer.status == 200:
+                        return process, time.perf_counter() - started
+            except OSError:  # not listening yet, or an error status while it loads
                 pass
             time.sleep(0.25)
         raise RuntimeError(

@@ -103,9 +103,8 @@ class FaultHandler(BaseHTTPRequestHandler):
 
     def send_head(self, status: int, length: int, headers: dict) -> None:
         self.send_response(status)
-        for name, value in headers.items():
+        for name, value in {"Content-Type": "application/json", **headers}.items():
             self.send_header(name, value)
-        self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(length))
         self.end_headers()
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -23,6 +27,7 @@ from autointerp.llm import (
     run_requests,
 )
 from autointerp.llm.openai_backend import OpenAIClient, parse_retry_after
+from autointerp.llm.openai_wire import read_json
 
 KEY_ENV = "AUTOINTERP_TEST_KEY"
 KEY = "sk-secret-123"
@@ -172,3 +177,61 @@ def test_concurrency_bound_and_run_requests(server, monkeypatch):
     assert all(isinstance(result, LLMResponse) for _, result in results)
     assert server.max_active == 3 and len(server.calls) == 20
     assert "Authorization" not in server.calls[0]["headers"]
+
+
+def test_a_query_in_the_base_url_stays_after_the_endpoint_path(server):
+    generate(server.url + "?api-version=2024-10-21")
+    assert server.calls[0]["path"] == "/v1/chat/completions?api-version=2024-10-21"
+
+
+@pytest.mark.parametrize("exempt", [False, True])
+def test_requests_go_through_the_proxy_named_in_the_environment(server, monkeypatch, exempt):
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.url.removesuffix("/v1"))
+    if exempt:  # the host itself is then the stub server, reached directly
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert generate(server.url).text == "hello"
+        assert server.calls[0]["path"] == "/v1/chat/completions"
+    else:  # a host that does not exist, reached only through the proxy
+        assert generate("http://llm.invalid:8000/v1").text == "hello"
+        assert server.calls[0]["path"] == "http://llm.invalid:8000/v1/chat/completions"
+
+
+def test_answer_bodies_are_read_alike_with_or_without_orjson():
+    assert read_json(b'{"choices": []}') == {"choices": []}
+    assert math.isinf(read_json(b'{"logprob": -Infinity}')["logprob"])  # the standard library's reading
+    assert read_json(b'\xef\xbb\xbf{"text": "\\ud800"}') == {"text": "\ud800"}  # a BOM, a lone surrogate
+    assert read_json(b"<html>Bad gateway</html>") is None and read_json(b"") is None
+    assert read_json(b"[" * 100_000) is None
+
+
+@pytest.fixture
+def tls_server(tmp_path) -> Iterator[tuple[FaultServer, str]]:
+    """The stub server over https with a self-signed certificate for 127.0.0.1: (server, certificate file)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    fake = FaultServer()
+    fake.socket = context.wrap_socket(fake.socket, server_side=True)
+    with serving(fake):
+        yield fake, str(cert)
+
+
+def test_https_verifies_the_server_against_the_trusted_certificates(tls_server, monkeypatch):
+    server, cert = tls_server
+    url = server.url.replace("http://", "https://")
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    with pytest.raises(LLMFatalError, match="cannot reach"):  # not in certifi's bundle
+        generate(url)
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    assert generate(url).text == "hello" and len(server.calls) == 1

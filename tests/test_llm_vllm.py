@@ -13,10 +13,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from autointerp.config import ExplainerConfig
@@ -156,9 +156,10 @@ def wait_until_serving(process: subprocess.Popen, base_url: str) -> None:
         if process.poll() is not None:
             pytest.fail(f"the vLLM server exited with code {process.returncode}")
         try:
-            if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
+            with urllib.request.urlopen(f"{base_url}/models", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:  # not listening yet, or an error status while it loads
             pass
         time.sleep(1)
     pytest.fail(f"the vLLM server did not answer within {SERVER_START_TIMEOUT:g} s")

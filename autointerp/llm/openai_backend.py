@@ -22,12 +22,16 @@ import logging
 import os
 import random
 import re
+import ssl
 import time
+import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+import certifi
 
 from autointerp.config import LLMSettings
 from autointerp.errors import ConfigError
@@ -35,15 +39,17 @@ from autointerp.llm.base import LLMClient
 from autointerp.llm.openai_wire import (
     MalformedAnswer,
     ServerError,
+    dump_json,
     one_line,
     parse_reset_duration,
     parse_response,
     parse_retry_after,
+    read_json,
     request_payload,
     server_error,
 )
 from autointerp.llm.types import LLMError, LLMFatalError, LLMRequest, LLMResponse
-from autointerp.urls import display_url, url_credentials
+from autointerp.urls import display_url, endpoint, url_credentials
 
 __all__ = ["OpenAIClient", "is_retryable", "parse_response", "parse_retry_after", "request_payload"]
 
@@ -57,6 +63,7 @@ QUOTA_CODES = frozenset({"insufficient_quota", "quota_exceeded", "billing_hard_l
 _QUOTA_MESSAGE = re.compile(r"exceeded your current quota|insufficient[_ ]quota|billing", re.IGNORECASE)
 _MODEL_MISSING = re.compile(r"\bmodel\b.*\b(does not exist|not found|not exist)\b", re.IGNORECASE)
 _RESET_HEADERS = ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens", "x-ratelimit-reset")
+_JSON_BODY = {"Content-Type": "application/json"}
 
 
 def is_retryable(status: int) -> bool:
@@ -75,11 +82,28 @@ class _Failure:
     """The attempt could not connect at all."""
 
 
+@dataclass(frozen=True)
+class _Reply:
+    """A server's answer, read in full."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    latency: float
+    """Seconds from sending the request to the end of the body."""
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
 class OpenAIClient(LLMClient):
     """Bounded concurrency, classified retries, a readiness wait, connect / read / total time limits.
 
-    The API key is read from `$<settings.api_key_env>` only (absent: no Authorization header) and is never
-    logged, cached or put into an exception message; messages show `base_url` without credentials.
+    Requests go over one aiohttp session, a pool of `max_concurrency` connections opened by the first
+    request (in its event loop) and closed by `aclose`. The API key is read from `$<settings.api_key_env>`
+    only (absent: no Authorization header) and is never logged, cached or put into an exception message;
+    messages show `base_url` without credentials.
     """
 
     def __init__(
@@ -115,15 +139,9 @@ class OpenAIClient(LLMClient):
         self._rejection: tuple[int, str] | None = None
         self._rejections = 0
         self._warned: set[str] = set()
-        timeout = httpx.Timeout(
-            connect=self._connect_timeout, read=cfg.read_timeout or cfg.timeout, write=cfg.timeout, pool=None
-        )
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {self._api_key}"} if self._api_key else {},
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=cfg.max_concurrency),
-        )
+        self._urls: dict[str, str] = {}
+        self._proxy = _env_proxy(self.base_url)
+        self._http: aiohttp.ClientSession | None = None
         if self._api_key and _is_plain_remote(self.base_url):
             log.warning(
                 "the API key is sent over plain http to %s; use https for remote servers", self._where
@@ -131,25 +149,64 @@ class OpenAIClient(LLMClient):
 
     async def generate(self, request: LLMRequest) -> LLMResponse:
         async with self._semaphore:
-            await self._ensure_ready()
-            return await self._generate_with_retries(request)
+            session = self._http
+            if session is None or not self._ready:
+                session = await self._ready_session()
+            return await self._generate_with_retries(session, request)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
 
-    async def _ensure_ready(self) -> None:
-        if self._ready:
-            return
+    async def _ready_session(self) -> aiohttp.ClientSession:
+        """The client's session, opened on first use, once the server has answered the readiness probe."""
         async with self._ready_lock:
+            if self._http is None:
+                self._http = self._open_session()
             if not self._ready:
-                await self._wait_until_ready()
+                await self._wait_until_ready(self._http)
                 self._ready = True
+            return self._http
 
-    async def _wait_until_ready(self) -> None:
+    def _open_session(self) -> aiohttp.ClientSession:
+        """One connection pool of `max_concurrency` connections, with the connect / read / total limits."""
+        cfg = self._settings
+        timeout = aiohttp.ClientTimeout(
+            total=self._timeout, connect=self._connect_timeout, sock_read=cfg.read_timeout or self._timeout
+        )
+        https = self.base_url.startswith("https://")
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=cfg.max_concurrency, ssl=_tls_context() if https else True),
+            headers={"Authorization": f"Bearer {self._api_key}"} if self._api_key else None,
+            timeout=timeout,
+        )
+
+    async def _fetch(self, session: aiohttp.ClientSession, path: str, body: bytes | None = None) -> _Reply:
+        """GET `path`, or POST the JSON `body` to it; the answer read in full. Raises aiohttp's errors and
+        TimeoutError."""
+        start = time.perf_counter()
+        async with session.request(
+            "GET" if body is None else "POST",
+            self._url(path),
+            data=body,
+            headers=None if body is None else _JSON_BODY,
+            allow_redirects=False,
+            proxy=self._proxy,
+        ) as response:
+            data = await response.read()
+        return _Reply(response.status, response.headers, data, time.perf_counter() - start)
+
+    def _url(self, path: str) -> str:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = endpoint(self.base_url, path)
+        return url
+
+    async def _wait_until_ready(self, session: aiohttp.ClientSession) -> None:
         """Poll GET /models until the server answers, for at most `ready_timeout` seconds."""
         deadline = time.monotonic() + self._ready_timeout
         announced = False
-        while (reason := await self._probe()) is not None:
+        while (reason := await self._probe(session)) is not None:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise LLMFatalError(
@@ -168,21 +225,21 @@ class OpenAIClient(LLMClient):
         if announced:
             log.warning("%s is up", self._where)
 
-    async def _probe(self) -> str | None:
+    async def _probe(self, session: aiohttp.ClientSession) -> str | None:
         """None once the server answers; otherwise why it is not ready. Raises for a host that never does."""
         try:
-            response = await asyncio.wait_for(self._http.get("/models"), self._timeout)
-        except httpx.ConnectTimeout:
+            reply = await self._fetch(session, "/models")
+        except aiohttp.ConnectionTimeoutError:
             raise self._unreachable() from None
-        except httpx.ConnectError as exc:
-            return f"cannot connect ({one_line(str(exc)) or 'connection refused'})"
-        except (asyncio.TimeoutError, httpx.TimeoutException):
+        except aiohttp.ClientConnectorError as exc:
+            return f"cannot connect ({one_line(str(exc.os_error)) or 'connection refused'})"
+        except asyncio.TimeoutError:
             return f"no answer to GET /models within {self._timeout:g} s"
-        except httpx.RequestError as exc:
+        except aiohttp.ClientError as exc:
             return f"connection error ({type(exc).__name__})"
         self._reached = True
-        if is_retryable(response.status_code) and response.status_code != 429:
-            return f"HTTP {response.status_code}: {self._error_of(response).message}"
+        if is_retryable(reply.status) and reply.status != 429:
+            return f"HTTP {reply.status}: {self._error_of(reply, read_json(reply.body)).message}"
         return None  # up; what it thinks of the key or the model, the first request tells
 
     def _unreachable(self) -> LLMFatalError:
@@ -193,35 +250,42 @@ class OpenAIClient(LLMClient):
             "(a wrong address, or a firewall that drops packets)"
         )
 
-    async def _generate_with_retries(self, request: LLMRequest) -> LLMResponse:
-        path, body = request_payload(self.model, request)
+    async def _generate_with_retries(
+        self, session: aiohttp.ClientSession, request: LLMRequest
+    ) -> LLMResponse:
+        path, payload = request_payload(self.model, request)
+        body = dump_json(payload)
         failures: list[_Failure] = []
         started = time.monotonic()
         for attempt in range(self._max_retries + 1):
-            await self._wait_for_pause()
-            start = time.perf_counter()
-            try:
-                response = await asyncio.wait_for(self._http.post(path, json=body), self._timeout)
-            except httpx.ConnectTimeout:
-                if not self._reached:
-                    raise self._unreachable() from None
-                failure = _Failure(f"cannot connect within {self._connect_timeout:g} s", connect=True)
-            except httpx.ConnectError:
-                failure = _Failure("cannot connect", connect=True)
-            except (asyncio.TimeoutError, httpx.TimeoutException):
-                failure = _Failure(f"no answer within {self._timeout:g} s")
-            except httpx.RequestError as exc:
-                failure = _Failure(f"connection dropped ({type(exc).__name__})")
-            else:
-                self._reached = True
-                outcome = self._outcome(response, request, time.perf_counter() - start)
-                if isinstance(outcome, LLMResponse):
-                    return outcome
-                failure = outcome
-            failures.append(failure)
+            if self._pause_until > time.monotonic():
+                await self._wait_for_pause()
+            outcome = await self._attempt(session, path, body, request)
+            if isinstance(outcome, LLMResponse):
+                return outcome
+            failures.append(outcome)
             if attempt < self._max_retries:
-                await asyncio.sleep(self._delay(failure, attempt))
+                await asyncio.sleep(self._delay(outcome, attempt))
         return self._give_up(failures, time.monotonic() - started)
+
+    async def _attempt(
+        self, session: aiohttp.ClientSession, path: str, body: bytes, request: LLMRequest
+    ) -> LLMResponse | _Failure:
+        """The answer, or why this attempt failed; raises when no retry can help."""
+        try:
+            reply = await self._fetch(session, path, body)
+        except aiohttp.ConnectionTimeoutError:
+            if not self._reached:
+                raise self._unreachable() from None
+            return _Failure(f"cannot connect within {self._connect_timeout:g} s", connect=True)
+        except aiohttp.ClientConnectorError:
+            return _Failure("cannot connect", connect=True)
+        except asyncio.TimeoutError:
+            return _Failure(f"no answer within {self._timeout:g} s")
+        except aiohttp.ClientError as exc:
+            return _Failure(f"connection dropped ({type(exc).__name__})")
+        self._reached = True
+        return self._outcome(reply, request)
 
     def _delay(self, failure: _Failure, attempt: int) -> float:
         if failure.delay is None:
@@ -245,40 +309,34 @@ class OpenAIClient(LLMClient):
             f"{self._where}: gave up after {attempts} attempts, last: {failures[-1].reason}", kind="transient"
         )
 
-    def _outcome(
-        self, response: httpx.Response, request: LLMRequest, latency: float
-    ) -> LLMResponse | _Failure:
+    def _outcome(self, reply: _Reply, request: LLMRequest) -> LLMResponse | _Failure:
         """The parsed answer, or a retryable failure; raises for a failure that retrying cannot fix."""
-        status = response.status_code
+        status, data = reply.status, read_json(reply.body)
         if status == 200:
-            data = _json(response)
             if not (isinstance(data, dict) and data.get("error") and not data.get("choices")):
-                return self._answer(data, response, request, latency)
-            error = self._error_of(response)
+                return self._answer(data, reply, request)
+            error = self._error_of(reply, data)
             status = error.status or 500
             label = f"HTTP 200 with an error body (code {error.code or 'none'})"
         else:
-            error = self._error_of(response)
+            error = self._error_of(reply, data)
             label = f"HTTP {status}"
         fatal = self._fatal(status, error)
         if fatal is not None:
             raise fatal
         if is_retryable(status):
-            return _Failure(f"{label}: {error.message}", self._server_delay(response, status))
+            return _Failure(f"{label}: {error.message}", self._server_delay(reply.headers, status))
         self._count_rejection(status, error.message)
         raise LLMError(f"{label}: {error.message}", kind="rejected")
 
-    def _answer(
-        self, data: Any, response: httpx.Response, request: LLMRequest, latency: float
-    ) -> LLMResponse:
+    def _answer(self, data: Any, reply: _Reply, request: LLMRequest) -> LLMResponse:
         if data is None:
             raise LLMError(
-                f"{self._where} sent an answer that is not JSON: "
-                f"{self._redact(one_line(response.text[:200]))}",
+                f"{self._where} sent an answer that is not JSON: {self._redact(one_line(reply.text[:200]))}",
                 kind="parse",
             )
         try:
-            parsed = parse_response(data, request, latency)
+            parsed = parse_response(data, request, reply.latency)
         except MalformedAnswer as exc:
             raise LLMError(f"{self._where} sent a malformed answer ({exc})", kind="parse") from None
         self._rejection, self._rejections = None, 0
@@ -302,8 +360,9 @@ class OpenAIClient(LLMClient):
                     name,
                 )
 
-    def _error_of(self, response: httpx.Response) -> ServerError:
-        error = server_error(_json(response), response.text)
+    def _error_of(self, reply: _Reply, data: Any) -> ServerError:
+        """What the error body `data` (None when not JSON) of `reply` says, without the API key."""
+        error = server_error(data, reply.text)
         return ServerError(self._redact(error.message), error.code, error.type)
 
     def _fatal(self, status: int, error: ServerError) -> LLMFatalError | None:
@@ -343,11 +402,11 @@ class OpenAIClient(LLMClient):
                 "nothing can succeed with these settings"
             )
 
-    def _server_delay(self, response: httpx.Response, status: int) -> float | None:
+    def _server_delay(self, headers: Mapping[str, str], status: int) -> float | None:
         """The wait the server asks for (Retry-After, or on a 429 the rate-limit reset headers)."""
-        seconds = parse_retry_after(response.headers.get("retry-after"))
+        seconds = parse_retry_after(headers.get("retry-after"))
         if seconds is None and status == 429:
-            resets = [parse_reset_duration(response.headers.get(name)) for name in _RESET_HEADERS]
+            resets = [parse_reset_duration(headers.get(name)) for name in _RESET_HEADERS]
             seconds = max((s for s in resets if s is not None), default=None)
         if seconds is not None and seconds > self._retry_after_cap:
             raise LLMError(
@@ -388,11 +447,24 @@ def _check_settings(settings: LLMSettings) -> None:
             raise ConfigError(settings.key(key), f"must be positive, got {getattr(settings, key)}")
 
 
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
+def _tls_context() -> ssl.SSLContext:
+    """Certificates from $SSL_CERT_FILE, else $SSL_CERT_DIR, else certifi's bundle (not the system's, which
+    some Python builds lack)."""
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def _env_proxy(url: str) -> str | None:
+    """The proxy that $HTTPS_PROXY, $HTTP_PROXY or $ALL_PROXY names for `url`, unless $NO_PROXY exempts it."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
         return None
+    return proxy
 
 
 def _is_plain_remote(url: str) -> bool:

@@ -7,15 +7,52 @@ Parsing never trusts the server: every field is checked for its type, and anythi
 from __future__ import annotations
 
 import email.utils
+import importlib
+import json
 import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from types import ModuleType
 from typing import Any
 
 from autointerp.llm.types import LLMRequest, LLMResponse, TokenLogprob
 
 MESSAGE_CHARS = 300
+
+
+def _orjson() -> ModuleType | None:
+    try:
+        return importlib.import_module("orjson")
+    except ImportError:
+        return None
+
+
+_ORJSON = _orjson()
+"""orjson when it is installed (an optional speed-up), else None: the standard library's json is used."""
+
+
+def dump_json(value: Any) -> bytes:
+    """`value` as a JSON request body."""
+    return _ORJSON.dumps(value) if _ORJSON else json.dumps(value).encode()
+
+
+def read_json(body: bytes) -> Any:
+    """The JSON value of an answer's body, or None when it is not JSON.
+
+    What orjson refuses but the standard library reads (NaN, Infinity, a BOM, lone surrogates, UTF-16) is
+    read all the same, so only integers beyond 64 bits depend on whether orjson is installed (it reads
+    them as floats). Nesting too deep to read is not JSON either.
+    """
+    if _ORJSON:
+        try:
+            return _ORJSON.loads(body)
+        except ValueError:
+            pass
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
 
 
 class MalformedAnswer(ValueError):
