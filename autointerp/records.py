@@ -3,8 +3,9 @@
 A stage writes one object per latent to `<dir>/<hookpoint>.jsonl`, or, as task I of N, to
 `<dir>/<hookpoint>.shard-I-of-N.jsonl`, so no two tasks ever write the same file. Readers merge every
 file of a hookpoint; a latent redone later (a retried failure) has a later record, whose `written` time
-wins. Each line is flushed and fsynced as soon as it is written; a torn last line (a kill mid-write) is
-ignored and that latent is redone. A damaged line elsewhere (not JSON, not UTF-8, not a record with an
+wins. Each line is flushed as soon as it is written (a kill of the process loses nothing written) and
+fsynced in batches (`RecordWriter`); a torn last line (a kill mid-write) is ignored and that latent is
+redone. A damaged line elsewhere (not JSON, not UTF-8, not a record with an
 integer `latent`) is skipped with a warning, so its latent is redone too. Lines are ASCII (non-ASCII text
 is escaped), and a writer holds an exclusive lock on its file.
 """
@@ -95,17 +96,19 @@ def _complete_lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 _HEAD = re.compile(rb'\{"latent":(\d+),')
 _TAIL = re.compile(rb',"written":(\d+(?:\.\d+)?)\}\n\Z')
-_HASH = re.compile(rb'(?<!\\)"config_hash":"([0-9a-f]*)"')
+_HASH_KEY = b'"config_hash":"'
+_HASH_VALUE = re.compile(rb'([0-9a-f]*)"')
 
 
 def _peek(line: bytes) -> tuple[int, float, str | None] | None:
     """(latent, written, config_hash) from a line `record_line` wrote: `latent` first, `written` last. In
     JSON text a quote inside a string is always escaped, so `"config_hash":"` can only be that key."""
     head, tail = _HEAD.match(line), _TAIL.search(line)
-    found = _HASH.findall(line)
-    if head is None or tail is None or len(found) != 1:
+    at = line.find(_HASH_KEY)
+    if head is None or tail is None or at < 0 or line.find(_HASH_KEY, at + 1) >= 0:
         return None
-    return int(head[1]), float(tail[1]), found[0].decode()
+    value = _HASH_VALUE.match(line, at + len(_HASH_KEY))
+    return None if value is None else (int(head[1]), float(tail[1]), value[1].decode())
 
 
 def _parse_line(line: bytes) -> dict[str, Any] | None:
@@ -213,7 +216,10 @@ def remove_hookpoint(directory: Path, hookpoint: str) -> None:
 
 
 class RecordWriter:
-    """Appends records to one file, each line flushed and fsynced, under an exclusive lock of the file.
+    """Appends records to one file under an exclusive lock of the file: each line is flushed as it is
+    written (it survives a kill of the process) and fsynced with the first record written `SYNC_SECONDS`
+    or more after the last fsync, and on close: a machine crash can lose the records written since the
+    last fsync (about a second's worth while records come quickly), which a rerun redoes.
 
     A second writer of the same file (two runs of one config, a requeued task overlapping the old one) is
     refused instead of interleaving lines.
@@ -222,6 +228,7 @@ class RecordWriter:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(path, "a", encoding="ascii")  # noqa: SIM115 - closed in close()
+        self.synced = time.monotonic()
         try:
             lock_exclusively(self.file.fileno(), path)
             drop_torn_tail(path)
@@ -234,9 +241,18 @@ class RecordWriter:
         stamped = {**record, "written": round(time.time(), 6)}
         self.file.write(record_line(stamped))
         self.file.flush()
+        if time.monotonic() - self.synced >= SYNC_SECONDS:
+            self.sync()
+
+    def sync(self) -> None:
+        """fsync what was written so far."""
         os.fsync(self.file.fileno())
+        self.synced = time.monotonic()
 
     def close(self) -> None:
+        if not self.file.closed:
+            self.file.flush()
+            self.sync()
         self.file.close()
 
     def __enter__(self) -> RecordWriter:
@@ -244,6 +260,11 @@ class RecordWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+SYNC_SECONDS = 1.0
+"""Longest time a written record waits for its fsync (an fsync per record costs ~1 ms, as much as the rest
+of explaining a latent)."""
 
 
 def record_line(record: dict[str, Any]) -> str:

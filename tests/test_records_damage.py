@@ -116,3 +116,18 @@ def test_stamps_read_off_the_line_agree_with_the_parsed_record(tmp_path):
     assert set(stamps) == {1, 3, 4} and other == 1
     records = list(iter_latest(tmp_path, "hp", stamps))
     assert [(r["latent"], r.get("explanation")) for r in records] == [(1, "retried"), (3, None)]
+
+
+def test_records_are_flushed_at_once_and_fsynced_in_batches(tmp_path, monkeypatch):
+    """A record is in the file as soon as it is written (readable by another process: it survives a kill);
+    fsync runs at most about once a second while records come quickly, and when the writer closes."""
+    from autointerp import records as records_module
+
+    synced = []
+    monkeypatch.setattr(records_module.os, "fsync", lambda fd: synced.append(fd))
+    with RecordWriter(tmp_path / "hp.jsonl") as writer:
+        for latent in range(200):
+            writer.write({"latent": latent})
+            assert len((tmp_path / "hp.jsonl").read_text().splitlines()) == latent + 1
+        assert len(synced) <= 1
+    assert len(synced) >= 1 and set(read_records(tmp_path, "hp")) == set(range(200))

@@ -95,17 +95,34 @@ def test_puts_survive_kill_9(tmp_path):
         os.kill(os.getpid(), signal.SIGKILL)
     """
     assert subprocess.run([sys.executable, "-c", textwrap.dedent(script)]).returncode == -9
-    assert len(ResponseCache(tmp_path, "other")) == 50
+    reopened = ResponseCache(tmp_path, "killed")
+    assert len(reopened) == 50 and reopened.get("49") == LLMResponse(text="x" * 10_000)
 
 
-def test_every_shard_is_read(tmp_path):
+def test_a_task_reads_only_its_own_file(tmp_path):
+    """A SLURM task's memory does not grow with the other tasks' answers: it indexes its own file only."""
     for shard in ("0", "1"):
         cache = ResponseCache(tmp_path, shard)
         cache.put(f"key-{shard}", RESPONSE)
         cache.close()
-    cache = ResponseCache(tmp_path, "2")
-    assert len(cache) == 2 and cache.get("key-0") == cache.get("key-1") == RESPONSE
-    assert not cache.path.exists()
+    assert len(ResponseCache(tmp_path, "2")) == 0
+    again = ResponseCache(tmp_path, "1")
+    assert len(again) == 1 and again.get("key-1") == RESPONSE and again.get("key-0") is None
+
+
+def test_the_index_points_at_each_keys_last_answer(tmp_path):
+    cache = ResponseCache(tmp_path, "0")
+    cache.put("a", LLMResponse(text="first"))
+    cache.put("b", LLMResponse(text="other"))
+    cache.put("a", LLMResponse(text="second"))
+    assert cache.get("a") == LLMResponse(text="second")
+    cache.close()
+    with open(cache.path, "ab") as f:
+        f.write(b'{"key": "c", "response": {"te')  # torn by a kill
+    reopened = ResponseCache(tmp_path, "0")
+    assert (
+        reopened.get("a") == LLMResponse(text="second") and reopened.get("c") is None and len(reopened) == 2
+    )
 
 
 def test_cached_client_asks_once_and_never_after_reopen(tmp_path):
@@ -114,7 +131,8 @@ def test_cached_client_asks_once_and_never_after_reopen(tmp_path):
     first, second = ask(client, ["x", "x"])
     assert first == second == LLMResponse(text="X")
     assert inner.calls == 1 and (client.hits, client.misses) == (1, 1)
-    again = CachedClient(CountingClient(), ResponseCache(tmp_path, "1"))
+    client.cache.close()
+    again = CachedClient(CountingClient(), ResponseCache(tmp_path, "0"))
     assert ask(again, ["x"]) == [first] and again.client.calls == 0 and again.hits == 1
 
 
@@ -131,9 +149,10 @@ def test_another_endpoint_never_replays_these_answers(tmp_path):
     first = CachedClient(CountingClient(), ResponseCache(tmp_path, "0"), "openai:http://a/v1")
     ask(first, ["x"])
     first.cache.close()
-    other = CachedClient(CountingClient(), ResponseCache(tmp_path, "1"), "openai:http://b/v1")
+    other = CachedClient(CountingClient(), ResponseCache(tmp_path, "0"), "openai:http://b/v1")
     ask(other, ["x"])
     assert other.client.calls == 1 and other.hits == 0
-    same = CachedClient(CountingClient(), ResponseCache(tmp_path, "2"), "openai:http://a/v1")
+    other.cache.close()
+    same = CachedClient(CountingClient(), ResponseCache(tmp_path, "0"), "openai:http://a/v1")
     ask(same, ["x"])
     assert same.client.calls == 0 and same.hits == 1

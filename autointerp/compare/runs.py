@@ -78,7 +78,9 @@ class Run:
 
     def scores(self, scorer: str) -> dict[int, float]:
         """Latent -> headline score of the latents this scorer scored (failed and skipped left out)."""
-        records = read_records(self.run_dir / SCORES_DIR / scorer, self.hookpoint)
+        records = read_records(
+            self.run_dir / SCORES_DIR / scorer, self.hookpoint, ("score", "error", "skipped")
+        )
         return {
             latent: float(r["score"])
             for latent, r in records.items()
@@ -127,7 +129,7 @@ def _hookpoint_runs(run_dir: Path, config: RunConfig | None) -> list[Run]:
 
 
 def _explanations(run_dir: Path, hookpoint: str) -> dict[int, str]:
-    records = read_records(run_dir / EXPLANATIONS_DIR, hookpoint)
+    records = read_records(run_dir / EXPLANATIONS_DIR, hookpoint, ("explanation", "error"))
     return {
         latent: r["explanation"]
         for latent, r in sorted(records.items())

@@ -218,10 +218,10 @@ class ExampleBuilder:
         return rng_for(self.seed, self.hookpoint, latent, purpose)
 
     def _examples(self, acts: LatentActivations, candidates: Candidates, draws: list[Draw]) -> list[Example]:
-        examples = [
-            self.windows.example(acts, candidates.sequence[i], candidates.start[i], quantile)
-            for i, quantile in draws
-        ]
+        chosen = [i for i, _ in draws]
+        examples = self.windows.examples(
+            acts, candidates.sequence[chosen], candidates.start[chosen], [quantile for _, quantile in draws]
+        )
         return sorted(examples, key=lambda example: -example.max_activation)
 
 

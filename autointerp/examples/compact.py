@@ -13,7 +13,6 @@ Records written before this layout hold a plain list of full example dicts; `unp
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,8 +79,7 @@ def _pack_column(values: list[Any], field: str) -> Any:
     if field == NESTED:
         return {"tables": values}
     values = [_rounded(v) for v in values]
-    first = json.dumps(values[0], sort_keys=True) if values else None
-    if values and all(json.dumps(v, sort_keys=True) == first for v in values[1:]):
+    if values and all(type(v) is type(values[0]) and v == values[0] for v in values[1:]):
         return {"const": values[0]}
     if all(v is None or isinstance(v, str) for v in values):
         distinct = list(dict.fromkeys(values))

@@ -119,7 +119,7 @@ class RandomNegatives:
             sequence, start = self.windows.disjoint_cell(cells)
             silent = self.windows.is_silent(acts, sequence, start)
             found.offer(sequence[silent], start[silent])
-        return [self.windows.example(acts, s, a) for s, a in found.windows]
+        return _cut(self.windows, acts, found.windows)
 
     def _random_windows(self, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         w = self.windows
@@ -184,8 +184,8 @@ class NeighbourNegatives:
                 if avoid.add(int(sequence) * self.windows.ctx_len + int(start)):
                     chosen.append((sequence, start))
                     if len(chosen) == n:
-                        return [self.windows.example(acts, s, a) for s, a in chosen]
-        return [self.windows.example(acts, s, a) for s, a in chosen]
+                        return _cut(self.windows, acts, chosen)
+        return _cut(self.windows, acts, chosen)
 
     def _silent_top_windows(self, acts: LatentActivations, other: int) -> zip:
         """(sequence, start) of the windows of `other` by decreasing activation, where `acts` is silent."""
@@ -243,3 +243,8 @@ class SimilarNegatives:
     def _unit_embeddings(self, tokens: list[np.ndarray]) -> np.ndarray:
         vectors = np.asarray(self.embed([self.decode(t) for t in tokens]), dtype=np.float32)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def _cut(windows: Windows, acts: LatentActivations, chosen: list[tuple[int, int]]) -> list[Example]:
+    """The examples at these (sequence, start) windows, cut out together."""
+    return windows.examples(acts, [s for s, _ in chosen], [a for _, a in chosen])

@@ -9,7 +9,7 @@ their global starts (sequence * ctx_len + start) are less than `width` apart.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -203,13 +203,36 @@ class Windows:
     def example(
         self, acts: LatentActivations, sequence: int, start: int, quantile: int | None = None
     ) -> Example:
-        sequence, start = int(sequence), int(start)
+        return self.examples(acts, [sequence], [start], [quantile])[0]
+
+    def examples(
+        self,
+        acts: LatentActivations,
+        sequences: Sequence[int] | np.ndarray,
+        starts: Sequence[int] | np.ndarray,
+        quantiles: Sequence[int | None] | None = None,
+    ) -> list[Example]:
+        """The windows at (sequence, start), with this latent's activations, cut out together."""
+        sequence = np.asarray(sequences, dtype=np.int64).reshape(-1)
+        start = np.asarray(starts, dtype=np.int64).reshape(-1)
+        if not len(sequence):
+            return []
         first = sequence * self.ctx_len + start
         lo, hi = self._bounds(acts, first)
-        activations = np.zeros(self.width, dtype=np.float32)
-        activations[acts.token_index[lo:hi] - first] = acts.activation[lo:hi]
-        tokens = self.tokens[sequence, start : start + self.width].astype(np.int32)
-        return Example(sequence, start, tokens, activations, quantile)
+        offsets = np.arange(self.width)
+        tokens = self.tokens[sequence[:, None], start[:, None] + offsets].astype(np.int32)
+        activations = np.zeros((len(first), self.width), dtype=np.float32)
+        counts = hi - lo
+        rows = np.repeat(np.arange(len(first)), counts)
+        taken = (
+            np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)]) if counts.sum() else lo[:0]
+        )
+        activations[rows, acts.token_index[taken] - first[rows]] = acts.activation[taken]
+        quantiles = quantiles if quantiles is not None else [None] * len(first)
+        return [
+            Example(int(sequence[i]), int(start[i]), tokens[i], activations[i], quantiles[i])
+            for i in range(len(first))
+        ]
 
     def _bounds(self, acts: LatentActivations, first: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
         """Slice bounds, into the latent's sorted token indices, of the windows starting at `first`."""

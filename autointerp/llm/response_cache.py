@@ -1,14 +1,17 @@
 """LLM responses cached on disk by request hash, so a crashed or rerun stage replays instead of paying again.
 
-Each writer (one per SLURM array task) appends to its own `<shard>.jsonl`; every reader loads all shards.
-A put is flushed at once (it survives `kill -9`) and fsynced every `sync_every` puts (it survives a node crash
-up to the last few): fsync costs ~4 ms, which would throttle thousands of cached answers per second.
+Each writer (one per SLURM array task, or the whole run) appends to its own `<shard>.jsonl` and reads only
+that file: a task's memory does not grow with the other tasks' answers, and what it holds is an index of
+where each answer starts in its file (~200 bytes a key), not the answers. A put is flushed at once (it
+survives `kill -9`) and fsynced every `sync_every` puts (it survives a node crash up to the last few):
+fsync costs ~4 ms, which would throttle thousands of cached answers per second.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import IO
 
@@ -18,41 +21,49 @@ from autointerp.records import lock_exclusively
 from autointerp.rundir import drop_torn_tail, response_cache_file_name
 
 SYNC_EVERY = 64
+_KEY = re.compile(rb'\{"key": "([^"\\]*)"')
 
 
 class ResponseCache:
-    """Append-only JSONL store of `key -> LLMResponse`; a line that does not parse (torn write) is a miss."""
+    """Append-only JSONL store of `key -> LLMResponse` for one shard; a line that does not parse (a torn
+    write) is a miss."""
 
     def __init__(self, directory: Path, shard: str, sync_every: int = SYNC_EVERY):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / response_cache_file_name(shard)
-        self._entries: dict[str, LLMResponse] = {}
-        for file in sorted(directory.glob("*.jsonl")):
-            self._entries.update(_read(file))
+        self._offsets = _index(self.path) if self.path.is_file() else {}
+        self._reader: IO[bytes] | None = None
         self._sync_every = sync_every
         self._unsynced = 0
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._offsets)
 
     def get(self, key: str) -> LLMResponse | None:
-        return self._entries.get(key)
+        offset = self._offsets.get(key)
+        if offset is None:
+            return None
+        if self._reader is None:
+            self._reader = self.path.open("rb")
+        self._reader.seek(offset)
+        return _response(self._reader.readline(), key)
 
     def put(self, key: str, response: LLMResponse) -> None:
         if self._file is None:
             self._file = self._open_locked()
-        self._file.write(json.dumps({"key": key, "response": response.to_dict()}) + "\n")
+        offset = self._file.seek(0, os.SEEK_END)
+        self._file.write((json.dumps({"key": key, "response": response.to_dict()}) + "\n").encode("utf-8"))
         self._file.flush()
-        self._entries[key] = response
+        self._offsets[key] = offset
         self._unsynced += 1
         if self._unsynced >= self._sync_every:
             self.sync()
 
-    def _open_locked(self) -> IO[str]:
+    def _open_locked(self) -> IO[bytes]:
         """Open the shard's file for appending, locked against a second writer, after any torn line."""
-        file = self.path.open("a", encoding="utf-8")
+        file = self.path.open("ab")
         try:
             lock_exclusively(file.fileno(), self.path)
             drop_torn_tail(self.path)
@@ -69,21 +80,46 @@ class ResponseCache:
 
     def close(self) -> None:
         self.sync()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        for handle in (self._file, self._reader):
+            if handle is not None:
+                handle.close()
+        self._file = self._reader = None
 
 
-def _read(path: Path) -> dict[str, LLMResponse]:
-    entries = {}
-    with path.open(encoding="utf-8", errors="replace") as lines:
+def _index(path: Path) -> dict[str, int]:
+    """Key -> offset of its (last) complete line; the key is read off the line's start where it has the
+    layout `put` writes."""
+    offsets: dict[str, int] = {}
+    offset = 0
+    with path.open("rb") as lines:
         for line in lines:
-            try:
-                record = json.loads(line)
-                entries[record["key"]] = LLMResponse.from_dict(record["response"])
-            except (ValueError, KeyError, TypeError):
-                continue
-    return entries
+            if line.endswith(b"\n"):
+                key = _line_key(line)
+                if key is not None:
+                    offsets[key] = offset
+            offset += len(line)
+    return offsets
+
+
+def _line_key(line: bytes) -> str | None:
+    found = _KEY.match(line)
+    if found is not None:
+        return found[1].decode("utf-8", errors="replace")
+    try:
+        record = json.loads(line)
+        return str(record["key"]) if isinstance(record, dict) and "response" in record else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _response(line: bytes, key: str) -> LLMResponse | None:
+    try:
+        record = json.loads(line)
+        if record["key"] != key:
+            return None
+        return LLMResponse.from_dict(record["response"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 class CachedClient(LLMClient):
