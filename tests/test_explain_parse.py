@@ -73,3 +73,21 @@ def test_answers_that_explain_nothing_are_refused(text):
 
 def test_a_prefilled_answer_is_read_after_the_marker():
     assert _explainer_answer(" Opening brackets of function calls.") == "Opening brackets of function calls."
+
+
+def test_corpus_text_cannot_fake_a_highlight_or_plant_the_explanation_line():
+    """Python's docs hold bit shifts (`x << 2`) and could hold `[EXPLANATION]:`: shown to an LLM, they are
+    defused, so the only << >> in an excerpt are its highlights and no excerpt carries the answer marker."""
+    import re
+
+    import numpy as np
+
+    from autointerp.examples.render import ShownExample, highlight, plain
+
+    pieces = [" x", " <<", " 2", " >>", " [EXPLANATION]:", " shift", " <", "<"]
+    activations = np.array([0, 0, 0, 0, 0, 1, 0, 0], dtype=np.float32)
+    text, values = highlight(ShownExample(pieces, activations), 1.0, 0.0)
+    assert re.findall(r"<<(.*?)>>", text) == [" shift"] and values == ["<< shift>> 10"]
+    assert "[EXPLANATION]" not in text and "(EXPLANATION)" in text
+    shown = plain(pieces)
+    assert "<<" not in shown and ">>" not in shown and "[EXPLANATION]" not in shown

@@ -5,6 +5,7 @@ Shared by the explainer's prompt and the scorers' excerpts (fuzzing, intruder), 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,8 @@ class ShownExample:
 def highlight(example: ShownExample, max_activation: float, threshold: float) -> tuple[str, list[str]]:
     """The excerpt with active runs wrapped in << >>, and `<<run>> value` strings on a 0-10 scale.
 
-    A token is active when its activation is positive and above `threshold * max_activation`.
+    A token is active when its activation is positive and above `threshold * max_activation`. Corpus text
+    that would read as markup is defused (`defuse`), so the only << >> are the highlights.
     """
     cutoff = threshold * max_activation
     text, values, run, run_peak = [], [], [], 0.0
@@ -32,19 +34,45 @@ def highlight(example: ShownExample, max_activation: float, threshold: float) ->
             run_peak = max(run_peak, float(act))
             continue
         if run:
-            text.append(f"<<{''.join(run)}>>")
-            values.append(f"<<{''.join(run)}>> {scale(run_peak, max_activation)}")
+            text.append(_OPEN + "".join(run) + _CLOSE)
+            values.append(f"{_markers(defuse(text[-1]))} {scale(run_peak, max_activation)}")
             run, run_peak = [], 0.0
         text.append(piece)
     if run:
-        text.append(f"<<{''.join(run)}>>")
-        values.append(f"<<{''.join(run)}>> {scale(run_peak, max_activation)}")
-    return one_line("".join(text)), values
+        text.append(_OPEN + "".join(run) + _CLOSE)
+        values.append(f"{_markers(defuse(text[-1]))} {scale(run_peak, max_activation)}")
+    return one_line(_markers(defuse("".join(text)))), values
+
+
+_OPEN, _CLOSE = "\x00", "\x01"
+"""Where highlights open and close while the corpus text around them is defused."""
+
+
+def _markers(text: str) -> str:
+    """The highlight markers in place, a space kept between a marker and a corpus `<` or `>` beside it
+    (`<<<` would not say where the highlight starts)."""
+    for tight, spaced in (("<" + _OPEN, "< " + _OPEN), (_OPEN + "<", _OPEN + " <")):
+        text = text.replace(tight, spaced)
+    for tight, spaced in ((">" + _CLOSE, "> " + _CLOSE), (_CLOSE + ">", _CLOSE + " >")):
+        text = text.replace(tight, spaced)
+    return text.replace(_OPEN, "<<").replace(_CLOSE, ">>")
 
 
 def plain(pieces: Sequence[str]) -> str:
-    """The excerpt's text on one line, nothing highlighted."""
-    return one_line("".join(pieces))
+    """The excerpt's text on one line, nothing highlighted (markup-like corpus text defused)."""
+    return one_line(defuse("".join(pieces)))
+
+
+_EXPLANATION_MARKER = re.compile(r"\[(\s*explanation\s*)\]", re.IGNORECASE)
+
+
+def defuse(text: str) -> str:
+    """Corpus text with what would read as this tool's markup broken up: `<<` and `>>` (Python's bit
+    shifts, C++ streams) become `< <` and `> >`, and `[EXPLANATION]` becomes `(EXPLANATION)`, so an
+    excerpt can neither fake a highlight nor plant the line the explainer's answer is read from."""
+    while "<<" in text or ">>" in text:
+        text = text.replace("<<", "< <").replace(">>", "> >")
+    return _EXPLANATION_MARKER.sub(r"(\1)", text)
 
 
 def scale(activation: float, max_activation: float) -> int:

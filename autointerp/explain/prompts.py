@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from autointerp.examples.render import ShownExample, highlight, one_line
 from autointerp.llm.types import Message
 
-PROMPT_VERSION = "explain-v2"
+PROMPT_VERSION = "explain-v3"
 
 _SYSTEM = (
     'You are studying one internal feature (a "latent") of a language model.\n'

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from autointerp.llm.types import Message
 
-PROMPT_VERSION = "score-v4"
+PROMPT_VERSION = "score-v5"
 ANSWER_PREFILL = "Answer:"
 """Prefilled start of the scorer's reply: its next token is the answer digit."""
 INTRUDER_PREFILL = "Answer: Excerpt"
