@@ -46,7 +46,9 @@ class TokenTexts:
         return self._pieces[token]
 
     def pieces(self, tokens: Sequence[int] | np.ndarray) -> list[str]:
-        return [self.piece(t) for t in tokens]
+        known = self._pieces
+        ids = tokens.tolist() if isinstance(tokens, np.ndarray) else tokens
+        return [known[t] if t in known else self.piece(t) for t in ids]
 
     def text(self, tokens: Sequence[int] | np.ndarray) -> str:
         return "".join(self.pieces(tokens))

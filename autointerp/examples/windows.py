@@ -17,7 +17,6 @@ import numpy as np
 
 from autointerp.cache import LatentActivations
 
-_WINDOW_MAX_CHUNK = 1 << 16
 """Windows whose maximum is computed at once (bounds memory to about width x this x 16 bytes)."""
 
 
@@ -174,16 +173,16 @@ class Windows:
 
     def window_max(self, acts: LatentActivations, first: np.ndarray) -> np.ndarray:
         """The latent's highest activation in each window starting at global token `first` (0 if silent)."""
+        first = np.asarray(first, dtype=np.int64)
         out = np.zeros(len(first), dtype=np.float32)
-        if not len(acts.token_index):
+        if not len(acts.token_index) or not len(first):
             return out
-        offsets = np.arange(self.width)
-        for lo in range(0, len(first), _WINDOW_MAX_CHUNK):
-            positions = first[lo : lo + _WINDOW_MAX_CHUNK, None] + offsets
-            index = np.searchsorted(acts.token_index, positions).clip(max=len(acts.token_index) - 1)
-            hit = acts.token_index[index] == positions
-            out[lo : lo + len(positions)] = np.where(hit, acts.activation[index], 0).max(axis=1)
-        return out
+        lo, hi = self._bounds(acts, first)
+        values = np.append(acts.activation.astype(np.float32), np.float32(0))  # hi may be one past the end
+        bounds = np.stack([lo, hi], axis=1).reshape(-1)
+        reduced = np.maximum.reduceat(values, bounds)[::2]  # max over values[lo:hi] where lo < hi
+        silent_somewhere = hi - lo < self.width  # then 0 is among the window's activations too
+        return np.where(hi > lo, np.where(silent_somewhere, np.maximum(reduced, 0), reduced), out)
 
     def overlaps(self, first: np.ndarray, taken: np.ndarray) -> np.ndarray:
         """Mask of the windows starting at global tokens `first` sharing a token with a window of `taken`."""
