@@ -9,8 +9,10 @@ Each figure is taken in a fresh child process, one after another:
 
 1. explain: `run_explain` (openai backend, default example counts) on a fifth of `--latents` latents (a
    seeded sample of those that fire at least 200 times, `latents.min_activations`), which pays the
-   imports and the first start, then on all of them (a second call, which does the other four fifths):
-   CPU ms per latent of the second call and latents/s, and beside it the first call's per latent.
+   imports and the first start, then on two fifths (one fifth more), then on all of them (the other three
+   fifths): CPU ms per latent of the last call and latents/s; per further latent, the difference of the
+   last two calls' CPU over the difference of their latents (each call's start cancels); and the first
+   call's per latent.
 2. score: `run_score` with [detection, fuzzing] on the explained latents; CPU ms per LLM request, and
    beside it the bare client loop: `OpenAIClient` (aiohttp underneath) through `autointerp.llm.run_requests`
    sending as many copies of a real scorer request to the same server (the floor of the openai backend),
@@ -164,20 +166,22 @@ def child_explain(spec: dict[str, Any]) -> dict[str, Any]:
     from autointerp.explain.stage import run_explain
 
     run_dir = Path(spec["run_dir"])
-    first = {**spec, "latents": max(1, spec["latents"] // 5)}
-    warmup = stage_figures(
-        spec, lambda: run_explain(config_from_dict(run_config(first, run_dir, spec["base_url"])))
-    )
-    started = warmup.pop("result").tallies[HOOKPOINT]
-    config = config_from_dict(run_config(spec, run_dir, spec["base_url"]))
-    out = stage_figures(spec, lambda: profiled(spec, lambda: run_explain(config)))
-    tally = out.pop("result").tallies[HOOKPOINT]
-    return out | {
-        "explained": tally.explained,
-        "failed": tally.failed,
-        "skipped": tally.skipped,
-        "first_cpu_s": warmup["cpu_s"],
-        "first_explained": started.explained,
+
+    def explain_up_to(latents: int, profile: bool = False) -> dict[str, Any]:
+        config = config_from_dict(run_config({**spec, "latents": latents}, run_dir, spec["base_url"]))
+        out = stage_figures(
+            spec, lambda: profiled(spec, lambda: run_explain(config)) if profile else run_explain(config)
+        )
+        return out | {"explained": out.pop("result").tallies[HOOKPOINT].explained}
+
+    first = explain_up_to(max(1, spec["latents"] // 5))  # imports, first start
+    second = explain_up_to(max(2, 2 * spec["latents"] // 5))  # a fifth more
+    third = explain_up_to(spec["latents"], profile=True)  # the other three fifths
+    marginal = (third["cpu_s"] - second["cpu_s"]) / max(third["explained"] - second["explained"], 1)
+    return third | {
+        "first_cpu_s": first["cpu_s"],
+        "first_explained": first["explained"],
+        "marginal_cpu_s": marginal,
     }
 
 
@@ -582,6 +586,11 @@ def print_figures(args: argparse.Namespace, figures: dict[str, Any], scale: list
             "explain, pipeline CPU per latent",
             f"{1000 * explain['cpu_s'] / explained:.1f} ms ({explained / explain['wall_s']:.0f} latents/s)",
             f"{explain['cpu_s'] / explained * 1e6 / 3600:.1f} CPU-hours",
+        ],
+        [
+            "explain, pipeline CPU per further latent (a stage's start left out)",
+            f"{1000 * explain['marginal_cpu_s']:.1f} ms",
+            f"{explain['marginal_cpu_s'] * 1e6 / 3600:.1f} CPU-hours",
         ],
         [
             "explain, first call of the process (imports and start included)",

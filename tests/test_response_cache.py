@@ -156,3 +156,21 @@ def test_another_endpoint_never_replays_these_answers(tmp_path):
     same = CachedClient(CountingClient(), ResponseCache(tmp_path, "0"), "openai:http://a/v1")
     ask(same, ["x"])
     assert same.client.calls == 0 and same.hits == 1
+
+
+def test_request_keys_are_those_of_the_dataclass_fields():
+    """The response-cache key hashes the request's fields as `dataclasses.asdict` lays them out, so caches
+    written before keep answering."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from autointerp.llm import LLMRequest, Message, SamplingParams
+
+    request = LLMRequest(
+        (Message("system", "s"), Message("user", "u")),
+        SamplingParams(temperature=0.5, max_tokens=7, stop=("\n",), logprobs=2, prompt_logprobs=0, seed=3),
+    )
+    assert json.loads(json.dumps(request.plain())) == json.loads(json.dumps(dataclasses.asdict(request)))
+    legacy = json.dumps({"model": "m", **dataclasses.asdict(request)}, sort_keys=True)
+    assert request.key("m") == hashlib.sha256(legacy.encode()).hexdigest()

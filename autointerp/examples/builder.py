@@ -195,8 +195,8 @@ class ExampleBuilder:
     def _disjoint(self, candidates: Candidates) -> Accept:
         """An `accept` test keeping a draw's windows token-disjoint."""
         accepted = TokenDisjoint(self.windows.width)
-        first = candidates.first
-        return lambda i: accepted.add(int(first[i]))
+        first = candidates.first.tolist()
+        return lambda i: accepted.add(first[i])
 
     def _new_text(self, candidates: Candidates, explain: list[Example]) -> Accept:
         """An `accept` test refusing windows whose tokens equal an explainer window's, and keeping the
@@ -218,11 +218,13 @@ class ExampleBuilder:
         return rng_for(self.seed, self.hookpoint, latent, purpose)
 
     def _examples(self, acts: LatentActivations, candidates: Candidates, draws: list[Draw]) -> list[Example]:
-        chosen = [i for i, _ in draws]
+        chosen = np.array([i for i, _ in draws], dtype=np.int64)
+        quantiles = [quantile for _, quantile in draws]
         examples = self.windows.examples(
-            acts, candidates.sequence[chosen], candidates.start[chosen], [quantile for _, quantile in draws]
+            acts, candidates.sequence[chosen], candidates.start[chosen], quantiles
         )
-        return sorted(examples, key=lambda example: -example.max_activation)
+        order = np.argsort(-candidates.max_activation[chosen], kind="stable")  # highest first
+        return [examples[i] for i in order.tolist()]
 
 
 def _skip(result: LatentExamples, reason: str) -> LatentExamples:

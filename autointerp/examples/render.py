@@ -26,21 +26,18 @@ def highlight(example: ShownExample, max_activation: float, threshold: float) ->
     A token is active when its activation is positive and above `threshold * max_activation`. Corpus text
     that would read as markup is defused (`defuse`), so the only << >> are the highlights.
     """
-    cutoff = threshold * max_activation
-    text, values, run, run_peak = [], [], [], 0.0
-    for piece, act in zip(example.pieces, example.activations, strict=True):
-        if act > cutoff and act > 0:
-            run.append(piece)
-            run_peak = max(run_peak, float(act))
-            continue
-        if run:
-            text.append(_OPEN + "".join(run) + _CLOSE)
-            values.append(f"{_markers(defuse(text[-1]))} {scale(run_peak, max_activation)}")
-            run, run_peak = [], 0.0
-        text.append(piece)
-    if run:
-        text.append(_OPEN + "".join(run) + _CLOSE)
-        values.append(f"{_markers(defuse(text[-1]))} {scale(run_peak, max_activation)}")
+    activations = np.asarray(example.activations)
+    active = (activations > threshold * max_activation) & (activations > 0)
+    edges = np.flatnonzero(np.diff(active, prepend=False, append=False))
+    pieces = list(example.pieces)
+    text, values, done = [], [], 0
+    for start, end in zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True):
+        text.append("".join(pieces[done:start]))
+        text.append(_OPEN + "".join(pieces[start:end]) + _CLOSE)
+        peak = float(activations[start:end].max())
+        values.append(f"{_markers(defuse(text[-1]))} {scale(peak, max_activation)}")
+        done = end
+    text.append("".join(pieces[done:]))
     return one_line(_markers(defuse("".join(text)))), values
 
 
@@ -51,11 +48,18 @@ _OPEN, _CLOSE = "\x00", "\x01"
 def _markers(text: str) -> str:
     """The highlight markers in place, a space kept between a marker and a corpus `<` or `>` beside it
     (`<<<` would not say where the highlight starts)."""
-    for tight, spaced in (("<" + _OPEN, "< " + _OPEN), (_OPEN + "<", _OPEN + " <")):
-        text = text.replace(tight, spaced)
-    for tight, spaced in ((">" + _CLOSE, "> " + _CLOSE), (_CLOSE + ">", _CLOSE + " >")):
-        text = text.replace(tight, spaced)
+    if "<" in text or ">" in text:
+        for tight, spaced in _SPACED:
+            text = text.replace(tight, spaced)
     return text.replace(_OPEN, "<<").replace(_CLOSE, ">>")
+
+
+_SPACED = (
+    ("<" + _OPEN, "< " + _OPEN),
+    (_OPEN + "<", _OPEN + " <"),
+    (">" + _CLOSE, "> " + _CLOSE),
+    (_CLOSE + ">", _CLOSE + " >"),
+)
 
 
 def plain(pieces: Sequence[str]) -> str:
@@ -72,7 +76,7 @@ def defuse(text: str) -> str:
     excerpt can neither fake a highlight nor plant the line the explainer's answer is read from."""
     while "<<" in text or ">>" in text:
         text = text.replace("<<", "< <").replace(">>", "> >")
-    return _EXPLANATION_MARKER.sub(r"(\1)", text)
+    return _EXPLANATION_MARKER.sub(r"(\1)", text) if "[" in text else text
 
 
 def scale(activation: float, max_activation: float) -> int:

@@ -34,7 +34,7 @@ def draw_from_bins(
     A bin short of its share (after `accept`) gives what it has, and the shortfall is taken from the other
     bins in turn, highest first, so the result has min(n, accepted) items.
     """
-    shuffled = [iter(rng.permutation(b)) for b in bins]
+    shuffled = [iter(rng.permutation(b).tolist()) for b in bins]
     quota = np.full(len(bins), n // len(bins))
     quota[len(bins) - n % len(bins) :] += 1
     taken: list[list[int]] = [[] for _ in bins]
@@ -42,8 +42,8 @@ def draw_from_bins(
 
     def take(q: int) -> bool:
         for i in shuffled[q]:
-            if accept(int(i)):
-                taken[q].append(int(i))
+            if accept(i):
+                taken[q].append(i)
                 return True
         open_bins.discard(q)
         return False
@@ -66,11 +66,11 @@ def top_indices(values: np.ndarray, n: int) -> np.ndarray:
 
 def _first_accepted(order: np.ndarray, n: int, accept: Accept) -> list[Draw]:
     chosen: list[Draw] = []
-    for i in order:
+    for i in np.asarray(order).tolist():
         if len(chosen) == n:
             break
-        if accept(int(i)):
-            chosen.append((int(i), None))
+        if accept(i):
+            chosen.append((i, None))
     return chosen
 
 

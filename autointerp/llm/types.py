@@ -49,8 +49,22 @@ class LLMRequest:
 
     def key(self, model: str) -> str:
         """Hash of (model, request): the response-cache key."""
-        payload = json.dumps({"model": model, **asdict(self)}, sort_keys=True)
+        payload = json.dumps({"model": model, **self.plain()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
+
+    def plain(self) -> dict[str, typing.Any]:
+        """The request as plain data: what `dataclasses.asdict` gives, built without its deep copies."""
+        p = self.params
+        params = {
+            "temperature": p.temperature,
+            "max_tokens": p.max_tokens,
+            "stop": p.stop,
+            "logprobs": p.logprobs,
+            "prompt_logprobs": p.prompt_logprobs,
+            "seed": p.seed,
+        }
+        messages = [{"role": m.role, "content": m.content} for m in self.messages]
+        return {"messages": messages, "params": params, "raw": self.raw}
 
 
 @dataclass(frozen=True)

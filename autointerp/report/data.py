@@ -179,14 +179,17 @@ class _HookpointData:
             if (cache_dir(run_dir, hookpoint) / MANIFEST_FILE).is_file()
             else None
         )
-        self.explained = latest_stamps(run_dir / EXPLANATIONS_DIR, hookpoint)[0]
+        self.explained = _Stamps(latest_stamps(run_dir / EXPLANATIONS_DIR, hookpoint)[0])
         self.scored = {
-            name: current_stamps(config, self.reader, self._score_dir(name), hookpoint)[0]
-            if self.reader
-            else {}
+            name: _Stamps(
+                current_stamps(config, self.reader, self._score_dir(name), hookpoint)[0]
+                if self.reader
+                else {}
+            )
             for name in scorers
         }
-        self.latents = np.array(sorted(set(self.explained).union(*self.scored.values())), dtype=np.int64)
+        sources = [self.explained, *self.scored.values()]
+        self.latents = np.unique(np.concatenate([source.latents for source in sources]))
         self.stats = _cache_stats(run_dir, hookpoint)
 
     def table(self) -> LatentTable:
@@ -201,7 +204,7 @@ class _HookpointData:
             max_activation=np.full(n, np.nan),
             problems={},
         )
-        for record in iter_latest(self.run_dir / EXPLANATIONS_DIR, self.hookpoint, self.explained):
+        for record in iter_latest(self.run_dir / EXPLANATIONS_DIR, self.hookpoint, self.explained.all()):
             row = self._row_of(record["latent"])
             table.statuses[row] = _status(record)
             table.explanations[row] = record.get("explanation")
@@ -209,7 +212,7 @@ class _HookpointData:
                 table.max_activation[row] = record["max_activation"]
             self._add_problems(table, row, "explain", record)
         for name in self.scorers:
-            for record in iter_latest(self._score_dir(name), self.hookpoint, self.scored[name]):
+            for record in iter_latest(self._score_dir(name), self.hookpoint, self.scored[name].all()):
                 row = self._row_of(record["latent"])
                 if record.get("score") is not None:
                     table.scores[name][row] = record["score"]
@@ -239,11 +242,8 @@ class _HookpointData:
             result.append(_latent_row(table, row, explained.get(latent), records))
         return result
 
-    def _records(
-        self, directory: Path, stamps: dict[int, float], wanted: dict[int, int]
-    ) -> dict[int, dict[str, Any]]:
-        chosen = {latent: stamps[latent] for latent in wanted if latent in stamps}
-        return {r["latent"]: r for r in iter_latest(directory, self.hookpoint, chosen)}
+    def _records(self, directory: Path, stamps: _Stamps, wanted: dict[int, int]) -> dict[int, dict[str, Any]]:
+        return {r["latent"]: r for r in iter_latest(directory, self.hookpoint, stamps.of(list(wanted)))}
 
     def _row_of(self, latent: int) -> int:
         return int(np.searchsorted(self.latents, latent))
@@ -255,6 +255,26 @@ class _HookpointData:
     def _add_problems(table: LatentTable, row: int, name: str, record: dict[str, Any]) -> None:
         if problems := [f"{name}: {p}" for p in _problems(record)]:
             table.problems.setdefault(row, []).extend(problems)
+
+
+class _Stamps:
+    """Latent -> `written` stamp of its current record, kept as two arrays (16 bytes a latent; a dict
+    costs ~100): `all` and `of` give the dicts `iter_latest` reads, for one pass at a time."""
+
+    def __init__(self, stamps: dict[int, float]):
+        self.latents = np.fromiter(stamps.keys(), dtype=np.int64, count=len(stamps))
+        self.written = np.fromiter(stamps.values(), dtype=np.float64, count=len(stamps))
+        order = np.argsort(self.latents)
+        self.latents, self.written = self.latents[order], self.written[order]
+
+    def all(self) -> dict[int, float]:
+        return dict(zip(self.latents.tolist(), self.written.tolist(), strict=True))
+
+    def of(self, latents: list[int]) -> dict[int, float]:
+        wanted = np.asarray(latents, dtype=np.int64)
+        at = np.searchsorted(self.latents, wanted).clip(max=max(len(self.latents) - 1, 0))
+        found = (self.latents[at] == wanted) if len(self.latents) else np.zeros(len(wanted), bool)
+        return dict(zip(wanted[found].tolist(), self.written[at[found]].tolist(), strict=True))
 
 
 def _concat(tables: list[LatentTable], scorers: list[str]) -> LatentTable:

@@ -37,12 +37,14 @@ def summarize(config: RunConfig, scores_dir: Path) -> dict[str, dict[str, Any]]:
     if not scores_dir.is_dir():
         return result
     readers = {hp: CacheReader(cache_dir(config.run_dir, hp)) for hp in config.sparse_coder.hookpoints}
-    selected = {hp: set(run_latents(config, reader, hp).latents) for hp, reader in readers.items()}
+    selected = {hp: np.asarray(run_latents(config, reader, hp).latents) for hp, reader in readers.items()}
     for directory in sorted(p for p in scores_dir.iterdir() if p.is_dir()):
         for hp, reader in readers.items():
             stamps, stale = current_stamps(config, reader, directory, hp)
-            for latent in [latent for latent in stamps if latent not in selected[hp]]:
+            latents = np.fromiter(stamps, dtype=np.int64, count=len(stamps))
+            for latent in latents[~np.isin(latents, selected[hp])].tolist():
                 del stamps[latent]
+            del latents
             if not stamps:
                 if stale:
                     result.setdefault(directory.name, {})[hp] = {"left_out": stale}
