@@ -46,6 +46,7 @@ class CacheReader:
         if problem:
             raise UserError(f"{manifest_path}: {problem} (edited or damaged?); {REBUILD}")
         self._starts = [shard["start"] for shard in self.manifest["shards"]]
+        self._handles: dict[Path, Any] = {}
 
     @property
     def num_latents(self) -> int:
@@ -76,13 +77,20 @@ class CacheReader:
         shard = self.manifest["shards"][bisect.bisect_right(self._starts, latent) - 1]
         local = latent - shard["start"]
         path = self.dir / shard["file"]
-        with _readable(path), safe_open(str(path), framework="pt") as f:
+        with _readable(path):
+            f = self._shard(path)
             bounds = [int(v) for v in f.get_slice("indptr")[local : local + 2]]
             if len(bounds) != 2 or not 0 <= bounds[0] <= bounds[1]:
                 raise UserError(f"{path}: its latents do not match the manifest; {REBUILD}")
             token_index = f.get_slice("token_index")[bounds[0] : bounds[1]].long().numpy()
             activation = f.get_slice("activation")[bounds[0] : bounds[1]].float().numpy()
         return LatentActivations(latent, token_index, activation)
+
+    def _shard(self, path: Path) -> Any:
+        """The shard file, opened once (memory-mapped) and kept open for the reader's life."""
+        if path not in self._handles:
+            self._handles[path] = safe_open(str(path), framework="pt")
+        return self._handles[path]
 
     def stats(self) -> dict[str, np.ndarray]:
         """Per-latent `firing_count` and `max_activation`."""

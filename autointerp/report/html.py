@@ -5,6 +5,7 @@ Every piece of run text (explanations are LLM output, tokens are corpus text) go
 
 from __future__ import annotations
 
+import functools
 import html
 from collections.abc import Sequence
 from pathlib import PurePosixPath
@@ -79,7 +80,13 @@ def shaded_tokens(pieces: Sequence[str], activations: Sequence[float], max_activ
         if activation > 0 and max_activation > 0:
             alpha = min(1.0, activation / max_activation)
             style = f"background:rgba(255,120,0,{alpha:.2f})"
-            spans.append(f'<span style="{style}" title="{activation:.3g}">{esc(piece)}</span>')
+            spans.append(f'<span style="{style}" title="{activation:.3g}">{_escaped(piece)}</span>')
         else:
-            spans.append(esc(piece))
+            spans.append(_escaped(piece))
     return "".join(spans)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _escaped(piece: str) -> str:
+    """A token piece escaped once: pages repeat the same pieces thousands of times."""
+    return esc(piece)
