@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from autointerp.errors import UserError
 from autointerp.rundir import (
@@ -170,17 +170,25 @@ def latest_stamps(
     return written, len(other)
 
 
-def iter_latest(directory: Path, hookpoint: str, stamps: dict[int, float]) -> Iterator[dict[str, Any]]:
+class Stamps(Protocol):
+    """Latent -> `written` stamp of the record wanted (a dict is one)."""
+
+    def get(self, latent: int, /) -> float | None: ...
+
+    def pop(self, latent: int, /) -> float: ...
+
+
+def iter_latest(directory: Path, hookpoint: str, stamps: Stamps) -> Iterator[dict[str, Any]]:
     """The full records named by `stamps` (latent -> `written`, from `latest_stamps`), each latent once, in
-    file order: one record in memory at a time; other lines are not parsed."""
-    seen: set[int] = set()
+    file order: one record in memory at a time; other lines are not parsed. Consumes `stamps` (each latent
+    found is popped, which is how a latent is yielded once)."""
 
     def wanted(latent: int, written: float) -> bool:
-        return latent not in seen and stamps.get(latent) == written
+        return stamps.get(latent) == written
 
     for path in hookpoint_files(directory, hookpoint):
         for record in iter_records(path, wanted):
-            seen.add(record["latent"])
+            stamps.pop(record["latent"])
             yield record
 
 

@@ -345,3 +345,32 @@ def test_paged_index_loads_its_rows_on_demand_in_chromium(tmp_path, tiny_model_d
     found = _chromium(profile, "--dump-dom", "--virtual-time-budget=5000", index.as_uri() + "#q=commas")
     assert _console_messages(found.stderr) == [] and f'{READY_ATTRIBUTE}="yes"' in found.stdout
     assert "1 of 5 latents" in found.stdout and "commas" in found.stdout
+
+
+def test_hand_edited_records_of_the_wrong_types_are_shown_as_malformed(tmp_path, tiny_model_dir):
+    """A record whose fields have the wrong types (edited by hand, written by another tool) gives a report
+    that says so, not a traceback."""
+    run = _make_run(tmp_path, tiny_model_dir)
+    tokens = _tokens(tiny_model_dir)
+    bad = [_example(tokens, 0, 2) | {"activations": ["a"] * 8}, {"sequence": "x", "start": 0}]
+    records = [
+        _explain_record(3, explanation=["not", "text"], max_activation="big", examples={"explain": bad}),
+        _explain_record(5, explanation="fine"),
+    ]
+    _write_jsonl(run / "explanations" / f"{HP}.jsonl", records)
+    write_report(run)
+    page = (run / "report" / "latents" / HP / "3.html").read_text()
+    assert page.count("malformed example: wrong") == 2 and "activations" in page
+    assert '["not", "text"]' in [r[3] for r in _rows(run / "report") if r[1] == 3][0]
+
+
+def test_record_stamps_kept_as_arrays_answer_like_the_dict():
+    from autointerp.report.data import _Stamps
+
+    stamps = _Stamps({7: 1.5, 2: 3.0, 40: 2.0})
+    every = stamps.all()
+    assert [every.get(k) for k in (2, 7, 40, 5)] == [3.0, 1.5, 2.0, None]
+    assert every.pop(7) == 1.5 and every.get(7) is None and stamps.all().get(7) == 1.5  # views apart
+    some = stamps.of([40, 5, 2])
+    assert [some.get(k) for k in (2, 7, 40)] == [3.0, None, 2.0]
+    assert _Stamps({}).of([1]).get(1) is None

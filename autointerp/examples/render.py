@@ -26,18 +26,21 @@ def highlight(example: ShownExample, max_activation: float, threshold: float) ->
     A token is active when its activation is positive and above `threshold * max_activation`. Corpus text
     that would read as markup is defused (`defuse`), so the only << >> are the highlights.
     """
-    activations = np.asarray(example.activations)
-    active = (activations > threshold * max_activation) & (activations > 0)
-    edges = np.flatnonzero(np.diff(active, prepend=False, append=False))
-    pieces = list(example.pieces)
-    text, values, done = [], [], 0
-    for start, end in zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True):
-        text.append("".join(pieces[done:start]))
-        text.append(_OPEN + "".join(pieces[start:end]) + _CLOSE)
-        peak = float(activations[start:end].max())
-        values.append(f"{_markers(defuse(text[-1]))} {scale(peak, max_activation)}")
-        done = end
-    text.append("".join(pieces[done:]))
+    cutoff = max(threshold * max_activation, 0.0)
+    text, values, run, run_peak = [], [], [], 0.0
+    for piece, act in zip(example.pieces, np.asarray(example.activations).tolist(), strict=True):
+        if act > cutoff:
+            run.append(piece)
+            run_peak = max(run_peak, act)
+            continue
+        if run:
+            text.append(_OPEN + "".join(run) + _CLOSE)
+            values.append(f"{_markers(defuse(text[-1]))} {scale(run_peak, max_activation)}")
+            run, run_peak = [], 0.0
+        text.append(piece)
+    if run:
+        text.append(_OPEN + "".join(run) + _CLOSE)
+        values.append(f"{_markers(defuse(text[-1]))} {scale(run_peak, max_activation)}")
     return one_line(_markers(defuse("".join(text)))), values
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,44 @@ class SummaryRow:
     """Selected latents without a score record yet (a run still going)."""
 
 
+class TextColumn:
+    """Optional strings, one per row, kept in one UTF-8 buffer: a million explanations take ~70 MB here,
+    ~110 MB as Python strings."""
+
+    def __init__(self, n: int):
+        self._buffer = bytearray()
+        self._start = np.full(n, -1, dtype=np.int64)
+        self._length = np.zeros(n, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._start)
+
+    def __getitem__(self, row: int) -> str | None:
+        start = int(self._start[row])
+        if start < 0:
+            return None
+        return self._buffer[start : start + int(self._length[row])].decode("utf-8")
+
+    def __setitem__(self, row: int, text: str | None) -> None:
+        if text is None:
+            self._start[row] = -1
+            return
+        data = text.encode("utf-8")
+        self._start[row], self._length[row] = len(self._buffer), len(data)
+        self._buffer += data
+
+    @classmethod
+    def joined(cls, columns: list[TextColumn]) -> TextColumn:
+        """The rows of `columns`, one after another."""
+        result = cls(sum(len(c) for c in columns))
+        row = 0
+        for column in columns:
+            for i in range(len(column)):
+                result[row] = column[i]
+                row += 1
+        return result
+
+
 @dataclass
 class LatentTable:
     """Every latent with an explanation or a score, one row each (hookpoint, then latent order), as columns:
@@ -73,7 +112,7 @@ class LatentTable:
     hookpoints: list[str]
     latents: np.ndarray
     statuses: list[str]
-    explanations: list[str | None]
+    explanations: TextColumn
     scores: dict[str, np.ndarray]
     """Scorer folder -> headline score per row (NaN: no score: failed, skipped or not scored)."""
     firing_frequency: np.ndarray
@@ -198,7 +237,7 @@ class _HookpointData:
             hookpoints=[self.hookpoint] * n,
             latents=self.latents,
             statuses=["not explained"] * n,
-            explanations=[None] * n,
+            explanations=TextColumn(n),
             scores={name: np.full(n, np.nan) for name in self.scorers},
             firing_frequency=np.full(n, np.nan),
             max_activation=np.full(n, np.nan),
@@ -207,17 +246,17 @@ class _HookpointData:
         for record in iter_latest(self.run_dir / EXPLANATIONS_DIR, self.hookpoint, self.explained.all()):
             row = self._row_of(record["latent"])
             table.statuses[row] = _status(record)
-            table.explanations[row] = record.get("explanation")
-            if record.get("max_activation") is not None:
+            table.explanations[row] = _text(record.get("explanation"))
+            if isinstance(record.get("max_activation"), (int, float)):
                 table.max_activation[row] = record["max_activation"]
             self._add_problems(table, row, "explain", record)
         for name in self.scorers:
             for record in iter_latest(self._score_dir(name), self.hookpoint, self.scored[name].all()):
                 row = self._row_of(record["latent"])
-                if record.get("score") is not None:
+                if isinstance(record.get("score"), (int, float)) and not isinstance(record["score"], bool):
                     table.scores[name][row] = record["score"]
                 if table.statuses[row] == "not explained" and not record.get("control"):
-                    table.explanations[row] = table.explanations[row] or record.get("explanation")
+                    table.explanations[row] = table.explanations[row] or _text(record.get("explanation"))
                 self._add_problems(table, row, name, record)
         if self.stats is not None:
             counts = self.stats["firing_count"][self.latents].astype(float)
@@ -258,23 +297,45 @@ class _HookpointData:
 
 
 class _Stamps:
-    """Latent -> `written` stamp of its current record, kept as two arrays (16 bytes a latent; a dict
-    costs ~100): `all` and `of` give the dicts `iter_latest` reads, for one pass at a time."""
+    """Latent -> `written` stamp of its current record, kept as two sorted arrays and a mask of the latents
+    a pass has taken (17 bytes a latent; a dict costs ~100). Each pass over the records (`iter_latest`)
+    gets its own view (`all`, `of`)."""
 
     def __init__(self, stamps: dict[int, float]):
-        self.latents = np.fromiter(stamps.keys(), dtype=np.int64, count=len(stamps))
-        self.written = np.fromiter(stamps.values(), dtype=np.float64, count=len(stamps))
-        order = np.argsort(self.latents)
-        self.latents, self.written = self.latents[order], self.written[order]
+        latents = np.fromiter(stamps.keys(), dtype=np.int64, count=len(stamps))
+        written = np.fromiter(stamps.values(), dtype=np.float64, count=len(stamps))
+        order = np.argsort(latents)
+        self.latents, self.written = latents[order], written[order]
+        self.taken = np.ones(len(latents), dtype=bool)
 
-    def all(self) -> dict[int, float]:
-        return dict(zip(self.latents.tolist(), self.written.tolist(), strict=True))
+    def all(self) -> _Stamps:
+        """A view of every latent, none taken yet."""
+        return self._view(np.zeros(len(self.latents), dtype=bool))
 
-    def of(self, latents: list[int]) -> dict[int, float]:
-        wanted = np.asarray(latents, dtype=np.int64)
-        at = np.searchsorted(self.latents, wanted).clip(max=max(len(self.latents) - 1, 0))
-        found = (self.latents[at] == wanted) if len(self.latents) else np.zeros(len(wanted), bool)
-        return dict(zip(wanted[found].tolist(), self.written[at[found]].tolist(), strict=True))
+    def of(self, latents: list[int]) -> _Stamps:
+        """A view of these latents only."""
+        taken = np.ones(len(self.latents), dtype=bool)
+        if len(self.latents):
+            wanted = np.asarray(latents, dtype=np.int64)
+            at = np.searchsorted(self.latents, wanted).clip(max=len(self.latents) - 1)
+            taken[at[self.latents[at] == wanted]] = False
+        return self._view(taken)
+
+    def get(self, latent: int) -> float | None:
+        at = int(np.searchsorted(self.latents, latent))
+        if at < len(self.latents) and self.latents[at] == latent and not self.taken[at]:
+            return float(self.written[at])
+        return None
+
+    def pop(self, latent: int) -> float:
+        at = int(np.searchsorted(self.latents, latent))
+        self.taken[at] = True
+        return float(self.written[at])
+
+    def _view(self, taken: np.ndarray) -> _Stamps:
+        view = object.__new__(_Stamps)
+        view.latents, view.written, view.taken = self.latents, self.written, taken
+        return view
 
 
 def _concat(tables: list[LatentTable], scorers: list[str]) -> LatentTable:
@@ -283,7 +344,7 @@ def _concat(tables: list[LatentTable], scorers: list[str]) -> LatentTable:
         hookpoints=[hp for t in tables for hp in t.hookpoints],
         latents=np.concatenate([t.latents for t in tables]) if tables else np.zeros(0, np.int64),
         statuses=[s for t in tables for s in t.statuses],
-        explanations=[e for t in tables for e in t.explanations],
+        explanations=TextColumn.joined([t.explanations for t in tables]),
         scores={n: np.concatenate([t.scores[n] for t in tables]) if tables else np.zeros(0) for n in scorers},
         firing_frequency=np.concatenate([t.firing_frequency for t in tables]) if tables else np.zeros(0),
         max_activation=np.concatenate([t.max_activation for t in tables]) if tables else np.zeros(0),
@@ -312,6 +373,11 @@ def _latent_row(
         explain_record=explain_record,
         score_records=score_records,
     )
+
+
+def _text(value: Any) -> str | None:
+    """A record's text field; anything but a string (a hand-edited record) is shown as its JSON."""
+    return value if isinstance(value, str) or value is None else json.dumps(value)
 
 
 def _problems(record: dict[str, Any]) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 from autointerp.examples.compact import ExampleFiller, unpack
@@ -37,8 +39,35 @@ def render_latent(
 
 
 def _filled(latent: int, packed: Any, filler: ExampleFiller | None) -> list[dict[str, Any]]:
-    examples = unpack(packed)
-    return filler.fill(latent, examples) if filler is not None else examples
+    """The examples whole; one whose fields have the wrong types (a hand-edited record) is kept as
+    `{"malformed": why}` and shown as such, not rendered."""
+    try:
+        examples = unpack(packed)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return [{"malformed": "the examples of this record cannot be read"}]
+    examples = [e if isinstance(e, dict) else {"malformed": "not an object"} for e in examples]
+    if filler is not None:
+        examples = [
+            filler.fill(latent, [e])[0] if "width" in e and "malformed" not in e else e for e in examples
+        ]
+    return [_checked(e) for e in examples]
+
+
+def _checked(example: dict[str, Any]) -> dict[str, Any]:
+    numbers = ("sequence", "start", "quantile", "label", "prediction", "probability", "value")
+    bad = [key for key in numbers if example.get(key) is not None and not _is_number(example[key])]
+    tokens, activations = example.get("tokens", []), example.get("activations", [])
+    if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+        bad.append("tokens")
+    if not isinstance(activations, list) or not all(_is_number(a) for a in activations):
+        bad.append("activations")
+    elif len(activations) != len(tokens) and tokens:
+        bad.append("activations (not one per token)")
+    return {"malformed": "wrong " + ", ".join(bad)} if bad else example
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _overview(row: LatentRow) -> str:
@@ -86,7 +115,7 @@ def _scores(row: LatentRow) -> str:
 def _examples(heading: str, examples: list[dict[str, Any]] | None, pieces: Pieces, scale: float) -> str:
     if not examples:
         return ""
-    body = "".join(_example(e, pieces, scale, _example_meta(e)) for e in examples)
+    body = "".join(_example(e, pieces, scale, _example_meta) for e in examples)
     return f"<h2>{esc(heading)} ({len(examples)})</h2>\n{body}"
 
 
@@ -95,7 +124,7 @@ def _verdicts(scorer: str, examples: list[dict[str, Any]], pieces: Pieces, scale
     if not examples:
         return ""
     wrong = sum(_is_wrong(e) for e in examples)
-    body = "".join(_example(e, pieces, scale, _verdict_meta(e), _is_wrong(e)) for e in examples)
+    body = "".join(_example(e, pieces, scale, _verdict_meta, _is_wrong(e)) for e in examples)
     summary = f"{scorer}: {len(examples)} test examples, {wrong} wrong verdicts"
     heading = f"<h2>Scorer verdicts: {esc(scorer)}</h2>"
     return f"{heading}\n<details>\n<summary>{esc(summary)}</summary>\n{body}</details>"
@@ -103,7 +132,7 @@ def _verdicts(scorer: str, examples: list[dict[str, Any]], pieces: Pieces, scale
 
 def _is_wrong(example: dict[str, Any]) -> bool:
     prediction, label = example.get("prediction"), example.get("label")
-    return prediction is not None and label is not None and int(prediction) != int(label)
+    return "malformed" not in example and prediction is not None and label is not None and prediction != label
 
 
 def _example_meta(example: dict[str, Any]) -> list[str]:
@@ -125,10 +154,16 @@ def _verdict_meta(example: dict[str, Any]) -> list[str]:
 
 
 def _example(
-    example: dict[str, Any], pieces: Pieces, scale: float, meta: list[str], wrong: bool = False
+    example: dict[str, Any],
+    pieces: Pieces,
+    scale: float,
+    meta: Callable[[dict[str, Any]], list[str]],
+    wrong: bool = False,
 ) -> str:
+    if "malformed" in example:
+        return f'<div class="ex problem">malformed example: {esc(example["malformed"])}</div>\n'
     tokens = shaded_tokens(pieces(example.get("tokens", [])), example.get("activations", []), scale)
-    labels = "".join(f'<span class="meta">{esc(m)}</span>' for m in meta)
+    labels = "".join(f'<span class="meta">{esc(m)}</span>' for m in meta(example))
     marker = '<span class="meta verdict-wrong">WRONG</span>' if wrong else ""
     return f'<div class="ex{" wrong" if wrong else ""}">{marker}{labels}<br>{tokens}</div>\n'
 
@@ -137,4 +172,5 @@ def _shading_scale(row: LatentRow, groups: list[list[dict[str, Any]]]) -> float:
     """The latent's max activation; else the largest activation among the examples shown."""
     if row.max_activation:
         return float(row.max_activation)
-    return max((max(e.get("activations") or [0.0]) for group in groups for e in group), default=0.0)
+    peaks = (max(e.get("activations") or [0.0]) for group in groups for e in group if "malformed" not in e)
+    return max(peaks, default=0.0)
