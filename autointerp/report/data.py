@@ -13,7 +13,7 @@ import numpy as np
 from autointerp.cache import CacheReader
 from autointerp.config import RunConfig, ScorerName, load_config
 from autointerp.errors import UserError
-from autointerp.records import iter_latest, latest_stamps
+from autointerp.records import iter_latest, latest_stamps, record_line
 from autointerp.rundir import (
     CONFIG_FILE,
     EXPLANATIONS_DIR,
@@ -45,6 +45,31 @@ class LatentRow:
     """Scorer folder name -> headline score (None when it failed or was skipped)."""
     explain_record: dict[str, Any] | None
     score_records: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class LatentPage:
+    """A latent that gets a page: its table row, and its records kept as their JSON lines until the page is
+    rendered (2,000 pages of parsed records would hold ~250 MB)."""
+
+    table: LatentTable
+    row: int
+    explain_record: str | None
+    score_records: dict[str, str]
+
+    @property
+    def hookpoint(self) -> str:
+        return self.table.hookpoints[self.row]
+
+    @property
+    def latent(self) -> int:
+        return int(self.table.latents[self.row])
+
+    def full(self) -> LatentRow:
+        """The latent's row with its records parsed."""
+        explain = json.loads(self.explain_record) if self.explain_record is not None else None
+        scores = {name: json.loads(line) for name, line in self.score_records.items()}
+        return _latent_row(self.table, self.row, explain, scores)
 
 
 @dataclass(frozen=True)
@@ -141,7 +166,7 @@ class ReportData:
     config: RunConfig
     scorers: list[str]
     table: LatentTable
-    pages: list[LatentRow]
+    pages: list[LatentPage]
     """The latents that get a page of their own (all, or a bounded choice: see `choose_pages`)."""
     summary: list[SummaryRow] | None
     """None when summary.json is absent (no scores yet)."""
@@ -265,8 +290,8 @@ class _HookpointData:
             table.max_activation[missing] = self.stats["max_activation"][self.latents[missing]]
         return table
 
-    def rows(self, table: LatentTable, offset: int, rows: list[int]) -> list[LatentRow]:
-        """Full rows (with their records) of these table rows, this hookpoint's from `offset` on, in one
+    def rows(self, table: LatentTable, offset: int, rows: list[int]) -> list[LatentPage]:
+        """The pages of these table rows (this hookpoint's from `offset` on), their records read in one
         more streaming pass."""
         if not rows:
             return []
@@ -275,14 +300,19 @@ class _HookpointData:
         scored = {
             name: self._records(self._score_dir(name), self.scored[name], wanted) for name in self.scorers
         }
-        result = []
-        for latent, row in wanted.items():
-            records = {name: scored[name][latent] for name in self.scorers if latent in scored[name]}
-            result.append(_latent_row(table, row, explained.get(latent), records))
-        return result
+        return [
+            LatentPage(
+                table,
+                row,
+                explained.get(latent),
+                {name: scored[name][latent] for name in self.scorers if latent in scored[name]},
+            )
+            for latent, row in wanted.items()
+        ]
 
-    def _records(self, directory: Path, stamps: _Stamps, wanted: dict[int, int]) -> dict[int, dict[str, Any]]:
-        return {r["latent"]: r for r in iter_latest(directory, self.hookpoint, stamps.of(list(wanted)))}
+    def _records(self, directory: Path, stamps: _Stamps, wanted: dict[int, int]) -> dict[int, str]:
+        found = iter_latest(directory, self.hookpoint, stamps.of(list(wanted)))
+        return {r["latent"]: record_line(r) for r in found}
 
     def _row_of(self, latent: int) -> int:
         return int(np.searchsorted(self.latents, latent))

@@ -44,10 +44,11 @@ def write_report(run_dir: Path, max_pages: int = MAX_PAGES) -> Path:
         plots = write_plots(data, tmp / REPORT_PLOTS_DIR)
         chunks = write_rows(data, tmp / REPORT_ROWS_DIR)
         (tmp / REPORT_INDEX).write_text(render_index(data, plots, chunks, note), encoding="utf-8")
-        for row in data.pages:
-            path = tmp / latent_path(row.hookpoint, row.latent)
+        for page in data.pages:
+            path = tmp / latent_path(page.hookpoint, page.latent)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(render_latent(row, pieces, note, fillers.get(row.hookpoint)), encoding="utf-8")
+            html = render_latent(page.full(), pieces, note, fillers.get(page.hookpoint))
+            path.write_text(html, encoding="utf-8")
     return target / REPORT_INDEX
 
 
