@@ -258,10 +258,12 @@ class RecordWriter:
         self.synced = time.monotonic()
 
     def close(self) -> None:
-        if not self.file.closed:
-            self.file.flush()
-            self.sync()
-        self.file.close()
+        try:
+            if not self.file.closed:
+                self.file.flush()
+                self.sync()
+        finally:
+            self.file.close()
 
     def __enter__(self) -> RecordWriter:
         return self

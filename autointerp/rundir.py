@@ -436,6 +436,7 @@ def drop_torn_tail(path: Path) -> None:
 @contextmanager
 def replacing_dir(target: Path) -> Iterator[Path]:
     """Yield a temporary folder beside `target`; when the block succeeds it replaces `target`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a report is for reading
     try:

@@ -32,6 +32,10 @@ _GENERATION_SYSTEM = (
 )
 
 
+SHOWN_AS = "saebench"
+"""Marks a scored example shown in SAEBench's rendering (`render`), so its text is refilled the same way."""
+
+
 def render(pieces: Sequence[str], active: Sequence[bool] | None = None) -> str:
     """A sequence as SAEBench shows it: active tokens in << >>, newlines as ↵, replacement chars dropped."""
     marks = active if active is not None else [False] * len(pieces)

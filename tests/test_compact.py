@@ -16,7 +16,7 @@ SEQS, CTX, WIDTH, LATENT = 400, 64, 32, 3
 
 
 class Pieces:
-    """A stand-in tokenizer text table: token t shows as `<t>` (and 7 as `<<` to test escaping alike)."""
+    """A stand-in tokenizer text table: token t shows as ` t<t>`."""
 
     def pieces(self, tokens):
         return [f" t{int(t)}" for t in tokens]
@@ -113,3 +113,21 @@ def test_shown_text_is_what_the_scorers_render():
     assert shown_text(pieces, None) == plain(pieces)
     mask = np.array([0, 1, 1], dtype=np.float32)
     assert shown_text(pieces, [1, 2]) == highlight(ShownExample(pieces, mask), 1.0, 0.0)[0] == "a<< b c>>"
+
+
+def test_saebench_examples_are_refilled_in_saebenchs_rendering(tmp_path):
+    """SAEBench shows newlines as ↵ and no highlight markers: its examples carry `shown_as` and come back
+    with the text its scorer saw, not the default rendering."""
+    from autointerp.saebench_protocol import SHOWN_AS, render
+
+    tokens, reader = _cache(tmp_path)
+    window = _window(reader, tokens, 5, 3)
+
+    class Newlines(Pieces):
+        def pieces(self, tokens):
+            return [" x\n" if int(t) % 2 else " y" for t in tokens]
+
+    shown = render(Newlines().pieces(window["tokens"]))
+    example = window | {"label": 1, "shown": shown, "highlighted": None, "shown_as": SHOWN_AS}
+    (back,) = ExampleFiller(reader, Newlines()).fill(LATENT, unpack(pack([example])))
+    assert back["shown"] == shown and "↵" in shown

@@ -347,15 +347,15 @@ def test_chance_levels_are_per_latent():
 
     config = RunConfig(ModelConfig(path="m"), SparseCoderConfig(path="c", hookpoints=("h",)))
 
-    def record(n_positive: int, n_negative: int) -> dict:
+    def record(n_positive: int, n_negative: int) -> dict:  # latent: n_positive, distinct here
         labels = [1] * n_positive + [0] * n_negative
         examples = [
             {"label": label, "prediction": label, "probability": None, "kind": "x", "error": None}
             for label in labels
         ]
         metrics = binary_metrics(labels, labels)
-        return {"scorer": "detection", "score": metrics["balanced_accuracy"], "metrics": metrics,
-                "examples": examples, "skipped": None, "error": None}  # fmt: skip
+        return {"latent": n_positive, "scorer": "detection", "score": metrics["balanced_accuracy"],
+                "metrics": metrics, "examples": examples, "skipped": None, "error": None}  # fmt: skip
 
     summary = summarize_records([record(47, 100), record(100, 100)], 2, config)
     assert summary["metrics"]["precision"]["chance"] == pytest.approx((47 / 147 + 0.5) / 2)
@@ -410,3 +410,30 @@ def test_pooled_metrics_over_many_latents_use_a_bounded_uniform_sample(monkeypat
     assert sampled["metrics"] == everything["metrics"]  # every latent, not the sample
     assert 0.35 < sampled["pooled"]["accuracy"] < 0.65 and sampled["pooled"]["accuracy"] != 0.5
     assert summary_module.summarize_records(records, 400, config) == sampled  # seeded
+
+
+def test_the_summary_does_not_depend_on_the_order_of_the_records(monkeypatch):
+    """The same records in another order (shards, retried latents appended) give the same summary: CIs,
+    chance levels and the pooled sample alike."""
+    from autointerp.config import ModelConfig, RunConfig, SparseCoderConfig
+    from autointerp.examples.compact import pack
+    from autointerp.score import summary as summary_module
+
+    config = RunConfig(ModelConfig(path="m"), SparseCoderConfig(path="c", hookpoints=("h",)))
+    rng = np.random.default_rng(3)
+
+    def record(latent: int) -> dict:
+        labels = [1] * 10 + [0] * 10
+        predictions = [int(y if rng.random() < 0.7 else 1 - y) for y in labels]
+        examples = [{"label": y, "prediction": p, "probability": float(p), "error": None}
+                    for y, p in zip(labels, predictions, strict=True)]  # fmt: skip
+        metrics = binary_metrics(labels, predictions)
+        return {"latent": latent, "scorer": "detection", "score": metrics["balanced_accuracy"],
+                "metrics": metrics, "examples": pack(examples), "skipped": None, "error": None}  # fmt: skip
+
+    records = [record(latent) for latent in range(300)]
+    shuffled = [records[i] for i in np.random.default_rng(0).permutation(len(records))]
+    monkeypatch.setattr(summary_module, "POOLED_LATENTS", 50)
+    in_order = summary_module.summarize_records(records, 300, config)
+    assert summary_module.summarize_records(shuffled, 300, config) == in_order
+    assert in_order["pooled"]["latents_pooled"] == 50

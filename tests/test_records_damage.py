@@ -125,9 +125,15 @@ def test_records_are_flushed_at_once_and_fsynced_in_batches(tmp_path, monkeypatc
 
     synced = []
     monkeypatch.setattr(records_module.os, "fsync", lambda fd: synced.append(fd))
+    monkeypatch.setattr(records_module, "SYNC_SECONDS", 3600.0)
     with RecordWriter(tmp_path / "hp.jsonl") as writer:
         for latent in range(200):
             writer.write({"latent": latent})
             assert len((tmp_path / "hp.jsonl").read_text().splitlines()) == latent + 1
-        assert len(synced) <= 1
-    assert len(synced) >= 1 and set(read_records(tmp_path, "hp")) == set(range(200))
+        assert synced == []
+    assert len(synced) == 1 and set(read_records(tmp_path, "hp")) == set(range(200))
+    monkeypatch.setattr(records_module, "SYNC_SECONDS", 0.0)
+    with RecordWriter(tmp_path / "other.jsonl") as writer:
+        for latent in range(3):
+            writer.write({"latent": latent})
+    assert len(synced) == 1 + 3 + 1  # each write once the interval has passed, and on close

@@ -174,3 +174,17 @@ def test_request_keys_are_those_of_the_dataclass_fields():
     assert json.loads(json.dumps(request.plain())) == json.loads(json.dumps(dataclasses.asdict(request)))
     legacy = json.dumps({"model": "m", **dataclasses.asdict(request)}, sort_keys=True)
     assert request.key("m") == hashlib.sha256(legacy.encode()).hexdigest()
+
+
+def test_an_answer_written_over_a_torn_tail_is_read_back(tmp_path):
+    """A torn last line is cut off when the file is next opened for writing; an answer read before (so in
+    the reader's buffer) and the new line written over it must not mix."""
+    cache = ResponseCache(tmp_path, "0")
+    cache.put("a", LLMResponse(text="first"))
+    cache.close()
+    with open(cache.path, "ab") as f:
+        f.write(b'{"key": "b", "response": {"text": "torn')
+    reopened = ResponseCache(tmp_path, "0")
+    assert reopened.get("a") == LLMResponse(text="first")  # the reader buffers the torn bytes too
+    reopened.put("c", LLMResponse(text="new"))
+    assert reopened.get("c") == LLMResponse(text="new") and reopened.get("b") is None

@@ -4,7 +4,8 @@ A record's examples (the explainer's windows, a scorer's verdicts) are stored as
 field, a constant once, a text field as codes into its distinct values, nested excerpt lists (intruder
 trials) as packed tables of their own, floats to 6 decimal places. A window's `tokens`, `activations` and
 `shown` text are left out (its `width` is kept): they are the cache's tokens and this latent's activations
-over `sequence` / `start` / `width`, and the shown text follows from them (and `highlighted`). That keeps a
+over `sequence` / `start` / `width`, and the shown text follows from them (and `highlighted`, or
+`shown_as: saebench` for SAEBench's rendering). That keeps a
 score record of 200 verdicts near 6 KB instead of ~115 KB. `unpack` gives back the example dicts without
 those three fields; `ExampleFiller` puts them back from the run's cache and tokenizer.
 
@@ -23,6 +24,7 @@ from autointerp.cache.reader import CacheReader, LatentActivations
 from autointerp.cache.tokens import TOKENS_KEY
 from autointerp.examples.render import ShownExample, highlight, plain
 from autointerp.rundir import TOKENS_FILE
+from autointerp.saebench_protocol import SHOWN_AS, render
 from autointerp.texts import TokenTexts
 
 DERIVED = ("tokens", "activations", "shown")
@@ -130,14 +132,16 @@ class ExampleFiller:
         example = dict(example)
         if isinstance(example.get(NESTED), list):
             example[NESTED] = self.fill(latent, example[NESTED])
-        if "width" not in example or "tokens" in example:
+        if example.get("width") is None or "tokens" in example:
             return example
         sequence, start, width = int(example["sequence"]), int(example["start"]), int(example["width"])
         tokens = self._tokens(sequence)[start : start + width].tolist()
         example["tokens"] = tokens
         example["activations"] = self.activations(latent, sequence, start, width).tolist()
         if self.texts is not None:
-            example["shown"] = shown_text(self.texts.pieces(tokens), example.get("highlighted"))
+            pieces = self.texts.pieces(tokens)
+            saebench = example.get("shown_as") == SHOWN_AS
+            example["shown"] = render(pieces) if saebench else shown_text(pieces, example.get("highlighted"))
         return example
 
     def _tokens(self, sequence: int) -> np.ndarray:

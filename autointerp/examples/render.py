@@ -28,7 +28,10 @@ def highlight(example: ShownExample, max_activation: float, threshold: float) ->
     """
     cutoff = max(threshold * max_activation, 0.0)
     text, values, run, run_peak = [], [], [], 0.0
-    for piece, act in zip(example.pieces, np.asarray(example.activations).tolist(), strict=True):
+    pieces = list(example.pieces)
+    if any(_OPEN in p or _CLOSE in p for p in pieces):  # corpus bytes that would pass for a marker
+        pieces = [p.replace(_OPEN, "").replace(_CLOSE, "") for p in pieces]
+    for piece, act in zip(pieces, np.asarray(example.activations).tolist(), strict=True):
         if act > cutoff:
             run.append(piece)
             run_peak = max(run_peak, act)

@@ -17,8 +17,6 @@ import numpy as np
 
 from autointerp.cache import LatentActivations
 
-"""Windows whose maximum is computed at once (bounds memory to about width x this x 16 bytes)."""
-
 
 @dataclass(frozen=True, eq=False)
 class Example:

@@ -79,9 +79,13 @@ class RunData:
 
     def _filled(self, hookpoint: str, latent: int, packed: Any) -> list[dict[str, Any]]:
         examples = unpack(packed)
-        if not any("width" in e and "tokens" not in e for e in examples):
-            return examples  # written before records were packed, or nothing to refill
-        return ExampleFiller(self.cache(hookpoint), self.texts).fill(latent, examples)
+        if isinstance(packed, list):
+            return examples  # written before records were packed: whole already
+        return self._filler(hookpoint).fill(latent, examples)
+
+    @functools.cache  # noqa: B019
+    def _filler(self, hookpoint: str) -> ExampleFiller:
+        return ExampleFiller(self.cache(hookpoint), self.texts)
 
     @functools.cache  # noqa: B019
     def cache(self, hookpoint: str) -> CacheReader:

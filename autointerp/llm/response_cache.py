@@ -70,6 +70,9 @@ class ResponseCache:
         except BaseException:
             file.close()
             raise
+        if self._reader is not None:  # it may hold the torn bytes just cut off in its buffer
+            self._reader.close()
+            self._reader = None
         return file
 
     def sync(self) -> None:

@@ -280,8 +280,9 @@ class _HookpointData:
                 row = self._row_of(record["latent"])
                 if isinstance(record.get("score"), (int, float)) and not isinstance(record["score"], bool):
                     table.scores[name][row] = record["score"]
-                if table.statuses[row] == "not explained" and not record.get("control"):
-                    table.explanations[row] = table.explanations[row] or _text(record.get("explanation"))
+                unexplained = table.statuses[row] == "not explained" and table.explanations[row] is None
+                if unexplained and not record.get("control"):
+                    table.explanations[row] = _text(record.get("explanation"))
                 self._add_problems(table, row, name, record)
         if self.stats is not None:
             counts = self.stats["firing_count"][self.latents].astype(float)

@@ -25,7 +25,7 @@ SCRIPT = """
   const count = document.getElementById("count");
   const pager = document.getElementById("pager");
   const numeric = meta.columns.map((c) => c.type === "num");
-  let page = 0, sortColumn = null, sortDir = 1, everything = null;
+  let page = 0, pages = 1, sortColumn = null, sortDir = 1, everything = null;
   const load = (i) => new Promise((resolve, reject) => {
     if (chunks[i]) return resolve();
     const script = document.createElement("script");
@@ -56,7 +56,7 @@ SCRIPT = """
     const td = document.createElement("td");
     if (column.type === "num") {
       td.className = "num";
-      td.textContent = value === null ? "" : Number(value).toPrecision(column.digits ?? 3);
+      td.textContent = value === null ? "" : column.integer ? String(value) : Number(value).toPrecision(3);
     } else {
       td.textContent = value ?? "";
       if (column.name === "errors") td.className = "problem";
@@ -77,7 +77,7 @@ SCRIPT = """
       }
       return tr;
     }));
-    const pages = Math.max(1, Math.ceil(matching / meta.pageSize));
+    pages = Math.max(1, Math.ceil(matching / meta.pageSize));
     count.textContent = `${matching} of ${meta.total} latents`;
     pager.textContent = `page ${page + 1} of ${pages}`;
   };
@@ -108,7 +108,8 @@ SCRIPT = """
   if (location.hash.startsWith("#q=")) filter.value = decodeURIComponent(location.hash.slice(3));
   filter.addEventListener("input", () => { page = 0; show(); });
   document.getElementById("prev").addEventListener("click", () => { page = Math.max(0, page - 1); show(); });
-  document.getElementById("next").addEventListener("click", () => { page += 1; show(); });
+  const next = () => { page = Math.min(page + 1, pages - 1); show(); };
+  document.getElementById("next").addEventListener("click", next);
   show().then(() => document.body.setAttribute("__READY__", "yes"));
 })();
 """.replace("__READY__", READY_ATTRIBUTE)
@@ -212,7 +213,7 @@ def _latents(data: ReportData, chunks: int) -> str:
 def _columns(scorers: list[str]) -> list[dict[str, Any]]:
     columns: list[dict[str, Any]] = [
         {"name": "hookpoint", "type": "text"},
-        {"name": "latent", "type": "num", "digits": 21},
+        {"name": "latent", "type": "num", "integer": True},
         {"name": "status", "type": "text"},
         {"name": "explanation", "type": "text"},
     ]

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from autointerp.errors import UserError
 from autointerp.examples.compact import ExampleFiller, unpack
 from autointerp.report.data import LatentRow
 from autointerp.report.html import esc, fmt, latent_path, num_cell, page, shaded_tokens, table
@@ -22,11 +23,15 @@ def render_latent(
     explain = row.explain_record or {}
     shown = {k: _filled(row.latent, v, filler) for k, v in (explain.get("examples") or {}).items()}
     verdicts = {name: _filled(row.latent, r.get("examples"), filler) for name, r in row.score_records.items()}
-    scale = _shading_scale(row, [*shown.values(), *verdicts.values()])
+    groups = [*shown.values(), *verdicts.values()]
+    scale = _shading_scale(row, groups)
+    unfilled = any(e.get("width") is not None and "tokens" not in e for group in groups for e in group)
+    missing = f"the cache of {row.hookpoint} is missing or unfinished: examples are shown without their text"
     parts = [
         f'<p><a href="{up}index.html">&larr; all latents</a></p>',
         f"<h1>{esc(title)}</h1>",
         f'<p class="problem">{esc(note)}</p>' if note else "",
+        f'<p class="problem">{esc(missing)}</p>' if unfilled else "",
         _overview(row),
         _answer(explain.get("answer")),
         "<h2>Scores</h2>",
@@ -45,16 +50,22 @@ def _filled(latent: int, packed: Any, filler: ExampleFiller | None) -> list[dict
         examples = unpack(packed)
     except (KeyError, TypeError, ValueError, AttributeError):
         return [{"malformed": "the examples of this record cannot be read"}]
-    examples = [e if isinstance(e, dict) else {"malformed": "not an object"} for e in examples]
-    if filler is not None:
-        examples = [
-            filler.fill(latent, [e])[0] if "width" in e and "malformed" not in e else e for e in examples
-        ]
-    return [_checked(e) for e in examples]
+    examples = [_checked(e) if isinstance(e, dict) else {"malformed": "not an object"} for e in examples]
+    return [_refilled(latent, e, filler) for e in examples]
+
+
+def _refilled(latent: int, example: dict[str, Any], filler: ExampleFiller | None) -> dict[str, Any]:
+    """A packed window with its tokens and activations back (checked again), or why it cannot have them."""
+    if filler is None or "malformed" in example or example.get("width") is None:
+        return example
+    try:
+        return _checked(filler.fill(latent, [example])[0])
+    except (TypeError, ValueError, IndexError, UserError) as exc:
+        return {"malformed": f"its window is not in the cache ({type(exc).__name__})"}
 
 
 def _checked(example: dict[str, Any]) -> dict[str, Any]:
-    numbers = ("sequence", "start", "quantile", "label", "prediction", "probability", "value")
+    numbers = ("sequence", "start", "width", "quantile", "label", "prediction", "probability", "value")
     bad = [key for key in numbers if example.get(key) is not None and not _is_number(example[key])]
     tokens, activations = example.get("tokens", []), example.get("activations", [])
     if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):

@@ -8,7 +8,13 @@ from __future__ import annotations
 import numpy as np
 
 from autointerp.llm.types import LLMError, LLMRequest, SamplingParams
-from autointerp.saebench_protocol import parse_predictions, prediction_max_tokens, render, scoring_messages
+from autointerp.saebench_protocol import (
+    SHOWN_AS,
+    parse_predictions,
+    prediction_max_tokens,
+    render,
+    scoring_messages,
+)
 from autointerp.score.answers import AnswerError
 from autointerp.score.base import Outcome, Result, ScoringTask
 from autointerp.score.items import ScoredExample
@@ -49,5 +55,5 @@ class SAEBenchTask(ScoringTask):
         predictions = [item.prediction for item in self.items]
         metrics = binary_metrics(labels, predictions)
         metrics["score"] = metrics["accuracy"]  # SAEBench's name for the fraction classified right
-        examples = [item.to_dict() for item in self.items]
+        examples = [item.to_dict() | {"shown_as": SHOWN_AS} for item in self.items]
         return Outcome(metrics, examples, all_failed(self.items), failures=failure_counts(self.items))

@@ -3,6 +3,8 @@ metrics and cost, written as `summary.json` and `summary.md` in the run director
 
 from __future__ import annotations
 
+import heapq
+import math
 from array import array
 from pathlib import Path
 from typing import Any
@@ -74,10 +76,8 @@ class ScorerSummary:
         self.records = self.scored = self.skipped = self.failed = self.failed_examples = 0
         self.failed_by_kind: dict[str, int] = {}
         self.flags: dict[str, int] = {}
-        self.metrics: dict[str, array[float]] = {}
-        self.chances: dict[str, _Chance] = {}
+        self.table = _MetricTable()
         self.pool = _LatentPool(POOLED_LATENTS, config.seed)
-        self.usages: list[dict[str, Any]] = []
         self.cost = _Cost()
 
     def add(self, record: dict[str, Any]) -> None:
@@ -95,24 +95,25 @@ class ScorerSummary:
         self.scored += 1
         for flag in record.get("flags") or []:
             self.flags[flag] = self.flags.get(flag, 0) + 1
-        positives = _positive_fraction(record.get("examples"))
-        for name, value in record["metrics"].items():
-            if name.startswith("n_") or not isinstance(value, (int, float)) or isinstance(value, bool):
-                continue  # counts (n_examples, n_failed, ...) are not averaged as scores
-            self.metrics.setdefault(name, array("d")).append(float(value))
-            self.chances.setdefault(name, _Chance()).add(self.scorer.chance(name, positives, self.config))
-        if self.pool.admits():  # examples unpacked only for the latents the pooled sample keeps
+        self.table.add(record["latent"], _positive_fraction(record.get("examples")), record["metrics"])
+        if self.pool.admits(record["latent"]):  # examples unpacked only for the latents the sample keeps
             examples = self._pooled_examples(record, unpack(record.get("examples")))
-            self.pool.add([_slim(e) for e in examples if e.get("error") is None])
+            self.pool.add(record["latent"], [_slim(e) for e in examples if e.get("error") is None])
 
     def result(self, selected: int) -> dict[str, Any]:
         """The summary entry: counts, each metric's mean with its CI and chance, pooled metrics, cost."""
         seed = self.config.seed
-        metrics = {
-            name: aggregate(np.frombuffer(values), seed=seed) | {"chance": self.chances[name].mean()}
-            for name, values in self.metrics.items()
-        }
-        pooled = self.scorer.pooled(self.pool.latents) if self.pool.latents else self.scorer.pooled([])
+        order = self.table.latent_order()
+        positives = self.table.column(self.table.positives, order)
+        metrics = {}
+        for name, values in self.table.metrics.items():
+            column = self.table.column(values, order)
+            scored = ~np.isnan(column)
+            levels = [self.scorer.chance(name, p, self.config) for p in positives[scored].tolist()]
+            known = [level for level in levels if level is not None]
+            chance = math.fsum(known) / len(known) if known and len(known) == len(levels) else None
+            metrics[name] = aggregate(column[scored], seed=seed) | {"chance": chance}
+        pooled = self.scorer.pooled(self.pool.examples())
         return {
             "scorer": self.scorer.name,
             "headline": self.scorer.headline,
@@ -143,49 +144,74 @@ sample of this many (reservoir sampling), which bounds the summary's memory at a
 
 
 class _LatentPool:
-    """A uniform random sample of at most `size` latents' example lists (Algorithm R, seeded)."""
+    """A seeded uniform sample of at most `size` latents' example lists that does not depend on the order
+    the records come in (shards, retries): the latents whose seeded hash is smallest."""
 
     def __init__(self, size: int, seed: int):
-        self.size, self.seen = size, 0
-        self.latents: list[list[dict[str, Any]]] = []
-        self.rng = np.random.default_rng([seed, 0x9E3779B9])
-        self._slot: int | None = None
+        self.size, self.seed, self.seen = size, seed, 0
+        self.kept: dict[int, list[dict[str, Any]]] = {}
+        self.heap: list[tuple[int, int]] = []
+        """(-priority, latent) of the kept latents: the highest priority first."""
 
-    def admits(self) -> bool:
-        """Whether the next latent goes into the sample (decided before its examples are prepared)."""
+    def admits(self, latent: int) -> bool:
+        """Whether this latent goes into the sample (decided before its examples are prepared)."""
         self.seen += 1
-        if len(self.latents) < self.size:
-            self._slot = len(self.latents)
-            return True
-        j = int(self.rng.integers(self.seen))
-        self._slot = j if j < self.size else None
-        return self._slot is not None
+        return len(self.heap) < self.size or self._priority(latent) < -self.heap[0][0]
 
-    def add(self, examples: list[dict[str, Any]]) -> None:
-        assert self._slot is not None
-        if self._slot == len(self.latents):
-            self.latents.append(examples)
+    def add(self, latent: int, examples: list[dict[str, Any]]) -> None:
+        entry = (-self._priority(latent), latent)
+        if len(self.heap) < self.size:
+            heapq.heappush(self.heap, entry)
         else:
-            self.latents[self._slot] = examples
+            _, dropped = heapq.heapreplace(self.heap, entry)
+            del self.kept[dropped]
+        self.kept[latent] = examples
+
+    def examples(self) -> list[list[dict[str, Any]]]:
+        """The sampled latents' examples, in latent order."""
+        return [self.kept[latent] for latent in sorted(self.kept)]
 
     def provenance(self) -> dict[str, Any]:
-        return {"latents_pooled": len(self.latents), "latents_scored": self.seen}
+        return {"latents_pooled": len(self.kept), "latents_scored": self.seen}
+
+    def _priority(self, latent: int) -> int:
+        """splitmix64 of (seed, latent): a seeded uniform order of the latents."""
+        z = (self.seed * 0x9E3779B97F4A7C15 + latent + 1) * 0x9E3779B97F4A7C15 & _MASK
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 & _MASK
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EB & _MASK
+        return z ^ (z >> 31)
 
 
-class _Chance:
-    """The mean of per-latent chance levels; None when any latent's is unknown."""
+_MASK = (1 << 64) - 1
+
+
+class _MetricTable:
+    """Each scored latent's metrics and share of positives, as columns of numbers (NaN: the latent has no
+    such metric), read in latent order so the summary does not depend on how records lie in files."""
 
     def __init__(self) -> None:
-        self.total, self.count, self.unknown = 0.0, 0, False
+        self.latents, self.positives = array("q"), array("d")
+        self.metrics: dict[str, array[float]] = {}
 
-    def add(self, level: float | None) -> None:
-        if level is None:
-            self.unknown = True
-        else:
-            self.total, self.count = self.total + level, self.count + 1
+    def add(self, latent: int, positives: float, metrics: dict[str, Any]) -> None:
+        row = len(self.latents)
+        self.latents.append(latent)
+        self.positives.append(positives)
+        for name, value in metrics.items():
+            if name.startswith("n_") or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue  # counts (n_examples, n_failed, ...) are not averaged as scores
+            column = self.metrics.setdefault(name, array("d", [math.nan]) * row)
+            column.append(float(value))
+        for column in self.metrics.values():
+            if len(column) == row:
+                column.append(math.nan)
 
-    def mean(self) -> float | None:
-        return None if self.unknown or not self.count else self.total / self.count
+    def latent_order(self) -> np.ndarray:
+        return np.argsort(np.frombuffer(self.latents, dtype=np.int64), kind="stable")
+
+    @staticmethod
+    def column(values: array[float], order: np.ndarray) -> np.ndarray:
+        return np.frombuffer(values, dtype=np.float64)[order]
 
 
 class _Cost:
