@@ -203,11 +203,12 @@ class ExampleBuilder:
         draw token-disjoint."""
         seen = {e.tokens.astype(np.int32).tobytes() for e in explain}
         disjoint = self._disjoint(candidates)
+        tokens, width = self.windows.tokens, self.windows.width
+        sequences, starts = candidates.sequence.tolist(), candidates.start.tolist()
 
         def accept(i: int) -> bool:
-            start = int(candidates.start[i])
-            window = self.windows.tokens[candidates.sequence[i], start : start + self.windows.width]
-            return window.astype(np.int32).tobytes() not in seen and disjoint(i)
+            window = tokens[sequences[i], starts[i] : starts[i] + width]
+            return window.astype(np.int32, copy=False).tobytes() not in seen and disjoint(i)
 
         return accept
 

@@ -109,9 +109,13 @@ class ScorerSummary:
         for name, values in self.table.metrics.items():
             column = self.table.column(values, order)
             scored = ~np.isnan(column)
-            levels = [self.scorer.chance(name, p, self.config) for p in positives[scored].tolist()]
-            known = [level for level in levels if level is not None]
-            chance = math.fsum(known) / len(known) if known and len(known) == len(levels) else None
+            fractions, counts = np.unique(positives[scored], return_counts=True)  # few distinct shares
+            levels = [self.scorer.chance(name, p, self.config) for p in fractions.tolist()]
+            known = [
+                (level, n) for level, n in zip(levels, counts.tolist(), strict=True) if level is not None
+            ]
+            exact = math.fsum(level * n for level, n in known) / int(counts.sum()) if known else None
+            chance = exact if len(known) == len(levels) else None
             metrics[name] = aggregate(column[scored], seed=seed) | {"chance": chance}
         pooled = self.scorer.pooled(self.pool.examples())
         return {
@@ -200,11 +204,12 @@ class _MetricTable:
         for name, value in metrics.items():
             if name.startswith("n_") or not isinstance(value, (int, float)) or isinstance(value, bool):
                 continue  # counts (n_examples, n_failed, ...) are not averaged as scores
-            column = self.metrics.setdefault(name, array("d", [math.nan]) * row)
-            column.append(float(value))
-        for column in self.metrics.values():
-            if len(column) == row:
-                column.append(math.nan)
+            if name not in self.metrics:
+                self.metrics[name] = array("d", [math.nan]) * row  # the latents before had no such metric
+            self.metrics[name].append(float(value))
+        for values in self.metrics.values():
+            if len(values) == row:
+                values.append(math.nan)
 
     def latent_order(self) -> np.ndarray:
         return np.argsort(np.frombuffer(self.latents, dtype=np.int64), kind="stable")
