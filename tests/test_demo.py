@@ -45,5 +45,8 @@ def test_reduced_demo_runs_every_stage_offline(tmp_path):
     for scorer in summary["scorers"].values():
         counts = scorer["layers.6"]
         assert counts["scored"] + counts["skipped"] + counts["failed"] == 4 and counts["pending"] == 0
-    index = (run / "report" / "index.html").read_text()
-    assert all(f">{latent}<" in index for latent in explanations)
+    assert (run / "report" / "index.html").is_file()
+    rows = (run / "report" / "rows" / "rows-00000.js").read_text()  # the latent table's data
+    for latent in explanations:
+        assert f'["layers.6",{latent},' in rows.replace(", ", ",")
+        assert (run / "report" / "latents" / "layers.6" / f"{latent}.html").is_file()
