@@ -385,22 +385,12 @@ def test_pooled_metrics_over_many_latents_use_a_bounded_uniform_sample(monkeypat
     """Past `POOLED_LATENTS` scored latents the pooled metrics are computed on a seeded uniform sample of
     that many latents (the summary's memory stays bounded), and the summary says so; the per-latent means
     still count every latent."""
-    from autointerp.config import ModelConfig, RunConfig, SparseCoderConfig
-    from autointerp.examples.compact import pack
     from autointerp.score import summary as summary_module
 
-    config = RunConfig(ModelConfig(path="m"), SparseCoderConfig(path="c", hookpoints=("h",)))
-
-    def record(latent: int) -> dict:
-        labels = [1] * 10 + [0] * 10
-        predictions = labels if latent % 2 else [1 - y for y in labels]  # odd latents right, even wrong
-        examples = [{"label": y, "prediction": p, "probability": float(p), "error": None}
-                    for y, p in zip(labels, predictions, strict=True)]  # fmt: skip
-        metrics = binary_metrics(labels, predictions)
-        return {"latent": latent, "scorer": "detection", "score": metrics["balanced_accuracy"],
-                "metrics": metrics, "examples": pack(examples), "skipped": None, "error": None}  # fmt: skip
-
-    records = [record(latent) for latent in range(400)]
+    config = _summary_config()
+    labels = [1] * 10 + [0] * 10
+    wrong = [1 - y for y in labels]
+    records = [_detection_record(latent, labels, labels if latent % 2 else wrong) for latent in range(400)]
     everything = summary_module.summarize_records(records, 400, config)
     assert everything["pooled"]["latents_pooled"] == 400 == everything["pooled"]["latents_scored"]
     assert everything["pooled"]["accuracy"] == pytest.approx(0.5)
@@ -415,25 +405,32 @@ def test_pooled_metrics_over_many_latents_use_a_bounded_uniform_sample(monkeypat
 def test_the_summary_does_not_depend_on_the_order_of_the_records(monkeypatch):
     """The same records in another order (shards, retried latents appended) give the same summary: CIs,
     chance levels and the pooled sample alike."""
-    from autointerp.config import ModelConfig, RunConfig, SparseCoderConfig
-    from autointerp.examples.compact import pack
     from autointerp.score import summary as summary_module
 
-    config = RunConfig(ModelConfig(path="m"), SparseCoderConfig(path="c", hookpoints=("h",)))
+    config = _summary_config()
     rng = np.random.default_rng(3)
-
-    def record(latent: int) -> dict:
-        labels = [1] * 10 + [0] * 10
-        predictions = [int(y if rng.random() < 0.7 else 1 - y) for y in labels]
-        examples = [{"label": y, "prediction": p, "probability": float(p), "error": None}
-                    for y, p in zip(labels, predictions, strict=True)]  # fmt: skip
-        metrics = binary_metrics(labels, predictions)
-        return {"latent": latent, "scorer": "detection", "score": metrics["balanced_accuracy"],
-                "metrics": metrics, "examples": pack(examples), "skipped": None, "error": None}  # fmt: skip
-
-    records = [record(latent) for latent in range(300)]
+    labels = [1] * 10 + [0] * 10
+    noisy = [[int(y if rng.random() < 0.7 else 1 - y) for y in labels] for _ in range(300)]
+    records = [_detection_record(latent, labels, noisy[latent]) for latent in range(300)]
     shuffled = [records[i] for i in np.random.default_rng(0).permutation(len(records))]
     monkeypatch.setattr(summary_module, "POOLED_LATENTS", 50)
     in_order = summary_module.summarize_records(records, 300, config)
     assert summary_module.summarize_records(shuffled, 300, config) == in_order
     assert in_order["pooled"]["latents_pooled"] == 50
+
+
+def _summary_config():
+    from autointerp.config import ModelConfig, RunConfig, SparseCoderConfig
+
+    return RunConfig(ModelConfig(path="m"), SparseCoderConfig(path="c", hookpoints=("h",)))
+
+
+def _detection_record(latent: int, labels: list[int], predictions: list[int]) -> dict:
+    """A detection score record as the writer stores it (examples packed)."""
+    from autointerp.examples.compact import pack
+
+    examples = [{"label": y, "prediction": p, "probability": float(p), "error": None}
+                for y, p in zip(labels, predictions, strict=True)]  # fmt: skip
+    metrics = binary_metrics(labels, predictions)
+    return {"latent": latent, "scorer": "detection", "score": metrics["balanced_accuracy"],
+            "metrics": metrics, "examples": pack(examples), "skipped": None, "error": None}  # fmt: skip
