@@ -7,13 +7,13 @@ random-weight Llama (hidden 32, 3 layers, a 300-token BPE tokenizer), a random T
 `--num-latents` latents on `layers.1`, and a cache over `--tokens` tokens of `builtin:python-docs`.
 Each figure is taken in a fresh child process, one after another:
 
-1. explain: `run_explain` (openai backend, default example counts) on a fifth of `--latents` latents (a
-   seeded sample of those that fire at least 200 times, `latents.min_activations`), which pays the
+1. explain: `run_explain` (openai backend, default example counts) on a fifth of `--explain-latents`
+   latents (a seeded sample of those that fire at least 200 times, `latents.min_activations`), which pays the
    imports and the first start, then on two fifths (one fifth more), then on all of them (the other three
    fifths): CPU ms per latent of the last call and latents/s; per further latent, the difference of the
    last two calls' CPU over the difference of their latents (each call's start cancels); and the first
    call's per latent.
-2. score: `run_score` with [detection, fuzzing] on the explained latents; CPU ms per LLM request, and
+2. score: `run_score` with [detection, fuzzing] on the first `--latents` of them; CPU ms per LLM request, and
    beside it the bare client loop: `OpenAIClient` (aiohttp underneath) through `autointerp.llm.run_requests`
    sending as many copies of a real scorer request to the same server (the floor of the openai backend),
    and for comparison the same bodies posted with aiohttp directly (the transport alone: no retries,
@@ -174,9 +174,10 @@ def child_explain(spec: dict[str, Any]) -> dict[str, Any]:
         )
         return out | {"explained": out.pop("result").tallies[HOOKPOINT].explained}
 
-    first = explain_up_to(max(1, spec["latents"] // 5))  # imports, first start
-    second = explain_up_to(max(2, 2 * spec["latents"] // 5))  # a fifth more
-    third = explain_up_to(spec["latents"], profile=True)  # the other three fifths
+    n = spec["explain_latents"]
+    first = explain_up_to(max(1, n // 5))  # imports, first start
+    second = explain_up_to(max(2, 2 * n // 5))  # a fifth more
+    third = explain_up_to(n, profile=True)  # the other three fifths
     marginal = (third["cpu_s"] - second["cpu_s"]) / max(third["explained"] - second["explained"], 1)
     return third | {
         "first_cpu_s": first["cpu_s"],
@@ -447,6 +448,7 @@ def prepare(args: argparse.Namespace, work: Path, base_url: str) -> dict[str, An
         "tokens": args.tokens,
         "ctx_len": args.ctx_len,
         "latents": args.latents,
+        "explain_latents": max(args.explain_latents, args.latents),
         "base_url": base_url,
     }
     setup_key = {k: spec[k] for k in ("num_latents", "k", "tokens", "ctx_len")}
@@ -454,7 +456,7 @@ def prepare(args: argparse.Namespace, work: Path, base_url: str) -> dict[str, An
     if not (args.reuse and marker.is_file() and json.loads(marker.read_text()) == setup_key):
         build(args, spec, work)
         marker.write_text(json.dumps(setup_key))
-    return spec | {"indices": alive_latents(work / "base", args.latents)}
+    return spec | {"indices": alive_latents(work / "base", spec["explain_latents"])}
 
 
 def build(args: argparse.Namespace, spec: dict[str, Any], work: Path) -> None:
@@ -497,7 +499,7 @@ def pipeline(args: argparse.Namespace, spec: dict[str, Any], work: Path) -> dict
     spec = {**spec, "run_dir": str(run_dir)}
     figures: dict[str, Any] = {}
     for kind in ("explain", "score"):
-        print(f"{kind}: {args.latents} latents")
+        print(f"{kind}: {spec['explain_latents' if kind == 'explain' else 'latents']} latents")
         figures[kind] = run_child(kind, spec, work, limit)
         if figures[kind] is None:
             raise SystemExit(f"{kind} failed")
@@ -545,7 +547,8 @@ def profiles(args: argparse.Namespace, spec: dict[str, Any], work: Path) -> None
     import pstats
 
     run_dir = fresh_run(work, "profiled")
-    spec = {**spec, "run_dir": str(run_dir), "latents": args.profile_latents}
+    latents = args.profile_latents
+    spec = {**spec, "run_dir": str(run_dir), "latents": latents, "explain_latents": latents}
     for kind in ("explain", "score"):
         profile = work / f"{kind}.prof"
         if run_child(kind, {**spec, "profile": str(profile)}, work, args.max_rss_gib * 1024) is None:
@@ -634,8 +637,9 @@ def print_figures(args: argparse.Namespace, figures: dict[str, Any], scale: list
     print(f"\n{benchlib.machine()}")
     server_ms = score["server_cpu_s"] / requests * 1000
     print(
-        f"{args.num_latents:,}-latent coder over {args.tokens:,} tokens, {args.latents} latents, "
-        f"{explained} explained, {scored} scored; server CPU {server_ms:.2f} ms per score request\n"
+        f"{args.num_latents:,}-latent coder over {args.tokens:,} tokens; explain: {args.explain_latents} "
+        f"latents, {explained} explained in the last call; score: {args.latents} latents, {scored} scored; "
+        f"server CPU {server_ms:.2f} ms per score request\n"
     )
     benchlib.print_markdown(["what", "measured", "at a million latents"], rows)
     print()
@@ -702,7 +706,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--latents",
         type=int,
         default=100,
-        help="latents explained and scored, a seeded sample of those firing >= 200 times",
+        help="latents scored (the first of those explained)",
+    )
+    parser.add_argument(
+        "--explain-latents",
+        type=int,
+        default=1000,
+        help="latents explained, a seeded sample of those firing >= 200 times",
     )
     parser.add_argument(
         "--sizes",
@@ -723,6 +733,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.num_latents, args.tokens, args.latents, args.sizes = 2048, 65_536, 20, [500, 1000]
+        args.explain_latents = 100
         args.profile_latents = min(args.profile_latents, 10)
     return args
 

@@ -104,6 +104,19 @@ def test_bfloat16_activations_take_six_bytes(tmp_path, tiny_config):
     with safe_open(str(reader.dir / reader.manifest["shards"][0]["file"]), framework="pt") as f:
         assert f.get_slice("activation").get_dtype() == "BF16"
     assert reader.manifest["stats"]["bytes_per_activation"] <= 6 + OVERHEAD / reader.manifest["stats"]["nnz"]
+    float32 = CacheReader(run_cache_float32(tiny_config, tmp_path) / "cache" / "layers.1")
+    fired = np.flatnonzero(float32.stats()["firing_count"])
+    for latent in fired[:: max(len(fired) // 20, 1)].tolist():  # read as float32, within bfloat16 rounding
+        a, b = reader.latent(latent), float32.latent(latent)
+        assert a.activation.dtype == np.float32 and a.token_index.dtype == np.int64
+        np.testing.assert_array_equal(a.token_index, b.token_index)
+        np.testing.assert_allclose(a.activation, b.activation, rtol=1 / 128)
+
+
+def run_cache_float32(tiny_config, tmp_path: Path) -> Path:
+    config = load_config(tiny_config, [f"out_dir={tmp_path / 'f32'}"])
+    run_cache(config)
+    return config.run_dir
 
 
 def test_rerun_is_skipped_and_stale_cache_refused(tiny_config):

@@ -9,7 +9,7 @@ import numpy as np
 from cache_factory import write_synthetic_cache
 
 from autointerp.examples.compact import ExampleFiller, pack, shown_text, unpack
-from autointerp.examples.render import ShownExample, highlight, plain
+from autointerp.examples.render import ShownExample, highlight, highlight_text, mark, plain
 from autointerp.records import record_line
 
 SEQS, CTX, WIDTH, LATENT = 400, 64, 32, 3
@@ -113,6 +113,22 @@ def test_shown_text_is_what_the_scorers_render():
     assert shown_text(pieces, None) == plain(pieces)
     mask = np.array([0, 1, 1], dtype=np.float32)
     assert shown_text(pieces, [1, 2]) == highlight(ShownExample(pieces, mask), 1.0, 0.0)[0] == "a<< b c>>"
+
+
+def test_a_marked_mask_reads_as_the_same_activations_highlighted():
+    """`mark`, the scorers' and the report's renderer of highlight masks, shows what `highlight` shows for
+    activations positive exactly where the mask is set, corpus markup and marker bytes included; so does
+    `highlight_text`, the explainer's renderer when no values are shown, for any threshold."""
+    rng = np.random.default_rng(0)
+    alphabet = [" a", "b", "<", ">", "<<", ">>", "\n", "[", "explanation", "]", "\x00", "\x01", "", " "]
+    for _ in range(2000):
+        pieces = [alphabet[i] for i in rng.integers(0, len(alphabet), int(rng.integers(0, 20)))]
+        mask = rng.random(len(pieces)) < 0.4
+        expected = highlight(ShownExample(pieces, mask.astype(np.float32)), 1.0, 0.0)[0]
+        assert mark(pieces, mask) == expected, (pieces, mask)
+        shown = ShownExample(pieces, (rng.random(len(pieces)) * mask).astype(np.float32))
+        peak, threshold = float(shown.activations.max(initial=0.0)), float(rng.choice([0.0, 0.3, 0.7]))
+        assert highlight_text(shown, peak, threshold) == highlight(shown, peak, threshold)[0]
 
 
 def test_saebench_examples_are_refilled_in_saebenchs_rendering(tmp_path):

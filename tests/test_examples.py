@@ -456,6 +456,47 @@ def test_a_latent_short_of_held_out_windows_is_skipped(tmp_path):
     assert few_negatives.skipped.startswith("too few scoring negatives (")
 
 
+@pytest.mark.parametrize("negatives", ["random", "neighbours", "similar"])
+def test_explains_build_without_held_out_cuts_skips_alike_and_shows_the_same(tmp_path, negatives):
+    """explain draws the held-out sets without cutting them out: the same latents are skipped, for the
+    same reasons, and the explainer's examples are the same windows with the same tokens."""
+    rng = np.random.default_rng(9)
+    sizes = [3, 14, 30, 100, 400]  # firing tokens per latent: too few windows, too few held out, scored
+    acts = {
+        latent: [
+            (int(i), float(v))
+            for i, v in zip(rng.choice(40 * CTX, n, replace=False), rng.uniform(1, 9, n), strict=True)
+        ]
+        for latent, n in enumerate(sizes)
+    }
+    reader = write_synthetic_cache(tmp_path / "layers.0", random_tokens(40), acts, len(sizes))
+    inputs = {"decoder": rng.normal(size=(len(sizes), 8)).astype(np.float32), "embed": bag_embed}
+    build = builder(
+        reader,
+        min_activations=5,
+        negatives=negatives,
+        decode=spaced,
+        n_explain=10,
+        n_test=20,
+        min_test=None,
+        **inputs,
+    )
+    reasons = set()
+    for latent in range(len(sizes)):
+        full, cheap = build.build(latent), build.build(latent, cut_held_out=False)
+        assert cheap.skipped == full.skipped
+        reasons.add((full.skipped or "scored").split(" (")[0])
+        assert not (cheap.test or cheap.test_negatives)
+        assert bool(full.test) == (full.skipped is None)
+        for name in ("explain", "explain_negatives"):
+            a, b = getattr(full, name), getattr(cheap, name)
+            assert windows_of(a) == windows_of(b) and [e.quantile for e in a] == [e.quantile for e in b]
+            for x, y in zip(a, b, strict=True):
+                np.testing.assert_array_equal(x.tokens, y.tokens)
+                np.testing.assert_array_equal(x.activations, y.activations)
+    assert reasons == {"too few activating windows", "too few held-out activating windows", "scored"}
+
+
 def test_a_test_excerpt_never_repeats_an_explainer_excerpt(tmp_path):
     """The corpus repeats one paragraph: the window the explainer saw cannot come back as a test window."""
     tokens = random_tokens(20)

@@ -125,7 +125,10 @@ class ExampleBuilder:
             cfg, self.windows, reader, pools, decoder, embed, decode
         )
 
-    def build(self, latent: int) -> LatentExamples:
+    def build(self, latent: int, cut_held_out: bool = True) -> LatentExamples:
+        """The latent's examples, or why it is skipped. With `cut_held_out=False` the held-out windows are
+        drawn (so the same latents are skipped) but not cut out: `test` and `test_negatives` stay empty, as
+        the explain stage, which shows only the explainer's view, needs them."""
         latent = int(latent)
         acts = self.reader.latent(latent)
         count = len(acts.token_index)
@@ -136,21 +139,24 @@ class ExampleBuilder:
             return _skip(result, f"too few activating windows ({len(cells)} < {self.min_activations})")
         cells = cells.top(self.cfg.max_candidates)
         shown = self._draw_explainer_view(acts, cells, result)
-        self._draw_test(acts, cells, shown, result)
+        test = self._draw_test(acts, cells, shown, result)
         minimum = self.cfg.min_held_out(self.cfg.n_test)
-        if len(result.test) < minimum:
-            return _skip(result, f"too few held-out activating windows ({len(result.test)} < {minimum})")
-        drawn = result.explain + result.explain_negatives + result.test
-        result.test_negatives = self.test_negatives.sample(
+        if len(test) < minimum:
+            return _skip(result, f"too few held-out activating windows ({len(test)} < {minimum})")
+        seen = self._firsts(result.explain + result.explain_negatives) + test.firsts(self.windows.ctx_len)
+        negatives = self.test_negatives.sample(
             acts,
             result.explain,
             self.cfg.n_negative,
             self._rng(latent, "test-negatives"),
-            TokenDisjoint(self.windows.width, self._firsts(drawn)),
+            TokenDisjoint(self.windows.width, seen),
         )
         minimum = self.cfg.min_held_out(self.cfg.n_negative)
-        if len(result.test_negatives) < minimum:
-            return _skip(result, f"too few scoring negatives ({len(result.test_negatives)} < {minimum})")
+        if len(negatives) < minimum:
+            return _skip(result, f"too few scoring negatives ({len(negatives)} < {minimum})")
+        if cut_held_out:
+            result.test = test.cut(self.windows, acts)
+            result.test_negatives = _Drawn.of(negatives).cut(self.windows, acts)
         return result
 
     def _draw_explainer_view(
@@ -161,19 +167,20 @@ class ExampleBuilder:
         shown = self.windows.place(acts, cells, "center" if self.cfg.center else "grid")
         rng = self._rng(result.latent, "explain")
         explain = sample_explain(shown.max_activation, self.cfg, rng, self._disjoint(shown))
-        result.explain = self._examples(acts, shown, explain)
-        result.explain_negatives = self.explain_negatives.sample(
+        result.explain = _Drawn.chosen(shown, explain).cut(self.windows, acts)
+        negatives = self.explain_negatives.sample(
             acts,
             result.explain,
             self.cfg.n_explain_negative,
             self._rng(result.latent, "explain-negatives"),
             TokenDisjoint(self.windows.width, self._firsts(result.explain)),
         )
+        result.explain_negatives = _Drawn.of(negatives).cut(self.windows, acts)
         return shown
 
     def _draw_test(
         self, acts: LatentActivations, cells: Cells, shown: Candidates, result: LatentExamples
-    ) -> None:
+    ) -> _Drawn:
         """The held-out activating windows: none sharing a token with a window the explainer saw (activating
         or negative), or repeating an explainer window's text."""
         held_out = self._held_out(acts, cells, shown, result.latent)
@@ -181,9 +188,7 @@ class ExampleBuilder:
         blocked = self.windows.overlaps(held_out.first, seen)
         rng = self._rng(result.latent, "test")
         accept = self._new_text(held_out, result.explain)
-        result.test = self._examples(
-            acts, held_out, sample_test(held_out.max_activation, blocked, self.cfg, rng, accept)
-        )
+        return _Drawn.chosen(held_out, sample_test(held_out.max_activation, blocked, self.cfg, rng, accept))
 
     def _held_out(self, acts: LatentActivations, cells: Cells, shown: Candidates, latent: int) -> Candidates:
         """The windows test examples are drawn from: by `test_windows`, placed at a random offset around
@@ -218,14 +223,39 @@ class ExampleBuilder:
     def _rng(self, latent: int, purpose: str) -> np.random.Generator:
         return rng_for(self.seed, self.hookpoint, latent, purpose)
 
-    def _examples(self, acts: LatentActivations, candidates: Candidates, draws: list[Draw]) -> list[Example]:
-        chosen = np.array([i for i, _ in draws], dtype=np.int64)
-        quantiles = [quantile for _, quantile in draws]
-        examples = self.windows.examples(
-            acts, candidates.sequence[chosen], candidates.start[chosen], quantiles
-        )
-        order = np.argsort(-candidates.max_activation[chosen], kind="stable")  # highest first
-        return [examples[i] for i in order.tolist()]
+
+@dataclass(frozen=True)
+class _Drawn:
+    """Windows drawn for one set of examples, in the set's order, not yet cut out of the cache."""
+
+    sequence: np.ndarray
+    start: np.ndarray
+    quantiles: list[int | None]
+
+    @classmethod
+    def of(cls, windows: Sequence[tuple[int, int]]) -> _Drawn:
+        """Windows (sequence, start) in the order given, drawn unbinned."""
+        sequence = np.array([s for s, _ in windows], dtype=np.int64)
+        start = np.array([a for _, a in windows], dtype=np.int64)
+        return cls(sequence, start, [None] * len(windows))
+
+    @classmethod
+    def chosen(cls, candidates: Candidates, draws: list[Draw]) -> _Drawn:
+        """The drawn candidates, highest activation first."""
+        index = np.array([i for i, _ in draws], dtype=np.int64)
+        order = np.argsort(-candidates.max_activation[index], kind="stable")
+        quantiles = [draws[i][1] for i in order.tolist()]
+        return cls(candidates.sequence[index[order]], candidates.start[index[order]], quantiles)
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+    def firsts(self, ctx_len: int) -> list[int]:
+        """Global index of each window's first token."""
+        return (self.sequence * ctx_len + self.start).tolist()
+
+    def cut(self, windows: Windows, acts: LatentActivations) -> list[Example]:
+        return windows.examples(acts, self.sequence, self.start, self.quantiles)
 
 
 def _skip(result: LatentExamples, reason: str) -> LatentExamples:

@@ -22,7 +22,7 @@ from safetensors import safe_open
 
 from autointerp.cache.reader import CacheReader, LatentActivations
 from autointerp.cache.tokens import TOKENS_KEY
-from autointerp.examples.render import ShownExample, highlight, plain
+from autointerp.examples.render import mark, plain
 from autointerp.rundir import TOKENS_FILE
 from autointerp.saebench_protocol import SHOWN_AS, render
 from autointerp.texts import TokenTexts
@@ -80,12 +80,13 @@ def _is_window(example: dict[str, Any]) -> bool:
 def _pack_column(values: list[Any], field: str) -> Any:
     if field == NESTED:
         return {"tables": values}
-    values = [_rounded(v) for v in values]
-    if values and all(type(v) is type(values[0]) and v == values[0] for v in values[1:]):
+    values = [round(v, FLOAT_DECIMALS) if isinstance(v, float) else v for v in values]
+    kinds = set(map(type, values))
+    if len(kinds) == 1 and values.count(values[0]) == len(values):
         return {"const": values[0]}
-    if all(v is None or isinstance(v, str) for v in values):
-        distinct = list(dict.fromkeys(values))
-        return {"values": distinct, "codes": [distinct.index(v) for v in values]}
+    if kinds <= {str, type(None)}:
+        codes: dict[Any, int] = {}
+        return {"codes": [codes.setdefault(v, len(codes)) for v in values], "values": list(codes)}
     return values
 
 
@@ -97,12 +98,6 @@ def _unpack_column(column: Any, n: int) -> list[Any]:
     if "codes" in column:
         return [column["values"][code] for code in column["codes"]]
     return [None if table is None else unpack(table) for table in column["tables"]]
-
-
-def _rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, FLOAT_DECIMALS)
-    return value
 
 
 class ExampleFiller:
@@ -162,6 +157,6 @@ def shown_text(pieces: Sequence[str], highlighted: Sequence[int] | None) -> str:
     """An excerpt as a scorer was shown it: plain, or with the `highlighted` positions marked."""
     if highlighted is None:
         return plain(pieces)
-    mask = np.zeros(len(pieces), dtype=np.float32)
-    mask[list(highlighted)] = 1.0
-    return highlight(ShownExample(pieces, mask), 1.0, 0.0)[0]
+    mask = np.zeros(len(pieces), dtype=bool)
+    mask[list(highlighted)] = True
+    return mark(pieces, mask)

@@ -1,9 +1,10 @@
 """Non-activating windows of a latent: random, top windows of decoder neighbours, or similar in meaning.
 
-A sampler returns up to `n` windows where the latent is zero on every token, no two sharing a token and
-none sharing a token with the windows it is told to avoid, best first. The builder draws the explainer's
-negatives and the scoring negatives in two separate draws, each from its own seeded stream (and, for
-`similar`, its own pool), so what the explainer sees does not depend on how many scoring negatives are asked.
+A sampler returns up to `n` windows (sequence, start) where the latent is zero on every token, no two
+sharing a token and none sharing a token with the windows it is told to avoid, best first; the builder
+cuts them out. The builder draws the explainer's negatives and the scoring negatives in two separate
+draws, each from its own seeded stream (and, for `similar`, its own pool), so what the explainer sees
+does not depend on how many scoring negatives are asked.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ EmbedFn = Callable[[list[str]], np.ndarray]
 """Texts -> embeddings [n, d]."""
 DecodeFn = Callable[[np.ndarray], str]
 """Token ids -> text."""
+Window = tuple[int, int]
+"""(sequence, start) of a window."""
 
 REJECTION_ROUNDS = 8
 """Rounds of random draws before random negatives fall back to enumerating every silent cell."""
@@ -41,9 +44,9 @@ class NegativeSampler(Protocol):
         n: int,
         rng: np.random.Generator,
         avoid: TokenDisjoint,
-    ) -> list[Example]:
-        """Up to `n` windows where the latent of `acts` is zero, best first, each accepted by `avoid`
-        (which then holds them too, so no two share a token)."""
+    ) -> list[Window]:
+        """Up to `n` windows (sequence, start) where the latent of `acts` is zero, best first, each
+        accepted by `avoid` (which then holds them too, so no two share a token)."""
         ...
 
 
@@ -100,7 +103,7 @@ class RandomNegatives:
         n: int,
         rng: np.random.Generator,
         avoid: TokenDisjoint,
-    ) -> list[Example]:
+    ) -> list[Window]:
         found = _Found(self.windows, n, avoid)
         for _ in range(REJECTION_ROUNDS):
             if found.full:
@@ -119,7 +122,7 @@ class RandomNegatives:
             sequence, start = self.windows.disjoint_cell(cells)
             silent = self.windows.is_silent(acts, sequence, start)
             found.offer(sequence[silent], start[silent])
-        return _cut(self.windows, acts, found.windows)
+        return found.windows
 
     def _random_windows(self, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         w = self.windows
@@ -133,7 +136,7 @@ class _Found:
 
     def __init__(self, windows: Windows, n: int, avoid: TokenDisjoint):
         self.ctx_len, self.n, self.avoid = windows.ctx_len, n, avoid
-        self.windows: list[tuple[int, int]] = []
+        self.windows: list[Window] = []
 
     @property
     def full(self) -> bool:
@@ -175,17 +178,17 @@ class NeighbourNegatives:
         n: int,
         rng: np.random.Generator,
         avoid: TokenDisjoint,
-    ) -> list[Example]:
-        chosen: list[tuple[int, int]] = []
+    ) -> list[Window]:
+        chosen: list[Window] = []
         if n == 0:
             return []
         for other in self.neighbours(acts.latent):
             for sequence, start in self._silent_top_windows(acts, int(other)):
                 if avoid.add(int(sequence) * self.windows.ctx_len + int(start)):
-                    chosen.append((sequence, start))
+                    chosen.append((int(sequence), int(start)))
                     if len(chosen) == n:
-                        return _cut(self.windows, acts, chosen)
-        return _cut(self.windows, acts, chosen)
+                        return chosen
+        return chosen
 
     def _silent_top_windows(self, acts: LatentActivations, other: int) -> zip:
         """(sequence, start) of the windows of `other` by decreasing activation, where `acts` is silent."""
@@ -225,7 +228,7 @@ class SimilarNegatives:
         n: int,
         rng: np.random.Generator,
         avoid: TokenDisjoint,
-    ) -> list[Example]:
+    ) -> list[Window]:
         if n == 0 or not explain:
             return []
         sequences, starts, embeddings = self.pool
@@ -238,13 +241,8 @@ class SimilarNegatives:
                 break
             if avoid.add(int(sequences[i]) * self.windows.ctx_len + int(starts[i])):
                 best.append(int(i))
-        return [self.windows.example(acts, sequences[i], starts[i]) for i in best]
+        return [(int(sequences[i]), int(starts[i])) for i in best]
 
     def _unit_embeddings(self, tokens: list[np.ndarray]) -> np.ndarray:
         vectors = np.asarray(self.embed([self.decode(t) for t in tokens]), dtype=np.float32)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
-def _cut(windows: Windows, acts: LatentActivations, chosen: list[tuple[int, int]]) -> list[Example]:
-    """The examples at these (sequence, start) windows, cut out together."""
-    return windows.examples(acts, [s for s, _ in chosen], [a for _, a in chosen])

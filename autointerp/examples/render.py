@@ -28,9 +28,7 @@ def highlight(example: ShownExample, max_activation: float, threshold: float) ->
     """
     cutoff = max(threshold * max_activation, 0.0)
     text, values, run, run_peak = [], [], [], 0.0
-    pieces = list(example.pieces)
-    if any(_OPEN in p or _CLOSE in p for p in pieces):  # corpus bytes that would pass for a marker
-        pieces = [p.replace(_OPEN, "").replace(_CLOSE, "") for p in pieces]
+    pieces = _without_markers(example.pieces)
     for piece, act in zip(pieces, np.asarray(example.activations).tolist(), strict=True):
         if act > cutoff:
             run.append(piece)
@@ -47,8 +45,38 @@ def highlight(example: ShownExample, max_activation: float, threshold: float) ->
     return one_line(_markers(defuse("".join(text)))), values
 
 
+def highlight_text(example: ShownExample, max_activation: float, threshold: float) -> str:
+    """The excerpt as `highlight` shows it, without the values."""
+    cutoff = max(threshold * max_activation, 0.0)
+    return mark(example.pieces, np.asarray(example.activations, dtype=np.float64) > cutoff)
+
+
+def mark(pieces: Sequence[str], mask: np.ndarray) -> str:
+    """The excerpt with the runs of tokens where the boolean `mask` is set wrapped in << >>: what
+    `highlight` shows for activations that are positive exactly there, without the values."""
+    pieces = _without_markers(pieces)
+    parts, end = [], 0
+    for run in _RUNS.finditer(np.asarray(mask, dtype=bool).tobytes()):
+        start, stop = run.span()
+        parts += ["".join(pieces[end:start]), _OPEN, "".join(pieces[start:stop]), _CLOSE]
+        end = stop
+    parts.append("".join(pieces[end:]))
+    return one_line(_markers(defuse("".join(parts))))
+
+
 _OPEN, _CLOSE = "\x00", "\x01"
 """Where highlights open and close while the corpus text around them is defused."""
+_RUNS = re.compile(b"\x01+")
+"""Runs of set entries in a boolean array's bytes."""
+
+
+def _without_markers(pieces: Sequence[str]) -> list[str]:
+    """The pieces, with corpus bytes that would pass for a highlight marker dropped."""
+    pieces = list(pieces)
+    joined = "".join(pieces)
+    if _OPEN in joined or _CLOSE in joined:
+        return [p.replace(_OPEN, "").replace(_CLOSE, "") for p in pieces]
+    return pieces
 
 
 def _markers(text: str) -> str:

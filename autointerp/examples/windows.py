@@ -224,9 +224,8 @@ class Windows:
         activations = np.zeros((len(first), self.width), dtype=np.float32)
         counts = hi - lo
         rows = np.repeat(np.arange(len(first)), counts)
-        taken = (
-            np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)]) if counts.sum() else lo[:0]
-        )
+        # lo[r], lo[r] + 1, ..., hi[r] - 1 for each window r, end to end
+        taken = np.arange(len(rows)) + np.repeat(lo - (np.cumsum(counts) - counts), counts)
         activations[rows, acts.token_index[taken] - first[rows]] = acts.activation[taken]
         quantiles = quantiles if quantiles is not None else [None] * len(first)
         return [

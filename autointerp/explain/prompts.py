@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
-from autointerp.examples.render import ShownExample, highlight, one_line
+from autointerp.examples.render import ShownExample, highlight, highlight_text, one_line
 from autointerp.llm.types import Message
 
 PROMPT_VERSION = "explain-v3"
@@ -85,6 +86,22 @@ def build_messages(
     Without `reasoning`, the demonstrations answer with the explanation line alone and the answer is
     prefilled with the marker, so the model only completes the explanation.
     """
+    messages = list(_demonstrations(show_activations, contrastive, reasoning))
+    if show_activations:
+        rendered = [highlight(example, max_activation, threshold) for example in examples]
+        lines, values = [text for text, _ in rendered], [v for _, v in rendered]
+    else:
+        lines, values = [highlight_text(e, max_activation, threshold) for e in examples], None
+    negative_text = _excerpts([one_line("".join(n.pieces)) for n in negatives], None) if contrastive else ""
+    messages.append(Message("user", _user_turn(_excerpts(lines, values), negative_text, contrastive)))
+    if not reasoning:
+        messages.append(Message("assistant", ANSWER_MARKER))
+    return tuple(messages)
+
+
+@functools.cache
+def _demonstrations(show_activations: bool, contrastive: bool, reasoning: bool) -> tuple[Message, ...]:
+    """The system prompt and the two demonstrations: the same for every latent."""
     system = _SYSTEM.format(
         activations=_ACTIVATIONS if show_activations else "", contrast=_CONTRAST if contrastive else ""
     )
@@ -95,13 +112,6 @@ def build_messages(
         turn = _user_turn(_excerpts(shot_lines, shown_values), inactive_text, contrastive)
         messages.append(Message("user", turn))
         messages.append(Message("assistant", answer if reasoning else answer[answer.index(ANSWER_MARKER) :]))
-    rendered = [highlight(example, max_activation, threshold) for example in examples]
-    lines = [text for text, _ in rendered]
-    values = [v for _, v in rendered] if show_activations else None
-    negative_text = _excerpts([one_line("".join(n.pieces)) for n in negatives], None) if contrastive else ""
-    messages.append(Message("user", _user_turn(_excerpts(lines, values), negative_text, contrastive)))
-    if not reasoning:
-        messages.append(Message("assistant", ANSWER_MARKER))
     return tuple(messages)
 
 

@@ -21,6 +21,7 @@ from autointerp.examples import ExampleBuilder, LatentExamples, run_latents
 from autointerp.examples.compact import pack
 from autointerp.examples.recipe import example_builder
 from autointerp.explain.explainer import Explainer, ParseError
+from autointerp.heap import frozen_heap
 from autointerp.llm import CachedClient, ResponseCache, make_client, resolve_backend, run_requests
 from autointerp.llm.types import LLMError, LLMFatalError, LLMRequest, LLMResponse
 from autointerp.records import RecordWriter, check_config, read_records, records_file, remove_hookpoint
@@ -96,7 +97,8 @@ def run_explain(
     write_text_atomic(config.run_dir / CONFIG_FILE, dump_config(config))
     started = time.perf_counter()  # the engine's start is part of what the stage costs
     try:
-        asyncio.run(run.explain(todo))
+        with frozen_heap():
+            asyncio.run(run.explain(todo))
     except LLMFatalError as exc:
         raise UserError(f"explainer: {exc}") from None
     run.report.seconds = time.perf_counter() - started
@@ -195,7 +197,7 @@ class _ExplainRun:
     ) -> Iterator[_Job]:
         for hookpoint, latents in todo.items():
             for latent in latents:
-                examples = builders[hookpoint].build(latent)
+                examples = builders[hookpoint].build(latent, cut_held_out=False)
                 request = None if examples.skipped else self.explainer.request(examples, texts)
                 if request is not None and self.client is not None and (hookpoint, latent) in self.refresh:
                     self.client.refresh.add(self.client.key(request))

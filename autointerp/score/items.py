@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from autointerp.examples import Example, LatentExamples
-from autointerp.examples.render import ShownExample, highlight, plain
+from autointerp.examples.render import mark, plain
 from autointerp.texts import DOCUMENT_SEPARATOR, TokenTexts
 
 
@@ -69,16 +69,18 @@ def fuzzing_items(
     (`examples.test_windows: random`).
     """
     cutoff = threshold * examples.max_activation
-    items = [_highlighted(e, "activating", 1, _real(e, cutoff), texts) for e in examples.test]
+    test = [(e, texts.pieces(e.tokens), _real(e, cutoff)) for e in examples.test]
+    items = [_highlighted(e, "activating", 1, real, pieces) for e, pieces, real in test]
     if mode == "activating":
-        for example in examples.test:
-            mask = _shifted_pattern(example, _real(example, cutoff), texts, rng)
+        for example, pieces, real in test:  # the real pattern moved onto silent, visible tokens
+            mask = _fit(real, (example.activations <= 0) & _visible(pieces), rng, keep_in_place=False)
             if mask.any():
-                items.append(_highlighted(example, "fuzzed", 0, mask, texts))
+                items.append(_highlighted(example, "fuzzed", 0, mask, pieces))
         return items
     for example in examples.test_negatives:
-        mask = _borrowed_pattern(example, examples.test, cutoff, texts, rng)
-        items.append(_highlighted(example, "non_activating", 0, mask, texts))
+        pieces = texts.pieces(example.tokens)
+        mask = _borrowed_pattern(example, pieces, examples.test, cutoff, rng)
+        items.append(_highlighted(example, "non_activating", 0, mask, pieces))
     return items
 
 
@@ -133,10 +135,11 @@ def intruder_trials(
     chunks += [(None, leftover[s : s + size - 1]) for s in range(0, len(leftover) - size + 2, size - 1)]
     trials = []
     for (quantile, chosen), negative in zip(chunks, examples.test_negatives, strict=False):
-        items = [_highlighted(e, "activating", 0, _real(e, cutoff), texts) for e in chosen]
-        mask = _borrowed_pattern(negative, examples.test, cutoff, texts, rng)
+        items = [_highlighted(e, "activating", 0, _real(e, cutoff), texts.pieces(e.tokens)) for e in chosen]
+        pieces = texts.pieces(negative.tokens)
+        mask = _borrowed_pattern(negative, pieces, examples.test, cutoff, rng)
         position = int(rng.integers(size))
-        items.insert(position, _highlighted(negative, "non_activating", 1, mask, texts))
+        items.insert(position, _highlighted(negative, "non_activating", 1, mask, pieces))
         trials.append(IntruderTrial(items, position, quantile=quantile))
     return trials
 
@@ -146,17 +149,14 @@ def _plain(example: Example, texts: TokenTexts) -> str:
 
 
 def _highlighted(
-    example: Example, kind: str, label: int, mask: np.ndarray, texts: TokenTexts
+    example: Example, kind: str, label: int, mask: np.ndarray, pieces: list[str]
 ) -> ScoredExample:
-    shown = ShownExample(texts.pieces(example.tokens), mask.astype(np.float32))
-    text = highlight(shown, 1.0, 0.0)[0]
-    return ScoredExample(example, kind, label, text, highlighted=np.flatnonzero(mask).tolist())
+    return ScoredExample(example, kind, label, mark(pieces, mask), highlighted=np.flatnonzero(mask).tolist())
 
 
-def _visible(example: Example, texts: TokenTexts) -> np.ndarray:
+def _visible(pieces: list[str]) -> np.ndarray:
     """Positions whose token shows as text of its own: special tokens render as nothing, or as the document
     separator, and a wrong highlight there would be a tell."""
-    pieces = texts.pieces(example.tokens)
     return np.array([piece not in ("", DOCUMENT_SEPARATOR) for piece in pieces], dtype=bool)
 
 
@@ -168,20 +168,12 @@ def _real(example: Example, cutoff: float) -> np.ndarray:
     return mask
 
 
-def _shifted_pattern(
-    example: Example, real: np.ndarray, texts: TokenTexts, rng: np.random.Generator
-) -> np.ndarray:
-    """The highlight pattern moved (not wrapped) by a random shift to where it covers only silent, visible
-    tokens."""
-    return _fit(real, (example.activations <= 0) & _visible(example, texts), rng, keep_in_place=False)
-
-
 def _borrowed_pattern(
-    target: Example, sources: list[Example], cutoff: float, texts: TokenTexts, rng: np.random.Generator
+    target: Example, pieces: list[str], sources: list[Example], cutoff: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """A random activating example's highlight pattern, in place, on the visible tokens of `target` (moved
-    as a whole where it would land on a special token, so its count and runs are kept)."""
-    visible = _visible(target, texts)
+    """A random activating example's highlight pattern, in place, on the visible tokens of `target` (shown
+    as `pieces`; moved as a whole where it would land on a special token, so its count and runs are kept)."""
+    visible = _visible(pieces)
     if not sources:
         return _random_mask(visible, 1, rng)
     source = sources[int(rng.integers(len(sources)))]
@@ -201,12 +193,9 @@ def _fit(
     positions = np.flatnonzero(pattern)
     if not len(positions):
         return pattern
-    shifts = [
-        s
-        for s in range(-int(positions[0]), len(pattern) - int(positions[-1]))
-        if s and allowed[positions + s].all()
-    ]
-    if shifts:
+    candidates = np.arange(-int(positions[0]), len(pattern) - int(positions[-1]))
+    shifts = candidates[allowed[positions + candidates[:, None]].all(axis=1) & (candidates != 0)]
+    if len(shifts):
         moved = np.zeros(len(pattern), bool)
         moved[positions + int(rng.choice(shifts))] = True
         return moved

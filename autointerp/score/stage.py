@@ -12,6 +12,7 @@ import time
 
 from autointerp.config import RunConfig, dump_config
 from autointerp.errors import UserError
+from autointerp.heap import frozen_heap
 from autointerp.rundir import CONFIG_FILE, WHOLE, ShardSpec, write_text_atomic
 from autointerp.score.base import ScoreReport
 from autointerp.score.phases import run_phases
@@ -40,7 +41,8 @@ def run_score(
     started = time.perf_counter()
     writer = ScoreWriter(config, plan, shard, progress)
     try:
-        run_phases(config, plan, writer, shard)
+        with frozen_heap():
+            run_phases(config, plan, writer, shard)
     finally:
         writer.close()
     plan.report.seconds = time.perf_counter() - started
