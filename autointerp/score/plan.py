@@ -14,7 +14,7 @@ from autointerp.config import RunConfig
 from autointerp.errors import UserError
 from autointerp.examples import run_latents
 from autointerp.examples.builder import explainer_view_digest
-from autointerp.examples.compact import unpack
+from autointerp.examples.compact import column
 from autointerp.examples.recipe import held_out_view_key
 from autointerp.examples.selection import rng_for
 from autointerp.explain.explainer import Explainer
@@ -186,7 +186,10 @@ def _light_explanations(directory: Path, hookpoint: str) -> dict[int, dict[str, 
 
 def _shown_digest(record: dict[str, Any]) -> dict[str, Any]:
     examples = record.get("examples") or {}
-    shown = [[(e["sequence"], e["start"]) for e in unpack(examples.get(k))] for k in _SHOWN]
+    shown = [
+        list(zip(column(examples.get(k), "sequence"), column(examples.get(k), "start"), strict=True))
+        for k in _SHOWN
+    ]
     return {"shown": explainer_view_digest(*shown)}
 
 

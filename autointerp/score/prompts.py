@@ -6,6 +6,7 @@ The explanation comes first and the example last, so every prompt of a latent sh
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from autointerp.llm.types import Message
@@ -13,6 +14,7 @@ from autointerp.llm.types import Message
 PROMPT_VERSION = "score-v5"
 ANSWER_PREFILL = "Answer:"
 """Prefilled start of the scorer's reply: its next token is the answer digit."""
+_ANSWER_PREFILL = Message("assistant", ANSWER_PREFILL)
 INTRUDER_PREFILL = "Answer: Excerpt"
 """The intruder's reply starts by naming an excerpt, so its next word is the number (small models otherwise
 start to spell out "Excerpt" and never reach it)."""
@@ -50,20 +52,21 @@ def classification_messages(
 ) -> tuple[Message, ...]:
     """A detection or fuzzing prompt for one excerpt (single-token answer) or a numbered batch (a list
     answer, even when the last batch holds one excerpt)."""
-    what = (_FUZZING_WHAT if kind == "fuzzing" else _DETECTION_WHAT)[batched]
-    task = _FUZZING_TASK if kind == "fuzzing" else _DETECTION_TASK
-    system = _DETECTION.format(what=what, task=task) + (_BATCH_FORMAT if batched else "")
     if batched:
         body = "\n\n".join(f"Excerpt {i + 1}: {text}" for i, text in enumerate(excerpts))
     else:
         body = f"Excerpt: {excerpts[0]}"
-    messages = [
-        Message("system", system),
-        Message("user", f"Explanation: {explanation}\n\n{body}"),
-    ]
+    user = Message("user", f"Explanation: {explanation}\n\n{body}")
     if prefill and not batched:
-        messages.append(Message("assistant", ANSWER_PREFILL))
-    return tuple(messages)
+        return (_classification_system(kind, batched), user, _ANSWER_PREFILL)
+    return (_classification_system(kind, batched), user)
+
+
+@functools.cache
+def _classification_system(kind: str, batched: bool) -> Message:
+    what = (_FUZZING_WHAT if kind == "fuzzing" else _DETECTION_WHAT)[batched]
+    task = _FUZZING_TASK if kind == "fuzzing" else _DETECTION_TASK
+    return Message("system", _DETECTION.format(what=what, task=task) + (_BATCH_FORMAT if batched else ""))
 
 
 def intruder_messages(excerpts: Sequence[str], prefill: bool = True) -> tuple[Message, ...]:
