@@ -16,6 +16,9 @@ def frozen_heap() -> Iterator[None]:
     fifth of score's CPU per request in `scripts/bench_pipeline.py`). Frozen, a collection walks only what
     was made since. Nothing is leaked: on exit the frozen objects go back to the oldest generation.
     """
+    if gc.get_freeze_count():  # frozen already, by an outer block or the caller: theirs to undo
+        yield
+        return
     gc.freeze()
     try:
         yield

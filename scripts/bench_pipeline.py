@@ -480,7 +480,10 @@ def alive_latents(run_dir: Path, n: int) -> list[int]:
     counts = load_file(run_dir / "cache" / HOOKPOINT / "stats.safetensors")["firing_count"]
     alive = np.flatnonzero(counts >= LatentsConfig().min_activations)
     if len(alive) < n:
-        raise SystemExit(f"only {len(alive)} latents fire often enough; lower --latents or raise --tokens")
+        raise SystemExit(
+            f"only {len(alive)} latents fire often enough; lower --explain-latents and --latents, or raise "
+            "--tokens"
+        )
     return sorted(int(i) for i in np.random.default_rng(0).choice(alive, n, replace=False))
 
 
@@ -637,7 +640,8 @@ def print_figures(args: argparse.Namespace, figures: dict[str, Any], scale: list
     print(f"\n{benchlib.machine()}")
     server_ms = score["server_cpu_s"] / requests * 1000
     print(
-        f"{args.num_latents:,}-latent coder over {args.tokens:,} tokens; explain: {args.explain_latents} "
+        f"{args.num_latents:,}-latent coder over {args.tokens:,} tokens; explain: "
+        f"{max(args.explain_latents, args.latents)} "
         f"latents, {explained} explained in the last call; score: {args.latents} latents, {scored} scored; "
         f"server CPU {server_ms:.2f} ms per score request\n"
     )

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cache_factory import write_synthetic_cache
 from safetensors import safe_open
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from autointerp.cache import CacheReader, run_cache
@@ -22,7 +24,14 @@ from autointerp.cache.tokens import write_tokens
 from autointerp.cli import app
 from autointerp.config import load_config
 from autointerp.errors import UserError
-from autointerp.rundir import RUN_MARKER, ShardSpec, atomic_dir, claim_run_dir, write_json_atomic
+from autointerp.rundir import (
+    RUN_MARKER,
+    TOKENS_FILE,
+    ShardSpec,
+    atomic_dir,
+    claim_run_dir,
+    write_json_atomic,
+)
 from autointerp.subject import model as subject_model
 
 runner = CliRunner()
@@ -209,6 +218,50 @@ def test_a_truncated_shard_is_a_user_error_naming_it(cached):
     with pytest.raises(UserError, match="cannot be read") as caught:
         CacheReader(cached).latent(0)
     assert str(shard) in str(caught.value)
+
+
+def test_bfloat16_shards_keep_token_indices_past_float32_precision(tmp_path):
+    """A bfloat16 shard is read through torch: its int32 token indices must not pass through float32
+    (which holds integers exactly only to 2**24, 16.8M tokens)."""
+    where = [2**24 + 1, 2**24 + 3, 30_000_001]
+    reader = write_synthetic_cache(
+        tmp_path / "layers.0", np.zeros((4, 64), np.int32), {0: [(i, 1.5) for i in where]}, 2
+    )
+    shard = reader.dir / reader.manifest["shards"][0]["file"]
+    with safe_open(str(shard), framework="pt") as f:
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    save_file(tensors | {"activation": tensors["activation"].to(torch.bfloat16)}, shard)
+    acts = CacheReader(reader.dir).latent(0)
+    assert acts.token_index.tolist() == where and acts.activation.tolist() == [1.5] * 3
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not safetensors", "other dtype", "offsets"])
+def test_a_damaged_token_file_is_a_user_error_naming_it(cached, damage):
+    """The token file is memory-mapped (not read) by the example builder: damage is still named."""
+    tokens = cached / TOKENS_FILE
+    rows = CacheReader(cached).token_array()
+    assert rows.dtype == np.int32 and rows.shape == (CacheReader(cached).num_sequences, 32)
+    np.testing.assert_array_equal(rows, CacheReader(cached).tokens().numpy())
+    del rows
+    if damage == "truncated":
+        os.truncate(tokens, tokens.stat().st_size - 8)
+    elif damage == "not safetensors":
+        tokens.write_bytes(b"not a safetensors file at all")
+    elif damage == "other dtype":
+        tokens.unlink()
+        save_file({"tokens": torch.zeros(4, 32, dtype=torch.int64)}, tokens)
+    else:  # offsets pointing into the header, with a consistent length
+        data = bytearray(tokens.read_bytes())
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + size])
+        begin, end = header["tokens"]["data_offsets"]
+        header["tokens"]["data_offsets"] = [begin - 16, end - 16]
+        text = json.dumps(header, separators=(",", ":")).encode().ljust(size)
+        assert len(text) == size
+        tokens.write_bytes(bytes(data[:8]) + text + bytes(data[8 + size :]))
+    with pytest.raises(UserError, match="cannot be read") as caught:
+        CacheReader(cached).token_array()
+    assert str(tokens) in str(caught.value)
 
 
 def test_stale_temporaries_are_swept_and_live_ones_kept(cached, tiny_config):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from autointerp.cache.tokens import read_tokens
+from autointerp.cache.tokens import map_tokens, read_tokens
 from autointerp.errors import UserError
 from autointerp.rundir import MANIFEST_FILE, STATS_FILE, TOKENS_FILE, read_json_file
 
@@ -71,6 +71,17 @@ class CacheReader:
             )
         return tokens
 
+    def token_array(self) -> np.ndarray:
+        """All token rows, int32 [num_sequences, ctx_len], memory-mapped (read from disk as used)."""
+        path = self.dir / TOKENS_FILE
+        with _readable(path):
+            tokens = map_tokens(path)
+        if tokens.shape[1] != self.ctx_len:
+            raise UserError(
+                f"{path}: rows of {tokens.shape[1]} tokens, not ctx_len={self.ctx_len}; {REBUILD}"
+            )
+        return tokens
+
     def latent(self, latent: int) -> LatentActivations:
         if not 0 <= latent < self.num_latents:
             raise IndexError(f"latent {latent} out of range [0, {self.num_latents})")
@@ -106,9 +117,9 @@ class CacheReader:
 
 
 def _array(part: np.ndarray | torch.Tensor, dtype: type[np.generic]) -> np.ndarray:
-    """A slice of a shard as a numpy array of `dtype`."""
+    """A slice of a shard as a numpy array of `dtype` (a bfloat16 one by way of float32)."""
     if isinstance(part, torch.Tensor):
-        part = part.float().numpy()
+        part = (part.float() if part.dtype == torch.bfloat16 else part).numpy()
     return part.astype(dtype, copy=False)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -18,6 +19,8 @@ from autointerp.rundir import atomic_path
 
 TOKENS_KEY = "tokens"
 _COPY_ROWS = 65536
+_MAX_HEADER = 100_000_000
+"""The largest header safetensors reads."""
 
 
 def write_tokens(
@@ -83,6 +86,24 @@ def read_tokens(path: Path, start: int = 0, end: int | None = None) -> torch.Ten
     """Rows `start:end` of the token file as an int32 tensor, reading only those rows."""
     with safe_open(str(path), framework="pt") as f:
         return f.get_slice(TOKENS_KEY)[start:end]
+
+
+def map_tokens(path: Path) -> np.ndarray:
+    """The whole token file as a read-only int32 [num_sequences, ctx_len] array, memory-mapped: rows are
+    read from disk (or the page cache) when used, so a cache of billions of tokens costs no memory."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header_size = int.from_bytes(f.read(8), "little")
+        if not 0 < header_size <= min(size - 8, _MAX_HEADER):
+            raise ValueError(f"a header of {header_size} bytes in a file of {size}")
+        entry = json.loads(f.read(header_size))[TOKENS_KEY]
+    begin, end = (int(n) for n in entry["data_offsets"])
+    shape = tuple(int(n) for n in entry["shape"])
+    if entry["dtype"] != "I32" or len(shape) != 2 or min(shape) < 0:
+        raise ValueError(f"{TOKENS_KEY} is {entry['dtype']} {list(shape)}, not int32 [sequences, ctx_len]")
+    if not 0 <= begin <= end <= size - 8 - header_size or end - begin != 4 * shape[0] * shape[1]:
+        raise ValueError(f"{TOKENS_KEY} at bytes {begin}:{end} does not hold shape {list(shape)}")
+    return np.memmap(path, dtype=np.int32, mode="r", offset=8 + header_size + begin, shape=shape)
 
 
 def link_or_copy(source: Path, target: Path) -> None:

@@ -101,7 +101,7 @@ def _windows(examples: list[Example]) -> list[tuple[int, int]]:
 
 
 class ExampleBuilder:
-    """Draws the examples of latents of one hookpoint's cache; loads the token file once."""
+    """Draws the examples of latents of one hookpoint's cache (its token file memory-mapped)."""
 
     def __init__(
         self,
@@ -119,7 +119,7 @@ class ExampleBuilder:
         self.min_activations = min_activations
         self.seed = seed
         self.hookpoint = hookpoint
-        self.windows = Windows(reader.tokens().numpy(), cfg.window)
+        self.windows = Windows(reader.token_array(), cfg.window)
         pools = (rng_for(seed, hookpoint, "negative-pool"), rng_for(seed, hookpoint, "test-negative-pool"))
         self.explain_negatives, self.test_negatives = negative_samplers(
             cfg, self.windows, reader, pools, decoder, embed, decode
@@ -127,8 +127,8 @@ class ExampleBuilder:
 
     def build(self, latent: int, cut_held_out: bool = True) -> LatentExamples:
         """The latent's examples, or why it is skipped. With `cut_held_out=False` the held-out windows are
-        drawn (so the same latents are skipped) but not cut out: `test` and `test_negatives` stay empty, as
-        the explain stage, which shows only the explainer's view, needs them."""
+        drawn (so the same latents are skipped) but not cut out: `test` and `test_negatives` stay empty (the
+        explain stage shows only the explainer's view and needs neither)."""
         latent = int(latent)
         acts = self.reader.latent(latent)
         count = len(acts.token_index)

@@ -18,12 +18,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from safetensors import safe_open
 
 from autointerp.cache.reader import CacheReader, LatentActivations
-from autointerp.cache.tokens import TOKENS_KEY
 from autointerp.examples.render import mark, plain
-from autointerp.rundir import TOKENS_FILE
 from autointerp.saebench_protocol import SHOWN_AS, render
 from autointerp.texts import TokenTexts
 
@@ -107,8 +104,7 @@ class ExampleFiller:
     def __init__(self, reader: CacheReader, texts: TokenTexts | None = None):
         self.reader, self.texts = reader, texts
         self._latent: LatentActivations | None = None
-        self._token_file: Any = None
-        self._token_rows: Any = None
+        self._token_rows: np.ndarray | None = None
 
     def fill(self, latent: int, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The examples (unpacked) with their derived window fields, nested excerpts included."""
@@ -140,12 +136,12 @@ class ExampleFiller:
         return example
 
     def _tokens(self, sequence: int) -> np.ndarray:
-        """One token row, from the tokens file kept open (opening it per window costs ten times more)."""
+        """One token row, from the token file mapped once."""
         if self._token_rows is None:
-            self.reader.tokens(0, 1)  # checks the file as the reader does
-            self._token_file = safe_open(str(self.reader.dir / TOKENS_FILE), framework="np")
-            self._token_rows = self._token_file.get_slice(TOKENS_KEY)
-        return np.asarray(self._token_rows[sequence : sequence + 1])[0]
+            self._token_rows = self.reader.token_array()
+        if not 0 <= sequence < len(self._token_rows):
+            raise IndexError(f"sequence {sequence} is not in the cache ({len(self._token_rows)} sequences)")
+        return self._token_rows[sequence]
 
     def _activations(self, latent: int) -> LatentActivations:
         if self._latent is None or self._latent.latent != latent:

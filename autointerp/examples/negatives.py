@@ -162,8 +162,9 @@ class NeighbourNegatives:
         self.windows = windows
         self.reader = reader
         self.center = center
-        norms = np.linalg.norm(decoder, axis=1, keepdims=True)
-        self.directions = (decoder / np.maximum(norms, 1e-12)).astype(np.float32)
+        norms = np.maximum(np.linalg.norm(decoder, axis=1, keepdims=True), 1e-12)
+        # one copy of a float32 decoder, not two (each is 2 GB at 131k latents x 4096)
+        self.directions = (decoder / norms).astype(np.float32, copy=False)
 
     def neighbours(self, latent: int) -> np.ndarray:
         """Other latents by decreasing cosine similarity of decoder direction, the first MAX_NEIGHBOURS."""

@@ -54,9 +54,12 @@ def highlight_text(example: ShownExample, max_activation: float, threshold: floa
 def mark(pieces: Sequence[str], mask: np.ndarray) -> str:
     """The excerpt with the runs of tokens where the boolean `mask` is set wrapped in << >>: what
     `highlight` shows for activations that are positive exactly there, without the values."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (len(pieces),):
+        raise ValueError(f"a mask of shape {mask.shape} for {len(pieces)} pieces")
     pieces = _without_markers(pieces)
     parts, end = [], 0
-    for run in _RUNS.finditer(np.asarray(mask, dtype=bool).tobytes()):
+    for run in _RUNS.finditer(mask.tobytes()):
         start, stop = run.span()
         parts += ["".join(pieces[end:start]), _OPEN, "".join(pieces[start:stop]), _CLOSE]
         end = stop

@@ -200,11 +200,6 @@ class Windows:
         lo, hi = self._bounds(acts, np.asarray(sequence) * self.ctx_len + np.asarray(start))
         return lo == hi
 
-    def example(
-        self, acts: LatentActivations, sequence: int, start: int, quantile: int | None = None
-    ) -> Example:
-        return self.examples(acts, [sequence], [start], [quantile])[0]
-
     def examples(
         self,
         acts: LatentActivations,
