@@ -103,7 +103,8 @@ def map_tokens(path: Path) -> np.ndarray:
         raise ValueError(f"{TOKENS_KEY} is {entry['dtype']} {list(shape)}, not int32 [sequences, ctx_len]")
     if not 0 <= begin <= end <= size - 8 - header_size or end - begin != 4 * shape[0] * shape[1]:
         raise ValueError(f"{TOKENS_KEY} at bytes {begin}:{end} does not hold shape {list(shape)}")
-    return np.memmap(path, dtype=np.int32, mode="r", offset=8 + header_size + begin, shape=shape)
+    mapped = np.memmap(path, dtype=np.int32, mode="r", offset=8 + header_size + begin, shape=shape)
+    return mapped.view(np.ndarray)  # still the mapping, indexed as fast as a plain array
 
 
 def link_or_copy(source: Path, target: Path) -> None:
