@@ -46,17 +46,23 @@ def hookpoint_files(directory: Path, hookpoint: str) -> list[Path]:
     return ([whole] if whole.is_file() else []) + shards
 
 
-def iter_records(path: Path, wanted: Wanted | None = None) -> Iterator[dict[str, Any]]:
+def iter_records(
+    path: Path, wanted: Wanted | None = None, on_damaged: Callable[[int, float], None] | None = None
+) -> Iterator[dict[str, Any]]:
     """The records of a JSONL file; a torn final line and damaged lines are skipped (with one warning).
-    With `wanted(latent, written)`, lines it declines are skipped without being parsed."""
+    With `wanted(latent, written)`, lines it declines are skipped without being parsed. `on_damaged` is told
+    the latent and `written` stamp of each damaged line whose start and end are intact."""
     damaged: list[int] = []
     for number, line in _complete_lines(path):
-        if wanted is not None and (stamp := _peek(line)) is not None and not wanted(stamp[0], stamp[1]):
+        stamp = _peek(line) if wanted is not None or on_damaged is not None else None
+        if wanted is not None and stamp is not None and not wanted(stamp[0], stamp[1]):
             continue
         record = _parse_line(line)
         if record is None:
             if line.strip():
                 damaged.append(number)
+                if on_damaged is not None and stamp is not None:
+                    on_damaged(stamp[0], stamp[1])
             continue
         if wanted is None or wanted(record["latent"], record.get("written") or 0):
             yield record
@@ -131,20 +137,33 @@ def read_records(
     fields: tuple[str, ...] | None = None,
     project: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[int, dict[str, Any]]:
-    """Latent -> its latest record (by `written`), merged over the whole-run file and every shard file; with
-    `fields`, only those keys (plus `latent`, `config_hash` and `written`) are kept, which bounds memory, and
-    `project` adds keys computed from the full record (e.g. a digest of its examples)."""
+    """Latent -> its latest record (by `written`; of equal ones, the first in file order), merged over the
+    whole-run file and every shard file; with `fields`, only those keys (plus `latent`, `config_hash` and
+    `written`) are kept, which bounds memory, and `project` adds keys computed from the full record (e.g. a
+    digest of its examples).
+
+    A latent whose latest line is damaged (its start and end intact) has no record here, so a rerun redoes
+    it, as `latest_stamps` and `iter_latest` (the summary and the report) count it pending; an older record
+    of it is not taken for its current one."""
     records: dict[int, dict[str, Any]] = {}
+    damaged: dict[int, float] = {}
+
+    def note_damaged(latent: int, written: float) -> None:
+        damaged[latent] = max(written, damaged.get(latent, written))
+
     for path in hookpoint_files(directory, hookpoint):
-        for full in iter_records(path):
+        for full in iter_records(path, on_damaged=note_damaged):
             record = full
             if fields is not None:
                 record = {name: full.get(name) for name in ("latent", "config_hash", "written", *fields)}
             if project is not None:
                 record = record | project(full)
             latent = int(record["latent"])
-            if latent not in records or (record.get("written") or 0) >= (records[latent].get("written") or 0):
+            if latent not in records or (record.get("written") or 0) > (records[latent].get("written") or 0):
                 records[latent] = record
+    for latent, written in damaged.items():
+        if latent in records and written > (records[latent].get("written") or 0):
+            del records[latent]
     return records
 
 

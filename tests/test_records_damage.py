@@ -9,7 +9,7 @@ import pytest
 
 from autointerp.errors import UserError
 from autointerp.llm import LLMResponse, ResponseCache
-from autointerp.records import RecordWriter, iter_records, read_records
+from autointerp.records import RecordWriter, iter_records, read_records, record_line
 
 
 def line(latent: int, text: str = "ok") -> bytes:
@@ -116,6 +116,30 @@ def test_stamps_read_off_the_line_agree_with_the_parsed_record(tmp_path):
     assert set(stamps) == {1, 3, 4} and other == 1
     records = list(iter_latest(tmp_path, "hp", stamps))
     assert [(r["latent"], r.get("explanation")) for r in records] == [(1, "retried"), (3, None)]
+
+
+def test_resume_summary_and_report_agree_on_damaged_latest_lines_and_ties(tmp_path):
+    """A latent whose latest line is damaged (start and end intact) has no current record for resume
+    either: it is redone, not taken as done from its older record, as the summary and the report count it
+    pending. Of two records with the same `written` stamp every reader takes the first in file order."""
+    from autointerp.records import iter_latest, latest_stamps, read_records
+
+    lines = [
+        {"latent": 1, "explanation": "old", "config_hash": "aa", "written": 1.0},
+        {"latent": 2, "explanation": "first", "config_hash": "aa", "written": 2.0},
+        {"latent": 2, "explanation": "copy", "config_hash": "aa", "written": 2.0},
+        {"latent": 3, "explanation": "kept", "config_hash": "aa", "written": 3.0},
+    ]
+    with open(tmp_path / "hp.jsonl", "w") as f:
+        f.writelines(record_line(record) for record in lines)
+        f.write('{"latent":1,"explanation":BROKEN,"config_hash":"aa","written":4.0}\n')
+        f.write('{"latent":3,"explanation":BROKEN,"config_hash":"aa","written":0.5}\n')  # older: harmless
+    resumed = read_records(tmp_path, "hp")
+    stamps, _ = latest_stamps(tmp_path, "hp")
+    streamed = {r["latent"]: r for r in iter_latest(tmp_path, "hp", dict(stamps))}
+    assert sorted(resumed) == sorted(streamed) == [2, 3] and 1 in stamps
+    assert resumed[2]["explanation"] == streamed[2]["explanation"] == "first"
+    assert resumed[3]["explanation"] == streamed[3]["explanation"] == "kept"
 
 
 def test_records_are_flushed_at_once_and_fsynced_in_batches(tmp_path, monkeypatch):

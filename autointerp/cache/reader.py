@@ -101,7 +101,7 @@ class CacheReader:
 
     def _shard(self, path: Path) -> Any:
         """The shard file, opened once (memory-mapped) and kept open for the reader's life: as numpy arrays
-        (5x faster to slice), or as torch tensors where it holds bfloat16, which numpy lacks."""
+        (no round trip through torch), or as torch tensors where it holds bfloat16, which numpy lacks."""
         if path not in self._handles:
             handle = safe_open(str(path), framework="np")
             if handle.get_slice("activation").get_dtype() == "BF16":
