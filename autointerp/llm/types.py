@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import typing
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -88,7 +88,18 @@ class LLMResponse:
     finish_reason: str | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """What `dataclasses.asdict` gives, built directly (it deep-copies field by field, which is most
+        of a response cache write)."""
+        return {
+            "text": self.text,
+            "logprobs": _logprob_dicts(self.logprobs),
+            "prompt_logprobs": _logprob_dicts(self.prompt_logprobs),
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "completion_tokens": self.completion_tokens,
+            "latency": self.latency,
+            "finish_reason": self.finish_reason,
+        }
 
     @staticmethod
     def from_dict(data: dict) -> LLMResponse:
@@ -104,6 +115,14 @@ class LLMResponse:
                 else [logprob(x) for x in data["prompt_logprobs"]],
             }
         )
+
+
+def _logprob_dicts(positions: list[TokenLogprob] | list[TokenLogprob | None] | None) -> list | None:
+    if positions is None:
+        return None
+    return [
+        None if p is None else {"token": p.token, "logprob": p.logprob, "top": dict(p.top)} for p in positions
+    ]
 
 
 FailureKind = Literal["transient", "rejected", "parse", "fatal"]
