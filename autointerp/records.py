@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from autointerp.errors import UserError
 from autointerp.rundir import (
@@ -33,6 +33,7 @@ from autointerp.rundir import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def records_file(directory: Path, hookpoint: str, shard: ShardSpec) -> Path:
@@ -52,8 +53,16 @@ def iter_records(
     """The records of a JSONL file; a torn final line and damaged lines are skipped (with one warning).
     With `wanted(latent, written)`, lines it declines are skipped without being parsed. `on_damaged` is told
     the latent and `written` stamp of each damaged line whose start and end are intact."""
+    for _, record in _iter_placed(path, wanted, on_damaged):
+        yield record
+
+
+def _iter_placed(
+    path: Path, wanted: Wanted | None = None, on_damaged: Callable[[int, float], None] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(byte offset of its line, record) for the records of `iter_records`."""
     damaged: list[int] = []
-    for number, line in _complete_lines(path):
+    for number, offset, line in _complete_lines(path):
         stamp = _peek(line) if wanted is not None or on_damaged is not None else None
         if wanted is not None and stamp is not None and not wanted(stamp[0], stamp[1]):
             continue
@@ -65,7 +74,7 @@ def iter_records(
                     on_damaged(stamp[0], stamp[1])
             continue
         if wanted is None or wanted(record["latent"], record.get("written") or 0):
-            yield record
+            yield offset, record
     if damaged:
         log.warning(
             "%s: skipped %d damaged line(s) (first: line %d); their latents are redone on the next run",
@@ -82,7 +91,7 @@ Wanted = Callable[[int, float], bool]
 def iter_stamps(path: Path) -> Iterator[tuple[int, float, str | None]]:
     """(latent, written, config_hash) of each record of a file, read off the line where it has the layout
     `RecordWriter` writes (the whole line is parsed otherwise); damaged lines are skipped."""
-    for _, line in _complete_lines(path):
+    for _, _, line in _complete_lines(path):
         stamp = _peek(line)
         if stamp is None:
             record = _parse_line(line)
@@ -92,12 +101,15 @@ def iter_stamps(path: Path) -> Iterator[tuple[int, float, str | None]]:
         yield stamp
 
 
-def _complete_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+def _complete_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, byte offset, line) of each complete line."""
+    offset = 0
     with open(path, "rb") as f:
         for number, line in enumerate(f, start=1):
             if not line.endswith(b"\n"):
                 return  # torn by a kill mid-write: that latent is redone
-            yield number, line
+            yield number, offset, line
+            offset += len(line)
 
 
 _HEAD = re.compile(rb'\{"latent":(\d+),')
@@ -145,26 +157,48 @@ def read_records(
     A latent whose latest line is damaged (its start and end intact) has no record here, so a rerun redoes
     it, as `latest_stamps` and `iter_latest` (the summary and the report) count it pending; an older record
     of it is not taken for its current one."""
-    records: dict[int, dict[str, Any]] = {}
+
+    def keep(full: dict[str, Any], path: Path, offset: int) -> dict[str, Any]:
+        record = full
+        if fields is not None:
+            record = {name: full.get(name) for name in ("latent", "config_hash", "written", *fields)}
+        return record | project(full) if project is not None else record
+
+    return _latest(directory, hookpoint, keep)
+
+
+def record_places(directory: Path, hookpoint: str) -> dict[int, tuple[Path, int]]:
+    """Latent -> (file, byte offset) of the line of the record `read_records` gives, to read it on demand
+    (`read_record_at`) instead of holding every record."""
+    return _latest(directory, hookpoint, lambda _, path, offset: (path, offset))
+
+
+def read_record_at(path: Path, offset: int) -> dict[str, Any] | None:
+    """The record on the line at `offset` of `path`; None when there is none (the file changed)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        line = f.readline()
+    return _parse_line(line) if line.endswith(b"\n") else None
+
+
+def _latest(directory: Path, hookpoint: str, keep: Callable[[dict[str, Any], Path, int], T]) -> dict[int, T]:
+    """Latent -> `keep(record, file, offset)` of its latest record, by the rules of `read_records`."""
+    kept: dict[int, T] = {}
+    written: dict[int, float] = {}
     damaged: dict[int, float] = {}
 
-    def note_damaged(latent: int, written: float) -> None:
-        damaged[latent] = max(written, damaged.get(latent, written))
+    def note_damaged(latent: int, stamp: float) -> None:
+        damaged[latent] = max(stamp, damaged.get(latent, stamp))
 
     for path in hookpoint_files(directory, hookpoint):
-        for full in iter_records(path, on_damaged=note_damaged):
-            record = full
-            if fields is not None:
-                record = {name: full.get(name) for name in ("latent", "config_hash", "written", *fields)}
-            if project is not None:
-                record = record | project(full)
-            latent = int(record["latent"])
-            if latent not in records or (record.get("written") or 0) > (records[latent].get("written") or 0):
-                records[latent] = record
-    for latent, written in damaged.items():
-        if latent in records and written > (records[latent].get("written") or 0):
-            del records[latent]
-    return records
+        for offset, full in _iter_placed(path, on_damaged=note_damaged):
+            latent, stamp = int(full["latent"]), full.get("written") or 0
+            if latent not in written or stamp > written[latent]:
+                kept[latent], written[latent] = keep(full, path, offset), stamp
+    for latent, stamp in damaged.items():
+        if latent in kept and stamp > written[latent]:
+            del kept[latent]
+    return kept
 
 
 def latest_stamps(

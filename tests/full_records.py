@@ -17,5 +17,5 @@ def full_records(directory: Path, hookpoint: str) -> dict[int, dict[str, Any]]:
     assert (run_dir / CONFIG_FILE).is_file(), f"{directory} is not inside a run directory"
     run = RunData(run_dir)
     if directory.name == EXPLANATIONS_DIR:
-        return run.explanations(hookpoint)
-    return run.scores(directory.name, hookpoint)
+        return dict(run.explanations(hookpoint))
+    return dict(run.scores(directory.name, hookpoint))

@@ -29,7 +29,7 @@ def export_delphi(run: RunData, out: Path, options: ExportOptions) -> None:
     (out / "explanations").mkdir(parents=True)
     for hookpoint in run.hookpoints:
         safe = hookpoint.replace("/", "--")
-        for latent, record in sorted(run.explanations(hookpoint).items()):
+        for latent, record in run.explanations(hookpoint).items():
             if record.get("explanation"):
                 path = out / "explanations" / f"{safe}_latent{latent}.txt"
                 path.write_text(json.dumps(record["explanation"], ensure_ascii=False))
@@ -43,7 +43,7 @@ def export_delphi(run: RunData, out: Path, options: ExportOptions) -> None:
 def _write_scores(run: RunData, hookpoint: str, scorer: str, folder: Path, safe: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     texts = run.texts
-    for latent, record in sorted(run.scores(scorer, hookpoint).items()):
+    for latent, record in run.scores(scorer, hookpoint).items():
         examples = record.get("examples") or []
         if not examples or not record.get("explanation"):
             continue

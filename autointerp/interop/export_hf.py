@@ -150,7 +150,7 @@ def _write_examples(run: RunData, folder: Path) -> int:
 
 def _example_rows(run: RunData, hookpoint: str) -> Iterator[dict[str, Any]]:
     for scorer in run.scorers:
-        for latent, record in sorted(run.scores(scorer, hookpoint).items()):
+        for latent, record in run.scores(scorer, hookpoint).items():
             for position, example in enumerate(record.get("examples") or []):
                 detail = {k: v for k, v in example.items() if k not in _EXAMPLE_KEYS}
                 yield {

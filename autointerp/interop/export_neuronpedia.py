@@ -130,7 +130,7 @@ class _Rows:
         return unique
 
     def explanations(self) -> Iterator[dict[str, Any]]:
-        for latent, record in sorted(self.run.explanations(self.hookpoint).items()):
+        for latent, record in self.run.explanations(self.hookpoint).items():
             if not record.get("explanation"):
                 continue
             type_name, model_name = self._explainer(record)
@@ -160,7 +160,7 @@ class _Rows:
     def scores(self) -> Iterator[dict[str, Any]]:
         explained = self.run.explanations(self.hookpoint)
         for scorer in (s for s in self.run.scorers if "." not in s):  # controls score other explanations
-            for latent, record in sorted(self.run.scores(scorer, self.hookpoint).items()):
+            for latent, record in self.run.scores(scorer, self.hookpoint).items():
                 own = explained.get(latent) or {}
                 if record.get("score") is None or not own.get("explanation"):
                     continue

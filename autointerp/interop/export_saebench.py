@@ -101,7 +101,7 @@ def latent_results(run: RunData, hookpoint: str) -> dict[str, dict[str, Any]]:
     """SAEBench's per-latent results (`eval_result_unstructured`): scored latents only, as SAEBench drops
     latents whose answer it cannot parse. Indices are 1-based positions in the record's example order."""
     results = {}
-    for latent, record in sorted(run.scores(SCORER, hookpoint).items()):
+    for latent, record in run.scores(SCORER, hookpoint).items():
         examples = record.get("examples") or []
         if record.get("score") is None or any(e.get("prediction") is None for e in examples):
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from autointerp.cache import CacheReader
 from autointerp.config import RunConfig, load_config
 from autointerp.errors import UserError
 from autointerp.examples.compact import ExampleFiller, unpack
-from autointerp.records import read_records
+from autointerp.records import read_record_at, record_places
 from autointerp.rundir import CONFIG_FILE, EXPLANATIONS_DIR, IMPORT_FILE, SCORES_DIR, cache_dir, read_json
 from autointerp.score.registry import get_scorer
 from autointerp.texts import TokenTexts, load_tokenizer
@@ -53,13 +54,16 @@ class RunData:
         return read_json(path) if path.is_file() else None
 
     @functools.cache  # noqa: B019 - one RunData per export, kept for its whole life
-    def explanations(self, hookpoint: str) -> dict[int, dict[str, Any]]:
-        """Latent -> explanation record, its examples whole (tokens, activations from the cache)."""
-        records = read_records(self.run_dir / EXPLANATIONS_DIR, hookpoint)
-        for latent, record in records.items():
+    def explanations(self, hookpoint: str) -> Mapping[int, dict[str, Any]]:
+        """Latent -> explanation record, its examples whole (tokens, activations from the cache); each
+        record is read when it is looked up."""
+
+        def filled(latent: int, record: dict[str, Any]) -> dict[str, Any]:
             groups = record.get("examples") or {}
             record["examples"] = {name: self._filled(hookpoint, latent, v) for name, v in groups.items()}
-        return records
+            return record
+
+        return RecordMap(self.run_dir / EXPLANATIONS_DIR, hookpoint, filled)
 
     @functools.cached_property
     def scorers(self) -> list[str]:
@@ -70,12 +74,15 @@ class RunData:
         return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.jsonl")))
 
     @functools.cache  # noqa: B019
-    def scores(self, scorer: str, hookpoint: str) -> dict[int, dict[str, Any]]:
-        """Latent -> score record, its examples whole (tokens, activations and shown text refilled)."""
-        records = read_records(self.run_dir / SCORES_DIR / scorer, hookpoint)
-        for latent, record in records.items():
+    def scores(self, scorer: str, hookpoint: str) -> Mapping[int, dict[str, Any]]:
+        """Latent -> score record, its examples whole (tokens, activations and shown text refilled); each
+        record is read when it is looked up."""
+
+        def filled(latent: int, record: dict[str, Any]) -> dict[str, Any]:
             record["examples"] = self._filled(hookpoint, latent, record.get("examples"))
-        return records
+            return record
+
+        return RecordMap(self.run_dir / SCORES_DIR / scorer, hookpoint, filled)
 
     def _filled(self, hookpoint: str, latent: int, packed: Any) -> list[dict[str, Any]]:
         examples = unpack(packed)
@@ -114,3 +121,36 @@ class RunData:
 def headline(scorer_dir: str) -> str:
     """The headline metric of a score folder (`fuzzing.random_explanation` -> fuzzing's)."""
     return get_scorer(scorer_dir.split(".")[0]).headline
+
+
+class RecordMap(Mapping[int, dict[str, Any]]):
+    """Latent -> its latest record (the one `read_records` gives), in latent order, read from its line when
+    looked up: memory holds a file offset per latent, not the records (a million of them, with their
+    examples, would not fit). The last record looked up is kept, for the several looks an export takes."""
+
+    def __init__(
+        self, directory: Path, hookpoint: str, fill: Callable[[int, dict[str, Any]], dict[str, Any]]
+    ):
+        self._places = record_places(directory, hookpoint)
+        self._latents = sorted(self._places)
+        self._fill = fill
+        self._last: tuple[int, dict[str, Any]] | None = None
+
+    def __getitem__(self, latent: int) -> dict[str, Any]:
+        if self._last is not None and self._last[0] == latent:
+            return self._last[1]
+        path, offset = self._places[latent]
+        record = read_record_at(path, offset)
+        if record is None or record["latent"] != latent:
+            raise UserError(f"{path} changed while it was read: rerun the export once its stage has finished")
+        self._last = (latent, self._fill(latent, record))
+        return self._last[1]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._latents)
+
+    def __len__(self) -> int:
+        return len(self._latents)
+
+    def __contains__(self, latent: object) -> bool:
+        return latent in self._places
