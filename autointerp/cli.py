@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -73,6 +74,13 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def _quiet_interrupted_tasks() -> None:
+    """An interrupt that lands inside an HTTP client's task is recorded on that task too, and asyncio logs
+    it with a traceback ("Task exception was never retrieved") when the task is collected, after the stage
+    has unwound: the interrupt is already reported, so those logs are dropped."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+
+
 def _guard(action: Callable[[], T]) -> T:
     """Run a stage; bad input becomes a one-line error and exit code 2, SIGTERM exit code 143."""
     in_main_thread = threading.current_thread() is threading.main_thread()
@@ -83,9 +91,11 @@ def _guard(action: Callable[[], T]) -> T:
         _error(escape(str(exc)))
         raise typer.Exit(2) from None
     except Terminated:
+        _quiet_interrupted_tasks()
         console.print("terminated (SIGTERM); rerun the same command to resume")
         raise typer.Exit(143) from None
     except KeyboardInterrupt:
+        _quiet_interrupted_tasks()
         console.print("interrupted; rerun the same command to resume")
         raise typer.Exit(130) from None
     finally:

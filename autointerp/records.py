@@ -167,10 +167,10 @@ def read_records(
     return _latest(directory, hookpoint, keep)
 
 
-def record_places(directory: Path, hookpoint: str) -> dict[int, tuple[Path, int]]:
-    """Latent -> (file, byte offset) of the line of the record `read_records` gives, to read it on demand
-    (`read_record_at`) instead of holding every record."""
-    return _latest(directory, hookpoint, lambda _, path, offset: (path, offset))
+def record_places(directory: Path, hookpoint: str) -> dict[int, tuple[Path, int, float]]:
+    """Latent -> (file, byte offset, `written`) of the line of the record `read_records` gives, to read it
+    on demand (`read_record_at`) instead of holding every record."""
+    return _latest(directory, hookpoint, lambda full, path, offset: (path, offset, full.get("written") or 0))
 
 
 def read_record_at(path: Path, offset: int) -> dict[str, Any] | None:
@@ -211,7 +211,7 @@ def latest_stamps(
     other: set[int] = set()
     for path in hookpoint_files(directory, hookpoint):
         for latent, stamp, record_hash in iter_stamps(path):
-            if latent in written and stamp < written[latent]:
+            if latent in written and stamp <= written[latent]:  # of equal stamps, the first
                 continue
             written[latent] = stamp
             if current is None or record_hash in current:

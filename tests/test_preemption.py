@@ -94,3 +94,35 @@ def test_no_record_is_written_twice_by_a_resumed_explain(cached_run, tmp_path): 
     assert all(t.explained == 0 for t in again.tallies.values())
     text = (config.run_dir / EXPLANATIONS_DIR / f"{HP}.jsonl").read_text().splitlines()
     assert len(text) == len({line.split(",")[0] for line in text})
+
+
+def test_a_sigterm_inside_a_client_task_is_reported_once_without_a_traceback(caplog, capsys):
+    """SIGTERM can land while an HTTP client's own task runs: the stage unwinds (exit 143), and asyncio's
+    later log of the exception that task kept is not shown."""
+    import asyncio
+    import gc
+    import logging
+
+    import typer
+
+    from autointerp import cli
+
+    async def stage() -> None:
+        async def client_write() -> None:
+            raise cli.Terminated  # where the signal handler raised
+
+        asyncio.ensure_future(client_write())
+        await asyncio.sleep(5)
+
+    level = logging.getLogger("asyncio").level
+    try:
+        with pytest.raises(typer.Exit) as stopped:
+            cli._guard(lambda: asyncio.run(stage()))
+        code = stopped.value.exit_code
+        del stopped  # it holds the task, through the interrupt's traceback
+        gc.collect()  # the task goes, and asyncio logs what it kept
+    finally:
+        logging.getLogger("asyncio").setLevel(level)
+    assert code == 143
+    shown = caplog.text + capsys.readouterr().err
+    assert "never retrieved" not in shown and "Traceback" not in shown

@@ -148,7 +148,9 @@ def test_resume_summary_and_report_agree_on_damaged_latest_lines_and_ties(tmp_pa
     assert resumed[2]["explanation"] == streamed[2]["explanation"] == "first"
     assert resumed[3]["explanation"] == streamed[3]["explanation"] == "kept"
     # the exports' index: where each of those records is, read back on demand
-    placed = {latent: read_record_at(*where) for latent, where in record_places(tmp_path, "hp").items()}
+    placed = {
+        latent: read_record_at(path, at) for latent, (path, at, _) in record_places(tmp_path, "hp").items()
+    }
     assert placed == resumed
 
 
@@ -159,14 +161,28 @@ def test_an_export_map_reads_records_on_demand_and_refuses_a_changed_file(tmp_pa
         for latent in (5, 2, 9, 2):
             writer.write({"latent": latent, "explanation": f"e{latent}", "config_hash": "aa"})
     seen = []
-    records = RecordMap(tmp_path, "hp", lambda latent, record: seen.append(latent) or record)
+    places = record_places(tmp_path, "hp")
+    records = RecordMap(places, lambda latent, record: seen.append(latent) or record)
     assert list(records) == [2, 5, 9] and len(records) == 3 and 5 in records and 7 not in records
     assert seen == []  # nothing read until looked up
     assert [r["explanation"] for r in records.values()] == ["e2", "e5", "e9"] and seen == [2, 5, 9]
     assert records[9] is records[9] and seen == [2, 5, 9]  # the last one looked up is kept
-    (tmp_path / "hp.jsonl").write_text("")
-    with pytest.raises(UserError, match="changed while it was read"):
-        records[2]
+    assert records.get(7) is None
+
+    def broken(latent, record):
+        raise KeyError("start")  # a malformed packed window: not to pass for a missing latent
+
+    with pytest.raises(UserError, match="latent 5 is malformed"):
+        RecordMap(places, broken).get(5)
+    with RecordWriter(tmp_path / "hp.jsonl") as writer:  # rewritten (--force) while an export reads it
+        writer.write({"latent": 5, "explanation": "new", "config_hash": "bb"})
+    (tmp_path / "hp.jsonl").write_bytes(b"")
+    with RecordWriter(tmp_path / "hp.jsonl") as writer:
+        for latent in (5, 2, 9, 2):
+            writer.write({"latent": latent, "explanation": "new", "config_hash": "bb"})
+    for latent in (2, 5):
+        with pytest.raises(UserError, match="changed while it was read"):
+            RecordMap(places, lambda latent, record: record)[latent]
 
 
 def test_records_are_flushed_at_once_and_fsynced_in_batches(tmp_path, monkeypatch):

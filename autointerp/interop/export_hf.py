@@ -82,7 +82,7 @@ def score_columns(run: RunData) -> dict[str, list[str]]:
     for scorer in run.scorers:
         names: dict[str, None] = {}
         for hookpoint in run.hookpoints:
-            for record in run.scores(scorer, hookpoint).values():
+            for record in run.scores(scorer, hookpoint, examples=False).values():
                 for name, value in (record.get("metrics") or {}).items():
                     if isinstance(value, (int, float)) and not isinstance(value, bool):
                         names[name] = None
@@ -105,7 +105,7 @@ def explanations_table(run: RunData) -> pa.Table:
     rows: dict[str, list[Any]] = {name: [] for name, _ in fields}
     for hookpoint in run.hookpoints:
         for latent in run.latents(hookpoint):
-            record = run.explanations(hookpoint).get(latent) or {}
+            record = run.explanations(hookpoint, examples=False).get(latent) or {}
             values = {
                 "hookpoint": hookpoint,
                 "latent": latent,
@@ -118,7 +118,7 @@ def explanations_table(run: RunData) -> pa.Table:
                 "source_format": (record.get("source") or {}).get("format"),
             }
             for scorer, names in metrics.items():
-                score = run.scores(scorer, hookpoint).get(latent) or {}
+                score = run.scores(scorer, hookpoint, examples=False).get(latent) or {}
                 values[_column(scorer)] = score.get("score")
                 values[_column(scorer, "error")] = score.get("error") or score.get("skipped")
                 for name in names:

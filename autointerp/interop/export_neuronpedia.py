@@ -130,7 +130,7 @@ class _Rows:
         return unique
 
     def explanations(self) -> Iterator[dict[str, Any]]:
-        for latent, record in self.run.explanations(self.hookpoint).items():
+        for latent, record in self.run.explanations(self.hookpoint, examples=False).items():
             if not record.get("explanation"):
                 continue
             type_name, model_name = self._explainer(record)
@@ -158,7 +158,7 @@ class _Rows:
         return type_name, model_name
 
     def scores(self) -> Iterator[dict[str, Any]]:
-        explained = self.run.explanations(self.hookpoint)
+        explained = self.run.explanations(self.hookpoint, examples=False)
         for scorer in (s for s in self.run.scorers if "." not in s):  # controls score other explanations
             for latent, record in self.run.scores(scorer, self.hookpoint).items():
                 own = explained.get(latent) or {}

@@ -54,16 +54,18 @@ class RunData:
         return read_json(path) if path.is_file() else None
 
     @functools.cache  # noqa: B019 - one RunData per export, kept for its whole life
-    def explanations(self, hookpoint: str) -> Mapping[int, dict[str, Any]]:
-        """Latent -> explanation record, its examples whole (tokens, activations from the cache); each
-        record is read when it is looked up."""
+    def explanations(self, hookpoint: str, examples: bool = True) -> Mapping[int, dict[str, Any]]:
+        """Latent -> explanation record, its examples whole (tokens, activations from the cache), or
+        without them (`examples=False`, for the record's other fields); each record is read when it is
+        looked up."""
 
         def filled(latent: int, record: dict[str, Any]) -> dict[str, Any]:
             groups = record.get("examples") or {}
             record["examples"] = {name: self._filled(hookpoint, latent, v) for name, v in groups.items()}
             return record
 
-        return RecordMap(self.run_dir / EXPLANATIONS_DIR, hookpoint, filled)
+        places = self._places(EXPLANATIONS_DIR, hookpoint)
+        return RecordMap(places, filled if examples else _without_examples)
 
     @functools.cached_property
     def scorers(self) -> list[str]:
@@ -74,15 +76,22 @@ class RunData:
         return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.jsonl")))
 
     @functools.cache  # noqa: B019
-    def scores(self, scorer: str, hookpoint: str) -> Mapping[int, dict[str, Any]]:
-        """Latent -> score record, its examples whole (tokens, activations and shown text refilled); each
-        record is read when it is looked up."""
+    def scores(self, scorer: str, hookpoint: str, examples: bool = True) -> Mapping[int, dict[str, Any]]:
+        """Latent -> score record, its examples whole (tokens, activations and shown text refilled), or
+        without them (`examples=False`); each record is read when it is looked up."""
 
         def filled(latent: int, record: dict[str, Any]) -> dict[str, Any]:
             record["examples"] = self._filled(hookpoint, latent, record.get("examples"))
             return record
 
-        return RecordMap(self.run_dir / SCORES_DIR / scorer, hookpoint, filled)
+        places = self._places(f"{SCORES_DIR}/{scorer}", hookpoint)
+        return RecordMap(places, filled if examples else _without_examples)
+
+    @functools.cache  # noqa: B019
+    def _places(self, folder: str, hookpoint: str) -> dict[int, tuple[Path, int, float]]:
+        """Where each latent's record is in `folder` of the run (one index for the maps with and without
+        examples)."""
+        return record_places(self.run_dir / folder, hookpoint)
 
     def _filled(self, hookpoint: str, latent: int, packed: Any) -> list[dict[str, Any]]:
         examples = unpack(packed)
@@ -129,21 +138,27 @@ class RecordMap(Mapping[int, dict[str, Any]]):
     examples, would not fit). The last record looked up is kept, for the several looks an export takes."""
 
     def __init__(
-        self, directory: Path, hookpoint: str, fill: Callable[[int, dict[str, Any]], dict[str, Any]]
+        self,
+        places: dict[int, tuple[Path, int, float]],
+        fill: Callable[[int, dict[str, Any]], dict[str, Any]],
     ):
-        self._places = record_places(directory, hookpoint)
-        self._latents = sorted(self._places)
+        self._places = places
+        """Latent -> (file, offset, `written`) of its record (`records.record_places`)."""
+        self._latents = sorted(places)
         self._fill = fill
         self._last: tuple[int, dict[str, Any]] | None = None
 
     def __getitem__(self, latent: int) -> dict[str, Any]:
         if self._last is not None and self._last[0] == latent:
             return self._last[1]
-        path, offset = self._places[latent]
+        path, offset, written = self._places[latent]
         record = read_record_at(path, offset)
-        if record is None or record["latent"] != latent:
+        if record is None or record["latent"] != latent or (record.get("written") or 0) != written:
             raise UserError(f"{path} changed while it was read: rerun the export once its stage has finished")
-        self._last = (latent, self._fill(latent, record))
+        try:
+            self._last = (latent, self._fill(latent, record))
+        except (KeyError, TypeError, ValueError) as exc:  # not a KeyError: `.get(latent)` must not hide it
+            raise UserError(f"{path}: the record of latent {latent} is malformed ({exc!r})") from None
         return self._last[1]
 
     def __iter__(self) -> Iterator[int]:
@@ -154,3 +169,8 @@ class RecordMap(Mapping[int, dict[str, Any]]):
 
     def __contains__(self, latent: object) -> bool:
         return latent in self._places
+
+
+def _without_examples(latent: int, record: dict[str, Any]) -> dict[str, Any]:
+    record.pop("examples", None)
+    return record
