@@ -26,41 +26,44 @@ def highlight(example: ShownExample, max_activation: float, threshold: float) ->
     A token is active when its activation is positive and above `threshold * max_activation`. Corpus text
     that would read as markup is defused (`defuse`), so the only << >> are the highlights.
     """
-    cutoff = max(threshold * max_activation, 0.0)
-    text, values, run, run_peak = [], [], [], 0.0
-    pieces = _without_markers(example.pieces)
-    for piece, act in zip(pieces, np.asarray(example.activations).tolist(), strict=True):
-        if act > cutoff:
-            run.append(piece)
-            run_peak = max(run_peak, act)
-            continue
-        if run:
-            text.append(_OPEN + "".join(run) + _CLOSE)
-            values.append(f"{_markers(defuse(text[-1]))} {scale(run_peak, max_activation)}")
-            run, run_peak = [], 0.0
-        text.append(piece)
-    if run:
-        text.append(_OPEN + "".join(run) + _CLOSE)
-        values.append(f"{_markers(defuse(text[-1]))} {scale(run_peak, max_activation)}")
-    return one_line(_markers(defuse("".join(text)))), values
+    pieces, acts = _without_markers(example.pieces), _activations(example)
+    runs = _runs(acts > max(threshold * max_activation, 0.0), len(pieces))
+    peaks = acts.tolist()
+    values = [
+        f"{_markers(defuse(_OPEN + ''.join(pieces[a:b]) + _CLOSE))} {scale(max(peaks[a:b]), max_activation)}"
+        for a, b in runs
+    ]
+    return _shown(pieces, runs), values
 
 
 def highlight_text(example: ShownExample, max_activation: float, threshold: float) -> str:
     """The excerpt as `highlight` shows it, without the values."""
     cutoff = max(threshold * max_activation, 0.0)
-    return mark(example.pieces, np.asarray(example.activations, dtype=np.float64) > cutoff)
+    return mark(example.pieces, _activations(example) > cutoff)
 
 
 def mark(pieces: Sequence[str], mask: np.ndarray) -> str:
     """The excerpt with the runs of tokens where the boolean `mask` is set wrapped in << >>: what
     `highlight` shows for activations that are positive exactly there, without the values."""
-    mask = np.asarray(mask, dtype=bool)
-    if mask.shape != (len(pieces),):
-        raise ValueError(f"a mask of shape {mask.shape} for {len(pieces)} pieces")
-    pieces = _without_markers(pieces)
+    return _shown(_without_markers(pieces), _runs(np.asarray(mask, dtype=bool), len(pieces)))
+
+
+def _activations(example: ShownExample) -> np.ndarray:
+    """As float64, so that comparing with a cutoff is exact (a float32 array would round the cutoff)."""
+    return np.asarray(example.activations, dtype=np.float64)
+
+
+def _runs(active: np.ndarray, length: int) -> list[tuple[int, int]]:
+    """(start, stop) of each run of set entries of a boolean array of `length` entries."""
+    if active.shape != (length,):
+        raise ValueError(f"{active.size} activations or mask entries for {length} pieces")
+    return [run.span() for run in _RUNS.finditer(active.tobytes())]
+
+
+def _shown(pieces: list[str], runs: list[tuple[int, int]]) -> str:
+    """The pieces on one line, each run wrapped in << >>, corpus markup defused."""
     parts, end = [], 0
-    for run in _RUNS.finditer(mask.tobytes()):
-        start, stop = run.span()
+    for start, stop in runs:
         parts += ["".join(pieces[end:start]), _OPEN, "".join(pieces[start:stop]), _CLOSE]
         end = stop
     parts.append("".join(pieces[end:]))
